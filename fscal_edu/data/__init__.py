@@ -1,0 +1,1 @@
+"""The data layer: features, annotations, episodes and the synthetic feature world."""

@@ -1,0 +1,200 @@
+"""Per-snippet video features: readers, ``features.json``, resampling, seconds <-> index.
+
+Every reader returns a float32 array of shape ``(T, C)``: one row per snippet (a short window of
+frames summarised by a pretrained backbone), C features per row.
+
+**Coordinate convention (one for the whole package).** A feature axis of ``T`` snippets is a
+continuous line from 0 to T on which snippet ``i`` covers ``[i, i + 1)`` and sits at its centre
+``i + 0.5``. Proposals, anchors and ground truth in "snippet coordinates" all live on this line.
+``seconds_to_index`` / ``index_to_seconds`` are the only place that converts to and from seconds.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..utils import FscalError, where
+
+FEATURE_SUFFIXES = (".npy", ".npz", ".csv", ".pt")
+
+
+@dataclass
+class FeatureMeta:
+    """The contents of ``features.json`` beside the feature files.
+
+    Either resized features (``resize_length``: every video resampled to the same T, the
+    ActivityNet habit) or strided ones (``fps``, ``feat_stride``, ``num_frames``: one feature
+    every ``feat_stride`` frames, each summarising a window of ``num_frames`` frames).
+    """
+
+    feature_dim: int
+    fps: float | None = None
+    feat_stride: int | None = None
+    num_frames: int | None = None
+    resize_length: int | None = None
+
+    @property
+    def strided(self) -> bool:
+        return self.resize_length is None
+
+    @classmethod
+    def load(cls, path) -> "FeatureMeta":
+        path = Path(path)
+        if path.is_dir():
+            path = path / "features.json"
+        if not path.is_file():
+            raise FscalError(f"{where(file=path)}: features.json is missing")
+        try:
+            raw = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise FscalError(f"{where(file=path)}: not readable JSON ({e})") from None
+        if not isinstance(raw, dict) or "feature_dim" not in raw:
+            raise FscalError(f"{where(file=path, field='feature_dim')}: required key is missing")
+        known = {"feature_dim", "fps", "feat_stride", "num_frames", "resize_length"}
+        meta = cls(**{k: v for k, v in raw.items() if k in known})
+        if not isinstance(meta.feature_dim, int) or meta.feature_dim <= 0:
+            raise FscalError(f"{where(file=path, field='feature_dim')}: must be a positive integer")
+        if meta.resize_length is None:
+            for key in ("fps", "feat_stride", "num_frames"):
+                value = getattr(meta, key)
+                if value is None or value <= 0:
+                    raise FscalError(f"{where(file=path, field=key)}: strided features need a "
+                                     f"positive {key} (or give resize_length instead)")
+        elif meta.resize_length <= 0:
+            raise FscalError(f"{where(file=path, field='resize_length')}: must be positive")
+        return meta
+
+    def save(self, directory) -> Path:
+        path = Path(directory) / "features.json"
+        data = {k: v for k, v in asdict(self).items() if v is not None}
+        path.write_text(json.dumps(data, indent=1) + "\n")
+        return path
+
+
+def _read_raw(path: Path):
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            if "feats" not in z.files:
+                raise FscalError(f"{where(file=path, field='feats')}: .npz has no key 'feats' "
+                                 f"(keys: {z.files})")
+            return z["feats"]
+    if suffix == ".csv":
+        with open(path) as f:
+            header = f.readline().strip().split(",")
+        if not header or not all(h.startswith("f") and h[1:].isdigit() for h in header):
+            raise FscalError(f"{where(file=path, field='header')}: a BSN/BMN feature CSV starts "
+                             f"with the header f0,f1,...; got {header[:3]}...")
+        return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
+    if suffix == ".pt":
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(obj, dict) and "feats" in obj:
+            obj = obj["feats"]
+        if not isinstance(obj, torch.Tensor):
+            raise FscalError(f"{where(file=path, field='feats')}: .pt must hold a tensor "
+                             f"(or a dict with key 'feats'), got {type(obj).__name__}")
+        return obj.float().numpy()
+    raise FscalError(f"{where(file=path)}: unknown feature format {suffix!r}; "
+                     f"use one of {FEATURE_SUFFIXES}")
+
+
+def read_features(path, *, expected_dim: int | None = None, video_id: str | None = None) -> np.ndarray:
+    """Read one video's features from ``.npy``, ``.npz`` (key ``feats``), ``.csv`` or ``.pt``.
+
+    Returns float32 ``(T, C)``. Rejects, naming file, video and field: a missing or unreadable
+    file, a shape other than 2-D, zero snippets, a width other than ``expected_dim``, NaN or inf.
+    """
+    path = Path(path)
+    video_id = video_id if video_id is not None else path.stem
+    if not path.is_file():
+        raise FscalError(f"{where(file=path, video=video_id)}: feature file is missing")
+    try:
+        x = _read_raw(path)
+    except FscalError:
+        raise
+    except Exception as e:  # a truncated or foreign file
+        raise FscalError(f"{where(file=path, video=video_id)}: feature file is unreadable ({e})") from None
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise FscalError(f"{where(file=path, video=video_id, field='shape')}: features must be "
+                         f"2-D (T, C), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise FscalError(f"{where(file=path, video=video_id, field='T')}: zero-length video (no snippets)")
+    if expected_dim is not None and x.shape[1] != expected_dim:
+        raise FscalError(f"{where(file=path, video=video_id, field='feature_dim')}: features have "
+                         f"width {x.shape[1]}, features.json says {expected_dim}")
+    x = x.astype(np.float32, copy=False)
+    if not np.isfinite(x).all():
+        rows = np.unique(np.nonzero(~np.isfinite(x))[0])
+        raise FscalError(f"{where(file=path, video=video_id, field='feats')}: NaN or inf in "
+                         f"{len(rows)} snippet(s), first at snippet {rows[0]}")
+    return x
+
+
+def find_feature_file(feature_dir, video_id: str) -> Path:
+    """``<feature_dir>/<video_id>.<npy|npz|csv|pt>``; a clear error if none exists."""
+    feature_dir = Path(feature_dir)
+    for suffix in FEATURE_SUFFIXES:
+        p = feature_dir / f"{video_id}{suffix}"
+        if p.is_file():
+            return p
+    raise FscalError(f"{where(file=feature_dir / (video_id + '.npy'), video=video_id)}: no feature "
+                     f"file for this video (looked for {', '.join(FEATURE_SUFFIXES)})")
+
+
+def resample(x, length: int):
+    """Linear resampling of ``(T, C)`` features to ``(length, C)``, sampling at snippet centres.
+
+    New snippet ``j`` sits at ``(j + 0.5) * T / length`` on the old axis; its value interpolates
+    linearly between the two nearest old snippet centres (clamped at the ends). Works on numpy
+    arrays and torch tensors.
+    """
+    is_np = isinstance(x, np.ndarray)
+    t = torch.as_tensor(x, dtype=torch.float32)
+    T = t.shape[0]
+    pos = (torch.arange(length, dtype=torch.float32) + 0.5) * T / length - 0.5   # (length,)
+    pos = pos.clamp(0, T - 1)
+    lo = pos.floor().long()
+    hi = (lo + 1).clamp(max=T - 1)
+    w = (pos - lo.float()).unsqueeze(1)                                         # (length, 1)
+    out = t[lo] * (1 - w) + t[hi] * w                                           # (length, C)
+    return out.numpy() if is_np else out
+
+
+def _as_array(v):
+    return v if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
+
+
+def seconds_to_index(t, *, duration: float, num_snippets: int, meta: FeatureMeta | None = None,
+                     feat_len: int | None = None):
+    """Seconds -> position on a feature axis of ``num_snippets`` snippets (see module docstring).
+
+    Resized features (``meta`` None or with ``resize_length``): ``index = t / duration * T``.
+    Strided features (``fps``, ``feat_stride``, ``num_frames``; the file had ``feat_len`` rows,
+    later resampled to ``num_snippets``): feature i's window is centred on frame
+    ``i * feat_stride + num_frames / 2``, so ``index = (t * fps - num_frames / 2) / feat_stride + 0.5``
+    on the file's axis, then scaled by ``num_snippets / feat_len``.
+    """
+    t = _as_array(t)
+    if meta is None or not meta.strided:
+        return t / duration * num_snippets
+    feat_len = feat_len or num_snippets
+    u = (t * meta.fps - meta.num_frames / 2) / meta.feat_stride + 0.5
+    return u * num_snippets / feat_len
+
+
+def index_to_seconds(index, *, duration: float, num_snippets: int, meta: FeatureMeta | None = None,
+                     feat_len: int | None = None):
+    """The exact inverse of :func:`seconds_to_index`."""
+    index = _as_array(index)
+    if meta is None or not meta.strided:
+        return index / num_snippets * duration
+    feat_len = feat_len or num_snippets
+    u = index * feat_len / num_snippets
+    return ((u - 0.5) * meta.feat_stride + meta.num_frames / 2) / meta.fps

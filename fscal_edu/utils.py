@@ -1,0 +1,53 @@
+"""Small helpers shared by the whole package: device, seeds, quick mode, showing source."""
+from __future__ import annotations
+
+import inspect
+import os
+import random
+
+import numpy as np
+import torch
+
+
+def get_device(name: str | None = None) -> torch.device:
+    """The one device helper: ``cuda`` if present, then ``mps``, then ``cpu``; ``name`` overrides."""
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch so that a CPU run repeats to the same numbers."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def is_quick() -> bool:
+    """Quick mode (``FSCAL_QUICK=1``): notebooks and CI use small settings and shipped results."""
+    return os.environ.get("FSCAL_QUICK", "0").lower() not in ("", "0", "false", "no")
+
+
+def show_source(obj) -> None:
+    """Print the real source of a library object, so a notebook shows the code instead of copying it."""
+    print(inspect.getsource(obj))
+
+
+class FscalError(ValueError):
+    """Bad input: the message names the file, the video and the field at fault."""
+
+
+def where(file=None, video=None, field=None) -> str:
+    """Format the 'file / video / field' prefix that every bad-input error carries."""
+    parts = []
+    if file is not None:
+        parts.append(f"file {str(file)!r}")
+    if video is not None:
+        parts.append(f"video {video!r}")
+    if field is not None:
+        parts.append(f"field {field!r}")
+    return ", ".join(parts) if parts else "input"
