@@ -148,23 +148,42 @@ def find_feature_file(feature_dir, video_id: str) -> Path:
                      f"file for this video (looked for {', '.join(FEATURE_SUFFIXES)})")
 
 
-def resample(x, length: int):
-    """Linear resampling of ``(T, C)`` features to ``(length, C)``, sampling at snippet centres.
+def interpolate_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Read features at continuous positions: ``x (..., T, C)``, ``positions (..., P)`` -> ``(..., P, C)``.
 
-    New snippet ``j`` sits at ``(j + 0.5) * T / length`` on the old axis; its value interpolates
-    linearly between the two nearest old snippet centres (clamped at the ends). Works on numpy
-    arrays and torch tensors.
+    Snippet ``i`` sits at ``i + 0.5``; a position between two centres mixes them linearly and a
+    position beyond the first or last centre takes that snippet (clamped). Differentiable in both
+    ``x`` and ``positions``; the one interpolation rule behind resampling, support crops and
+    RoIAlign.
+    """
+    T = x.shape[-2]
+    p = (positions - 0.5).clamp(0, T - 1)                      # (..., P) on the centre grid
+    lo = p.detach().floor().long().clamp(max=T - 1)
+    hi = (lo + 1).clamp(max=T - 1)
+    w = (p - lo.to(p.dtype)).unsqueeze(-1)                     # (..., P, 1)
+    idx = lambda i: i.unsqueeze(-1).expand(*i.shape, x.shape[-1])  # noqa: E731
+    return torch.gather(x, -2, idx(lo)) * (1 - w) + torch.gather(x, -2, idx(hi)) * w
+
+
+def crop(x, start: float, end: float, length: int):
+    """Cut ``[start, end)`` (snippet coordinates) out of ``(T, C)`` features as ``(length, C)``.
+
+    The ``length`` new snippets sit at the centres of ``length`` equal bins of the window.
     """
     is_np = isinstance(x, np.ndarray)
     t = torch.as_tensor(x, dtype=torch.float32)
-    T = t.shape[0]
-    pos = (torch.arange(length, dtype=torch.float32) + 0.5) * T / length - 0.5   # (length,)
-    pos = pos.clamp(0, T - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp(max=T - 1)
-    w = (pos - lo.float()).unsqueeze(1)                                         # (length, 1)
-    out = t[lo] * (1 - w) + t[hi] * w                                           # (length, C)
+    pos = start + (torch.arange(length, dtype=torch.float32) + 0.5) * (end - start) / length
+    out = interpolate_at(t, pos)
     return out.numpy() if is_np else out
+
+
+def resample(x, length: int):
+    """Linear resampling of ``(T, C)`` features to ``(length, C)``: the crop of the whole axis.
+
+    New snippet ``j`` sits at ``(j + 0.5) * T / length`` on the old axis. Works on numpy arrays
+    and torch tensors.
+    """
+    return crop(x, 0.0, float(x.shape[0]), length)
 
 
 def _as_array(v):
