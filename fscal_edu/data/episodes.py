@@ -1,0 +1,235 @@
+"""Few-shot episodes: the sampler, ``episodes.json``, the world loader, and a torch Dataset.
+
+An episode (DESIGN.md section 1) is K trimmed support clips of one class c, cut from videos other
+than the query, and one untrimmed query video that holds c. The model never sees the name c:
+it is kept in the episode only so that evaluation knows which instances count.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..utils import FscalError, where
+from .annotations import instances_by_class, labels, load_annotations, load_splits
+from .features import FeatureMeta, crop, find_feature_file, read_features, resample, seconds_to_index
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling and episode files
+# ---------------------------------------------------------------------------------------------
+
+def sample_episode(by_class: dict, label: str, shots: int, rng: np.random.Generator, eid: str) -> dict:
+    """One episode of class ``label``: a query video holding it, ``shots`` supports from other videos."""
+    clips = by_class[label]
+    videos = sorted({v for v, _ in clips})
+    query = videos[rng.integers(len(videos))]
+    pool = [(v, seg) for v, seg in clips if v != query]          # supports never from the query
+    if len(pool) < shots:
+        raise FscalError(f"{where(video=query, field='support')}: class {label!r} has only "
+                         f"{len(pool)} clip(s) outside the query, fewer than K = {shots}")
+    pick = rng.choice(len(pool), size=shots, replace=False)
+    support = [{"video": pool[i][0], "segment": [float(s) for s in pool[i][1]]} for i in sorted(pick)]
+    return {"id": eid, "label": label, "query": query, "support": support}
+
+
+def sample_episodes(annotations: dict, classes, shots: int, n: int, *, seed: int = 0,
+                    prefix: str = "ep") -> list[dict]:
+    """``n`` episodes balanced over ``classes`` (class ``i % len(classes)`` of a shuffled order)."""
+    by_class = instances_by_class(annotations)
+    classes = list(classes)
+    missing = [c for c in classes if c not in by_class]
+    if missing:
+        raise FscalError(f"{where(field='label')}: class(es) {missing} have no instance in the annotations")
+    for c in classes:
+        n_videos = len({v for v, _ in by_class[c]})
+        if len(by_class[c]) < shots + 1 or n_videos < 2:
+            raise FscalError(f"{where(field='support')}: class {c!r} has {len(by_class[c])} clip(s) "
+                             f"in {n_videos} video(s); a {shots}-shot episode needs K clips outside "
+                             f"the query video")
+    rng = np.random.default_rng(seed)
+    order = [classes[i] for i in rng.permutation(len(classes))]
+    return [sample_episode(by_class, order[i % len(order)], shots, rng, f"{prefix}_{i:04d}")
+            for i in range(n)]
+
+
+def save_episodes(episodes: list[dict], path) -> Path:
+    path = Path(path)
+    path.write_text(json.dumps({"episodes": episodes}, indent=1) + "\n")
+    return path
+
+
+def load_episodes(path, annotations: dict | None = None, *, shots: int | None = None) -> list[dict]:
+    """Read ``episodes.json``; with ``annotations``, check every video id and segment."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise FscalError(f"{where(file=path)}: not readable JSON ({e})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("episodes"), list):
+        raise FscalError(f"{where(file=path, field='episodes')}: expected {{\"episodes\": [...]}}")
+    episodes = raw["episodes"]
+    for ep in episodes:
+        validate_episode(ep, annotations, file=path, shots=shots)
+    return episodes
+
+
+def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: int | None = None) -> None:
+    """Clear errors for malformed episodes: missing keys, unknown videos, bad support segments."""
+    for key in ("id", "label", "query", "support"):
+        if key not in ep:
+            raise FscalError(f"{where(file=file, video=ep.get('query'), field=key)}: episode "
+                             f"{ep.get('id')!r} lacks {key!r}")
+    if shots is not None and len(ep["support"]) < shots:
+        raise FscalError(f"{where(file=file, video=ep['query'], field='support')}: episode "
+                         f"{ep['id']!r} has {len(ep['support'])} support clip(s), fewer than K = {shots}")
+    if annotations is None:
+        return
+    db = annotations["database"]
+    if ep["query"] not in db:
+        raise FscalError(f"{where(file=file, video=ep['query'], field='query')}: episode {ep['id']!r} "
+                         f"names a video that the annotations do not know")
+    for clip in ep["support"]:
+        v, seg = clip.get("video"), clip.get("segment")
+        if v not in db:
+            raise FscalError(f"{where(file=file, video=v, field='support.video')}: episode "
+                             f"{ep['id']!r} names a video that the annotations do not know")
+        if v == ep["query"]:
+            raise FscalError(f"{where(file=file, video=v, field='support.video')}: episode "
+                             f"{ep['id']!r} cuts a support from its own query video")
+        if (not isinstance(seg, (list, tuple)) or len(seg) != 2 or not np.all(np.isfinite(seg))
+                or not 0 <= seg[0] < seg[1] or seg[0] >= db[v]["duration"]):
+            raise FscalError(f"{where(file=file, video=v, field='support.segment')}: episode "
+                             f"{ep['id']!r} has segment {seg}; need 0 <= start < end and start "
+                             f"< duration {db[v]['duration']}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The world on disk
+# ---------------------------------------------------------------------------------------------
+
+class World:
+    """A dataset directory in the field's formats (the shipped ``data_samples/anet_like`` or real).
+
+    ``annotations.json``, ``splits.json``, ``features.json``, ``features/<video>.<npy|npz|csv|pt>``
+    and optional fixed ``episodes_<split>_<K>shot.json``. Features are read once and cached.
+    """
+
+    def __init__(self, root):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FscalError(f"{where(file=self.root)}: dataset directory does not exist")
+        self.meta = FeatureMeta.load(self.root)
+        self.annotations = load_annotations(self.root / "annotations.json")
+        self.labels = labels(self.annotations)
+        self.splits = load_splits(self.root / "splits.json", classes=self.labels)
+        self.label_index = {c: i for i, c in enumerate(self.labels)}
+        self._cache: dict[str, np.ndarray] = {}
+
+    def features(self, video_id: str) -> np.ndarray:
+        """``(T, C)`` float32 features of one video (validated: width, NaN, length)."""
+        if video_id not in self._cache:
+            if video_id not in self.annotations["database"]:
+                raise FscalError(f"{where(file=self.root / 'annotations.json', video=video_id)}: "
+                                 f"unknown video id")
+            path = find_feature_file(self.root / "features", video_id)
+            self._cache[video_id] = read_features(path, expected_dim=self.meta.feature_dim, video_id=video_id)
+        return self._cache[video_id]
+
+    def duration(self, video_id: str) -> float:
+        return float(self.annotations["database"][video_id]["duration"])
+
+    def episodes(self, split: str, shots: int) -> list[dict]:
+        path = self.root / f"episodes_{split}_{shots}shot.json"
+        if not path.is_file():
+            raise FscalError(f"{where(file=path)}: no fixed {shots}-shot episodes for split {split!r}")
+        return load_episodes(path, self.annotations, shots=shots)
+
+    def to_index(self, video_id: str, t, num_snippets: int):
+        """Seconds -> snippet coordinates on an axis of ``num_snippets`` snippets of this video."""
+        return seconds_to_index(t, duration=self.duration(video_id), num_snippets=num_snippets,
+                                meta=self.meta, feat_len=len(self.features(video_id)))
+
+
+def load_world(root) -> World:
+    return World(root)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tensors for the model
+# ---------------------------------------------------------------------------------------------
+
+def episode_tensors(world: World, ep: dict, T: int, T_S: int) -> dict:
+    """One episode as tensors: query ``(T, C)``, supports ``(K, T_S, C)``, ground truth ``(G, 2)``.
+
+    The query is resampled to T snippets; each support segment is cut out of its video and
+    resampled to T_S snippets; ground truth are the query's instances of the episode's class, in
+    snippet coordinates of the resampled query.
+    """
+    q = ep["query"]
+    X_Q = resample(world.features(q), T)                                       # (T, C)
+    X_S = np.stack([crop(world.features(c["video"]), *world.to_index(c["video"], c["segment"],
+                                                                   len(world.features(c["video"]))), T_S)
+                    for c in ep["support"]])                                  # (K, T_S, C)
+    gt = [a["segment"] for a in world.annotations["database"][q]["annotations"] if a["label"] == ep["label"]]
+    gt = np.asarray(world.to_index(q, np.asarray(gt, dtype=np.float64).reshape(-1, 2), T), dtype=np.float32)
+    return {"query": torch.from_numpy(X_Q), "support": torch.from_numpy(X_S), "gt": torch.from_numpy(gt),
+            "label": world.label_index[ep["label"]], "id": ep["id"], "video": q,
+            "duration": world.duration(q)}
+
+
+class EpisodeDataset(Dataset):
+    """Fixed episodes (a list of dicts, e.g. ``world.episodes("test", 5)``) as tensors."""
+
+    def __init__(self, world: World, episodes: list[dict], T: int, T_S: int):
+        self.world, self.episodes, self.T, self.T_S = world, episodes, T, T_S
+
+    def __len__(self):
+        return len(self.episodes)
+
+    def __getitem__(self, i):
+        return episode_tensors(self.world, self.episodes[i], self.T, self.T_S)
+
+
+class RandomEpisodes(Dataset):
+    """Training episodes drawn afresh from one split's classes; item ``i`` depends only on (seed, i).
+
+    That makes a run repeatable and a resumed run draw exactly the episodes it would have drawn.
+    """
+
+    def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0):
+        self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, shots, length, T, T_S, seed
+        self.classes = list(world.splits[split])
+        self.by_class = {c: v for c, v in instances_by_class(world.annotations).items() if c in set(self.classes)}
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng([self.seed, i])
+        label = self.classes[rng.integers(len(self.classes))]
+        ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}")
+        return episode_tensors(self.world, ep, self.T, self.T_S)
+
+
+def collate(items: list[dict]) -> dict:
+    """Stack episodes into a batch; ground truth padded to the largest count, with a mask.
+
+    query ``(B, T, C)``, support ``(B, K, T_S, C)``, gt ``(B, G, 2)``, gt_mask ``(B, G)``,
+    label ``(B,)`` (class index, used only by the training losses), plus lists of ids and durations.
+    """
+    B, G = len(items), max(1, max(len(it["gt"]) for it in items))
+    gt = torch.zeros(B, G, 2)
+    gt_mask = torch.zeros(B, G, dtype=torch.bool)
+    for b, it in enumerate(items):
+        gt[b, :len(it["gt"])] = it["gt"]
+        gt_mask[b, :len(it["gt"])] = True
+    return {"query": torch.stack([it["query"] for it in items]),
+            "support": torch.stack([it["support"] for it in items]),
+            "gt": gt, "gt_mask": gt_mask,
+            "label": torch.tensor([it["label"] for it in items]),
+            "id": [it["id"] for it in items], "video": [it["video"] for it in items],
+            "duration": [it["duration"] for it in items]}

@@ -1,0 +1,251 @@
+"""The synthetic feature world: real video features cannot be downloaded here, so we make some.
+
+The world is built so that few-shot common action localization is a *real* problem in it:
+
+* **Phases.** A class is an ordered sequence of ``phases_per_class`` phase vectors drawn from a
+  shared pool. An instance of the class walks through its phases in order, each phase taking a
+  random share of the instance (``tempo``). A snippet inside a phase carries that phase vector.
+* **Twins.** Classes come in pairs that use the *same* phases in another order. A bag-of-features
+  matcher (average the snippets, compare) cannot tell twins apart; only the temporal order
+  (what Dynamics-CA looks at) can.
+* **Scene context.** Every video has its own scene vector, plus a slow drift, added to every
+  snippet. Supports cut from other videos therefore look different from the query even for the
+  same action (what QtoS Context-CA is for).
+* **Distractors.** A query holds instances of the common class *and* instances of other classes
+  of its split, half of them the common class's twin. A detector that finds "some action" is
+  therefore wrong about half of the time: the supports are necessary.
+* **Noise.** Every snippet carries Gaussian noise, larger than a phase vector, so a single
+  snippet says little; a segment of them says a lot.
+
+Every knob is a field of :class:`WorldConfig`; ``fscal-edu generate`` writes a world in the
+field's formats (DESIGN.md section 7). Same seed, same bytes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .features import FeatureMeta
+
+
+@dataclass
+class WorldConfig:
+    """The knobs of the world. Norms are Euclidean norms of vectors in R^feature_dim."""
+
+    profile: str = "anet"
+    feature_dim: int = 64
+    T: int = 128                      # snippets per video (features resized, ActivityNet style)
+    n_base_pairs: int = 20            # twin pairs of base classes (2 classes each)
+    n_val_pairs: int = 5
+    n_test_pairs: int = 5
+    videos_per_class: int = 15        # videos whose main class is each class
+    n_phases: int = 24                # size of the shared phase pool
+    phases_per_class: int = 3
+    phase_norm: float = 2.0           # norm of a phase vector
+    noise_norm: float = 5.0           # expected norm of the per-snippet noise
+    scene_norm: float = 1.6           # norm of each video's constant scene vector
+    drift_norm: float = 0.8           # norm of each video's slow scene drift
+    targets: tuple = (1, 2)           # instances of the main class per video (min, max)
+    distractors: tuple = (1, 2)       # instances of other classes per video (min, max)
+    twin_prob: float = 0.5            # chance that a distractor is the main class's twin
+    length_frac: tuple = (0.06, 0.25)  # instance length as a share of the video (min, max)
+    tempo_concentration: float = 4.0  # Dirichlet concentration of phase shares (lower = freer tempo)
+    duration: tuple = (30.0, 210.0)   # video duration in seconds (min, max)
+    fps: float = 30.0
+
+    @property
+    def n_classes(self) -> int:
+        return 2 * (self.n_base_pairs + self.n_val_pairs + self.n_test_pairs)
+
+
+PROFILES = {
+    # ActivityNet-like: few, long instances (see data_samples/README.md for the comparison).
+    "anet": WorldConfig(),
+    # THUMOS-like: many short instances per video, longer videos, fewer classes.
+    "thumos": WorldConfig(profile="thumos", T=256, n_base_pairs=6, n_val_pairs=2, n_test_pairs=4,
+                          videos_per_class=8, targets=(3, 8), distractors=(2, 5),
+                          length_frac=(0.012, 0.05), duration=(60.0, 400.0)),
+}
+
+
+def make_classes(cfg: WorldConfig, rng: np.random.Generator):
+    """Class names, each class's phase order, twin of each class, and the split of each class."""
+    names, phases, twin, split = [], [], {}, {}
+    counts = {"base": cfg.n_base_pairs, "val": cfg.n_val_pairs, "test": cfg.n_test_pairs}
+    pair = 0
+    for split_name, n_pairs in counts.items():
+        for _ in range(n_pairs):
+            order = rng.choice(cfg.n_phases, size=cfg.phases_per_class, replace=False)
+            other = order.copy()
+            while np.array_equal(other, order):   # the twin: same phases, another order
+                other = rng.permutation(order)
+            a, b = f"action_{pair:02d}a", f"action_{pair:02d}b"
+            names += [a, b]
+            phases += [order, other]
+            twin[a], twin[b] = b, a
+            split[a] = split[b] = split_name
+            pair += 1
+    return names, dict(zip(names, phases)), twin, split
+
+
+def _place(lengths, T, rng):
+    """Place segments of the given lengths (snippets) without overlap in [0, T], random gaps."""
+    free = T - sum(lengths)
+    if free < 0:
+        return None
+    order = rng.permutation(len(lengths))
+    gaps = rng.dirichlet(np.ones(len(lengths) + 1)) * free
+    starts, pos = np.empty(len(lengths)), 0.0
+    for j, i in enumerate(order):
+        pos += gaps[j]
+        starts[i] = pos
+        pos += lengths[i]
+    return np.stack([starts, starts + np.asarray(lengths)], 1)
+
+
+def render_video(cfg, instances, phase_pool, class_phases, rng):
+    """Features ``(T, C)`` of one video holding ``instances`` = [(label, (start, end))] in snippets."""
+    C, T = cfg.feature_dim, cfg.T
+    unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)   # noqa: E731
+    scene = cfg.scene_norm * unit(rng.standard_normal(C))                    # (C,)
+    # slow drift: a random direction whose amplitude follows one smooth cosine over the video
+    phase0, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.5)
+    t = (np.arange(T) + 0.5) / T
+    drift = cfg.drift_norm * np.cos(2 * np.pi * freq * t + phase0)[:, None] * unit(rng.standard_normal(C))
+    x = scene + drift + rng.standard_normal((T, C)) * cfg.noise_norm / np.sqrt(C)  # (T, C)
+    centres = np.arange(T) + 0.5
+    for label, (s, e) in instances:
+        order = class_phases[label]
+        shares = rng.dirichlet(np.full(len(order), cfg.tempo_concentration))
+        bounds = s + np.concatenate([[0], np.cumsum(shares)]) * (e - s)
+        for p, lo, hi in zip(order, bounds[:-1], bounds[1:]):
+            x[(centres >= lo) & (centres < hi)] += phase_pool[p]
+    return x
+
+
+def generate_world(cfg: WorldConfig | str = "anet", seed: int = 0):
+    """Build the world in memory: ``(features, annotations, splits, info)``.
+
+    ``features``: {video_id: float32 (T, C)}; ``annotations``: ActivityNet JSON dict (seconds);
+    ``splits``: {"base", "val", "test"}; ``info``: the config and class structure, for teaching.
+    """
+    if isinstance(cfg, str):
+        cfg = PROFILES[cfg]
+    rng = np.random.default_rng(seed)
+    names, class_phases, twin, split = make_classes(cfg, rng)
+    phase_pool = rng.standard_normal((cfg.n_phases, cfg.feature_dim))
+    phase_pool *= cfg.phase_norm / np.linalg.norm(phase_pool, axis=1, keepdims=True)
+    by_split = {s: [c for c in names if split[c] == s] for s in ("base", "val", "test")}
+    subset_of = {"base": "training", "val": "validation", "test": "testing"}
+
+    features, database = {}, {}
+    for c in names:
+        others = [o for o in by_split[split[c]] if o not in (c, twin[c])]
+        for v in range(cfg.videos_per_class):
+            vid = f"{split[c]}_{c}_{v:02d}"
+            n_t = rng.integers(cfg.targets[0], cfg.targets[1] + 1)
+            n_d = rng.integers(cfg.distractors[0], cfg.distractors[1] + 1)
+            labels = [c] * n_t + [twin[c] if rng.random() < cfg.twin_prob else others[rng.integers(len(others))]
+                                  for _ in range(n_d)]
+            while True:   # draw lengths until they fit (with room to spare)
+                lengths = rng.uniform(*cfg.length_frac, size=len(labels)) * cfg.T
+                segs = _place(lengths, cfg.T, rng) if lengths.sum() < 0.9 * cfg.T else None
+                if segs is not None:
+                    break
+            instances = list(zip(labels, segs))
+            features[vid] = render_video(cfg, instances, phase_pool, class_phases, rng).astype(np.float32)
+            duration = float(np.round(rng.uniform(*cfg.duration), 2))
+            to_sec = duration / cfg.T
+            anns = sorted(({"label": lab, "segment": [round(float(s) * to_sec, 3), round(float(e) * to_sec, 3)]}
+                           for lab, (s, e) in instances), key=lambda a: a["segment"][0])
+            database[vid] = {"subset": subset_of[split[c]], "duration": duration, "fps": cfg.fps,
+                             "annotations": anns}
+    annotations = {"version": f"fscal-edu synthetic {cfg.profile} seed {seed}",
+                   "taxonomy": [{"nodeName": c, "twin": twin[c], "phases": [int(p) for p in class_phases[c]]}
+                                for c in names],
+                   "database": database}
+    splits = {k: list(v) for k, v in by_split.items()}
+    info = {"config": dataclasses.asdict(cfg), "seed": seed, "twin": twin,
+            "class_phases": {c: [int(p) for p in class_phases[c]] for c in names}}
+    return features, annotations, splits, info
+
+
+def common_share(annotations: dict, episodes: list[dict]) -> float:
+    """Mean over episodes of the share of the query's action time that belongs to the common class.
+
+    A detector that finds "some action" and ignores the supports is right about this share of
+    the time it marks; the rest is distractors.
+    """
+    shares = []
+    for ep in episodes:
+        anns = annotations["database"][ep["query"]]["annotations"]
+        lens = np.array([a["segment"][1] - a["segment"][0] for a in anns])
+        mine = np.array([a["label"] == ep["label"] for a in anns])
+        shares.append(lens[mine].sum() / lens.sum())
+    return float(np.mean(shares))
+
+
+def world_statistics(annotations: dict) -> dict:
+    """The statistics of ``shared/real/README.md``'s table, for any ActivityNet-format dict."""
+    db = annotations["database"]
+    durs, per_video, ratios, coverage, multi = [], [], [], [], []
+    for vid, v in db.items():
+        anns = v["annotations"]
+        d = v["duration"]
+        lens = [a["segment"][1] - a["segment"][0] for a in anns]
+        durs.append(d)
+        per_video.append(len(anns))
+        ratios += [ln / d for ln in lens]
+        coverage.append(sum(lens) / d)
+        multi.append(len({a["label"] for a in anns}) > 1)
+    q = lambda a, p: float(np.percentile(a, p))   # noqa: E731
+    return {
+        "videos": len(db), "instances": int(sum(per_video)),
+        "classes": len({a["label"] for v in db.values() for a in v["annotations"]}),
+        "duration_median": q(durs, 50), "duration_p10": q(durs, 10), "duration_p90": q(durs, 90),
+        "instances_per_video": float(np.mean(per_video)),
+        "share_single_instance": float(np.mean(np.asarray(per_video) == 1)),
+        "length_ratio_median": q(ratios, 50), "length_ratio_p10": q(ratios, 10),
+        "length_ratio_p90": q(ratios, 90),
+        "coverage_median": q(coverage, 50),
+        "share_multi_class": float(np.mean(multi)),
+    }
+
+
+def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
+                n_test_episodes: int = 300, n_val_episodes: int = 100) -> dict:
+    """Generate and write a world in the field's formats; returns its statistics."""
+    from .annotations import save_annotations, save_splits
+    from .episodes import sample_episodes, save_episodes
+
+    if isinstance(cfg, str):
+        cfg = PROFILES[cfg]
+    out = Path(out)
+    (out / "features").mkdir(parents=True, exist_ok=True)
+    features, annotations, splits, info = generate_world(cfg, seed)
+    for vid, x in features.items():
+        np.save(out / "features" / f"{vid}.npy", x.astype(np.float16))
+    FeatureMeta(feature_dim=cfg.feature_dim, resize_length=cfg.T).save(out)
+    save_annotations(annotations, out / "annotations.json")
+    save_splits(splits, out / "splits.json")
+    stats = world_statistics(annotations)
+    for split, n in (("val", n_val_episodes), ("test", n_test_episodes)):
+        for shots in (1, 5):
+            eps = sample_episodes(annotations, splits[split], shots, n, seed=seed * 1000 + shots,
+                                  prefix=f"{split}{shots}shot")
+            save_episodes(eps, out / f"episodes_{split}_{shots}shot.json")
+            stats[f"common_share_{split}_{shots}shot"] = common_share(annotations, eps)
+    (out / "world.json").write_text(json.dumps({"info": info, "statistics": stats}, indent=1) + "\n")
+    return stats
+
+
+def main_generate(args) -> int:
+    stats = write_world(args.out, args.profile, args.seed)
+    print(f"wrote the {args.profile}-like world (seed {args.seed}) to {args.out}")
+    for k, v in stats.items():
+        print(f"  {k:24s} {v:.3f}" if isinstance(v, float) else f"  {k:24s} {v}")
+    return 0
