@@ -40,6 +40,70 @@ def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4) -> 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 03-05
 # ---------------------------------------------------------------------------------------------
+from einops import reduce  # noqa: E402
+
+from .attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_attend  # noqa: E402
+from .viz import granularity_mass  # noqa: E402
+
+
+def _attention_inputs(B=2, K=3, T_S=8, N_Q=7, d=6, seed=0):
+    """Random float64 proposals ``(B, N_Q, d)``, supports ``(B, K, T_S, d)`` and a ``(d, d)`` W."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(B, N_Q, d, generator=g, dtype=torch.float64),
+            torch.randn(B, K, T_S, d, generator=g, dtype=torch.float64),
+            torch.randn(d, d, generator=g, dtype=torch.float64) * 0.5)
+
+
+def check_cross_attend(fn) -> bool:
+    """Notebook 03: ``fn(X_a, X_b, W) -> (X_b_new, A)`` is eqs. (1)-(2) exactly (row softmax)."""
+    X_Q, X_S, W = _attention_inputs()
+    return compare("eqs. (1)-(2)", fn(X_Q, X_S[:, 0], W), cross_attend(X_Q, X_S[:, 0], W))
+
+
+def check_column_softmax(fn) -> bool:
+    """Notebook 03: ``fn(X_a, X_b, W) -> A`` with every target's column summing to one."""
+    X_Q, X_S, W = _attention_inputs()
+    return compare("column softmax A", fn(X_Q, X_S[:, 0], W),
+                   cross_attend(X_Q, X_S[:, 0], W, axis="column")[1])
+
+
+def check_support_mass(fn) -> bool:
+    """Notebook 03: ``fn(A_joint (B, N_Q, K*T_S), K) -> (B, K)``, the mass each support gathers."""
+    X_Q, X_S, _ = _attention_inputs()
+    _, att = QtoSContextCA(X_Q.shape[-1], joint=True).double()(X_Q, X_S)
+    A = att.A.detach()
+    return compare("mass per support", fn(A, att.K), reduce(A, "b n (k t) -> b k", "sum", k=att.K))
+
+
+def check_coarse_tokens(fn) -> bool:
+    """Notebook 04: ``fn(X_S_tilde (B, K, T_S, d), k) -> (B, K, T_S/k, d)``, the untrained w_k."""
+    _, X_S, _ = _attention_inputs()
+    ok = True
+    for k in (2, 4):
+        want = DynamicsCA(X_S.shape[-1], (k,)).double().coarse_tokens(X_S).detach()
+        ok = compare(f"coarse tokens, k={k}", fn(X_S, k), want) and ok
+    return ok
+
+
+def check_granularity_mass(fn) -> bool:
+    """Notebook 04: ``fn(A_l (N_coarse, T_S), granularity (N_coarse,), k) -> (T_S,)``, the mass
+    that each snippet of support l receives from the coarse tokens of granularity k."""
+    _, X_S, _ = _attention_inputs()
+    _, att = DynamicsCA(X_S.shape[-1], (2, 4)).double()(X_S)
+    want = granularity_mass(att, support=1)
+    return all([compare(f"mass from k={k}", fn(att.A.detach()[0, 1], att.coarse.granularity, k),
+                        want[k]) for k in want])
+
+
+def check_stoq(fn) -> bool:
+    """Notebook 05: ``fn(Y_S (B, K, T_S, d), X_Q (B, N_Q, d), W) -> X~_Q (B, N_Q, d)``, eq. (6)."""
+    X_Q, Y_S, W = _attention_inputs()
+    stage = StoQContextCA(X_Q.shape[-1], temperature=False, mass_norm=False,
+                          layernorm=False).double()
+    with torch.no_grad():
+        stage.W_StoQ.copy_(W)
+        want = stage(Y_S, X_Q)[0]
+    return compare("eq. (6)", fn(Y_S, X_Q, W), want)
 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 06-08
