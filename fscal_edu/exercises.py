@@ -33,6 +33,69 @@ def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4) -> 
 # Notebooks 00-01
 # ---------------------------------------------------------------------------------------------
 
+def _toy_episodes():
+    """A tiny annotation database and episodes, some of them broken on purpose."""
+    db = {v: {"subset": "testing", "duration": 60.0, "annotations": []} for v in "ABCD"}
+    db["A"]["annotations"] = [{"label": "jump", "segment": [3.0, 9.0]}, {"label": "run", "segment": [10.0, 20.0]},
+                              {"label": "jump", "segment": [40.0, 52.5]}]
+    db["B"]["annotations"] = [{"label": "jump", "segment": [0.5, 4.0]}, {"label": "run", "segment": [30.0, 33.0]}]
+    db["C"]["annotations"] = [{"label": "run", "segment": [1.0, 2.0]}]
+    db["D"]["annotations"] = [{"label": "jump", "segment": [5.0, 6.0]}, {"label": "run", "segment": [7.0, 8.0]}]
+    clip = lambda v, s, e: {"video": v, "segment": [s, e]}  # noqa: E731
+    episodes = [
+        {"id": "ok1", "label": "jump", "query": "A", "support": [clip("B", 0.5, 4.0), clip("D", 5.0, 6.0)]},
+        {"id": "ok2", "label": "run", "query": "C", "support": [clip("A", 10.0, 20.0)]},
+        {"id": "bad1", "label": "jump", "query": "A", "support": [clip("B", 0.5, 4.0), clip("A", 40.0, 52.5)]},
+        {"id": "bad2", "label": "run", "query": "B", "support": [clip("B", 30.0, 33.0)]},
+        {"id": "ok3", "label": "run", "query": "D", "support": [clip("C", 1.0, 2.0), clip("B", 30.0, 33.0)]},
+    ]
+    return {"database": db}, episodes
+
+
+def check_supports_outside_query(fn) -> bool:
+    """``fn(episode) -> bool``: True when no support clip is cut from the episode's query video."""
+    _, episodes = _toy_episodes()
+    want = [all(s["video"] != ep["query"] for s in ep["support"]) for ep in episodes]
+    return compare("supports_outside_query", [bool(fn(ep)) for ep in episodes], want)
+
+
+def check_query_ground_truth(fn) -> bool:
+    """``fn(episode, annotations) -> [[start, end], ...]``: the query's instances of the episode's
+    class (seconds, in file order): the only ones that count as true positives."""
+    annotations, episodes = _toy_episodes()
+    ok = True
+    for ep in episodes[:2] + episodes[4:]:
+        want = [a["segment"] for a in annotations["database"][ep["query"]]["annotations"]
+                if a["label"] == ep["label"]]
+        got = [list(s) for s in fn(ep, annotations)]
+        ok &= compare(f"ground truth of episode {ep['id']}", np.reshape(got, (-1, 2)),
+                      np.reshape(want, (-1, 2)))
+    return bool(ok)
+
+
+def check_seconds_to_index(fn) -> bool:
+    """``fn(t, duration, num_snippets)``: seconds -> snippet coordinates for resized features."""
+    from .data.features import seconds_to_index
+    rng = np.random.default_rng(0)
+    duration = rng.uniform(20, 200, size=8)
+    t = rng.uniform(0, 1, size=8) * duration
+    got = [fn(float(ti), float(d), 128) for ti, d in zip(t, duration)]
+    return compare("seconds_to_index", got, seconds_to_index(t, duration=duration, num_snippets=128))
+
+
+def check_strided_seconds_to_index(fn) -> bool:
+    """``fn(t, fps, feat_stride, num_frames)``: seconds -> position on the axis of a strided feature
+    file (feature i's window of ``num_frames`` frames starts at frame ``i * feat_stride``)."""
+    from .data.features import FeatureMeta, seconds_to_index
+    ok = True
+    for fps, stride, frames in ((30.0, 4, 16), (25.0, 8, 16), (10.0, 1, 1)):
+        meta = FeatureMeta(feature_dim=1, fps=fps, feat_stride=stride, num_frames=frames)
+        t = np.array([0.5, 1.0, 7.25, 60.0])
+        want = seconds_to_index(t, duration=100.0, num_snippets=1000, meta=meta)
+        ok &= compare(f"fps={fps:g}, stride={stride}, window={frames}",
+                      [fn(float(ti), fps, stride, frames) for ti in t], want)
+    return bool(ok)
+
 # ---------------------------------------------------------------------------------------------
 # Notebook 02
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,51 @@ from __future__ import annotations
 # Task, data and episodes (notebooks 00-01)
 # ---------------------------------------------------------------------------------------------
 
+def _figures_view(controls: list, draw) -> "ipywidgets.VBox":
+    """Controls above an output area that shows ``draw(**values)``'s figures whenever one changes."""
+    import ipywidgets
+
+    out = ipywidgets.Output()
+
+    def refresh(_=None):
+        out.clear_output(wait=True)
+        with out:
+            for fig in draw(**{c.description: c.value for c in controls}):
+                fig.show()
+
+    for c in controls:
+        c.observe(refresh, names="value")
+    refresh()
+    return ipywidgets.VBox([*controls, out])
+
+
+def episode_browser(world, episodes: list, *, T: int = 128, T_S: int = 16) -> "ipywidgets.VBox":
+    """Step through episodes: the timeline (seconds) and the tensors the model gets (heatmaps)."""
+    import ipywidgets
+
+    from .data.episodes import episode_tensors
+    from .viz import episode_heatmaps_figure, episode_timeline_figure, instances_in_snippets
+
+    def draw(episode):
+        ep = episodes[episode]
+        x = episode_tensors(world, ep, T, T_S)
+        segments = instances_in_snippets(world.annotations, ep["query"], T)
+        return [episode_timeline_figure(ep, world.annotations),
+                episode_heatmaps_figure(x["query"].numpy(), x["support"].numpy(), segments=segments,
+                                        highlight=ep["label"])]
+
+    return _figures_view([ipywidgets.IntSlider(0, 0, len(episodes) - 1, description="episode")], draw)
+
+
+def knob_explorer(draw, **sliders) -> "ipywidgets.VBox":
+    """Sliders named after the keyword arguments of ``draw`` (one ``(min, max, step, value)`` each);
+    ``draw(**values)`` returns the figures to show."""
+    import ipywidgets
+
+    controls = [ipywidgets.FloatSlider(value=v, min=lo, max=hi, step=st, description=name)
+                for name, (lo, hi, st, v) in sliders.items()]
+    return _figures_view(controls, draw)
+
 # ---------------------------------------------------------------------------------------------
 # Proposals, NMS and evaluation (notebook 02)
 # ---------------------------------------------------------------------------------------------
