@@ -1,0 +1,110 @@
+"""Post-processing: from a few hundred scored proposals to a short list of detections in seconds.
+
+Neighbouring anchors overlap, so a good detector scores many near-copies of each instance highly.
+Non-maximum suppression keeps the best of each cluster: **hard NMS** deletes every segment that
+overlaps an already kept one by more than a threshold; **Gaussian Soft-NMS** (Bodla et al., 2017)
+only lowers their scores, by ``exp(-tIoU^2 / sigma)``, so that a second instance next to the first
+is demoted rather than lost (DESIGN.md section 6: sigma 0.5, top 100). Then snippet coordinates
+become seconds through the one conversion of :mod:`fscal_edu.data.features`, and the detections
+of many videos (or episodes) become an ActivityNet results JSON.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .data.features import index_to_seconds
+from .proposals import check_segments, tiou
+from .utils import FscalError, where
+
+
+def _check(segments: torch.Tensor, scores: torch.Tensor) -> None:
+    if segments.dim() != 2 or scores.shape != segments.shape[:1]:
+        raise FscalError(f"{where(field='scores')}: expected segments (N, 2) and scores (N,), got "
+                         f"{tuple(segments.shape)} and {tuple(scores.shape)}")
+    check_segments(segments)
+    if not bool(torch.isfinite(scores).all()):
+        raise FscalError(f"{where(field='scores')}: NaN or inf in {int((~torch.isfinite(scores)).sum())} "
+                         f"score(s)")
+
+
+def nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5,
+           top_k: int | None = None) -> torch.Tensor:
+    """Hard NMS: indices of the kept segments, best score first (``LongTensor (M,)``).
+
+    Visit segments by decreasing score (ties: input order); keep one unless it overlaps an
+    already kept segment with tIoU > ``iou_threshold``. Stop after ``top_k`` kept segments.
+    """
+    _check(segments, scores)
+    order = torch.sort(scores, descending=True, stable=True).indices     # (N,)
+    iou = tiou(segments[order], segments[order])                         # (N, N)
+    suppressed = torch.zeros(len(order), dtype=torch.bool, device=segments.device)
+    keep = []
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        if top_k is not None and len(keep) >= top_k:
+            break
+        suppressed |= iou[i] > iou_threshold
+    return order[torch.tensor(keep, dtype=torch.long, device=segments.device)]
+
+
+def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5,
+                score_floor: float = 1e-3, top_k: int = 100):
+    """Gaussian Soft-NMS: ``(segments (M, 2), scores (M,))``, sorted by the new scores, best first.
+
+    Repeatedly take the highest-scoring remaining segment m, keep it, and decay every other
+    remaining segment i by its overlap with m:
+
+        s_i <- s_i * exp(-tIoU(m, i)^2 / sigma)
+
+    Segments whose score falls below ``score_floor`` are dropped; at most ``top_k`` are kept.
+    As sigma -> 0 any overlap kills a segment: hard NMS at threshold 0.
+    """
+    _check(segments, scores)
+    if sigma <= 0:
+        raise FscalError(f"{where(field='sigma')}: Soft-NMS needs sigma > 0, got {sigma}")
+    iou = tiou(segments, segments)                                       # (N, N)
+    s = scores.clone()
+    alive = s >= score_floor
+    kept_idx, kept_scores = [], []
+    while bool(alive.any()) and len(kept_idx) < top_k:
+        m = int(torch.where(alive, s, s.new_tensor(-float("inf"))).argmax())
+        kept_idx.append(m)
+        kept_scores.append(s[m])
+        alive[m] = False
+        s = s * torch.exp(-iou[m] ** 2 / sigma)
+        alive &= s >= score_floor
+    idx = torch.tensor(kept_idx, dtype=torch.long, device=segments.device)
+    return segments[idx], torch.stack(kept_scores) if kept_scores else scores[:0]
+
+
+def to_seconds(segments, *, duration: float, num_snippets: int, meta=None, feat_len=None) -> np.ndarray:
+    """Snippet coordinates ``(..., 2)`` -> seconds ``(..., 2)`` (float64), clipped to ``[0, duration]``.
+
+    Goes through :func:`fscal_edu.data.features.index_to_seconds`, the package's one conversion
+    (``meta``/``feat_len`` as there, for strided features).
+    """
+    if isinstance(segments, torch.Tensor):
+        segments = segments.detach().cpu().numpy()
+    seconds = index_to_seconds(np.asarray(segments, dtype=np.float64), duration=duration,
+                               num_snippets=num_snippets, meta=meta, feat_len=feat_len)
+    return np.clip(seconds, 0.0, duration)
+
+
+def predictions_to_results(detections: dict, label: str = "common", version: str = "VERSION 1.3") -> dict:
+    """An ActivityNet results JSON dict from ``{video_or_episode_id: (segments_seconds (M, 2), scores (M,))}``.
+
+    Every detection gets ``label`` (FS-CAL episodes have one class, never named to the model:
+    :func:`fscal_edu.evaluation.fscal_predictions` relabels them for scoring).
+    """
+    results = {}
+    for vid, (segs, scores) in detections.items():
+        segs = np.asarray(segs.detach().cpu() if isinstance(segs, torch.Tensor) else segs, dtype=np.float64)
+        scores = np.asarray(scores.detach().cpu() if isinstance(scores, torch.Tensor) else scores,
+                            dtype=np.float64)
+        results[vid] = [{"label": label, "score": float(sc), "segment": [float(a), float(b)]}
+                        for (a, b), sc in zip(segs.reshape(-1, 2), scores.reshape(-1))]
+    return {"version": version, "external_data": {"used": False, "details": "fscal-edu"},
+            "results": results}
