@@ -100,6 +100,29 @@ def check_strided_seconds_to_index(fn) -> bool:
 # Notebook 02
 # ---------------------------------------------------------------------------------------------
 
+def check_tiou(fn) -> bool:
+    """``fn(a (N, 2), b (M, 2)) -> (N, M)``: temporal IoU of every pair of segments (torch)."""
+    from .proposals import tiou
+    g = torch.Generator().manual_seed(0)
+    start = torch.rand(12, generator=g) * 20
+    a = torch.stack([start, start + 0.5 + torch.rand(12, generator=g) * 10], 1)
+    b = torch.cat([a[:3], a[3:6] + 0.7, torch.tensor([[40.0, 45.0], [5.0, 5.0]])])   # same, shifted, far, empty
+    return compare("tiou", fn(a.clone(), b.clone()), tiou(a, b))
+
+
+def check_interpolated_ap(fn) -> bool:
+    """``fn(precision (n,), recall (n,)) -> float``: VOC-2011 all-point interpolated AP."""
+    from .evaluation import interpolated_ap
+    rng = np.random.default_rng(0)
+    ok = True
+    for n, n_gt in ((5, 3), (30, 10), (60, 80)):
+        tp = rng.uniform(size=n) < 0.5
+        precision, recall = np.cumsum(tp) / np.arange(1, n + 1), np.cumsum(tp) / n_gt
+        ok &= compare(f"AP of a ranking of {n} predictions ({n_gt} instances)",
+                      float(fn(precision.copy(), recall.copy())), interpolated_ap(precision, recall))
+    return bool(ok)
+
+
 # ---------------------------------------------------------------------------------------------
 # Notebooks 03-05
 # ---------------------------------------------------------------------------------------------

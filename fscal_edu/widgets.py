@@ -54,6 +54,27 @@ def knob_explorer(draw, **sliders) -> "ipywidgets.VBox":
 # Proposals, NMS and evaluation (notebook 02)
 # ---------------------------------------------------------------------------------------------
 
+def nms_explorer(segments, scores, *, gt=()):
+    """Sliders for the hard-NMS threshold and the Soft-NMS sigma / top-k; redraws
+    :func:`fscal_edu.viz.nms_figure` on the same scored proposals."""
+    import ipywidgets as w
+    from IPython.display import display
+
+    from .postprocess import nms_1d, soft_nms_1d
+    from .viz import nms_figure
+
+    def draw(iou_threshold, sigma, top_k):
+        soft = soft_nms_1d(segments, scores, sigma=sigma, top_k=top_k)
+        display(nms_figure(segments, scores, nms_1d(segments, scores, iou_threshold, top_k=top_k), *soft,
+                           gt=gt, iou_threshold=iou_threshold, sigma=sigma))
+
+    return w.interactive(draw, iou_threshold=w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05,
+                                                           description="NMS tIoU"),
+                         sigma=w.FloatLogSlider(value=0.5, base=10, min=-2, max=1, step=0.1,
+                                                description="sigma"),
+                         top_k=w.IntSlider(value=10, min=1, max=50, description="top k"))
+
+
 # ---------------------------------------------------------------------------------------------
 # Attention stages (notebooks 03-05)
 # ---------------------------------------------------------------------------------------------

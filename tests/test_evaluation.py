@@ -274,3 +274,22 @@ def test_score_cli(tmp_path, capsys):
     assert len(last["mAP"]) == 10 and "0.50" in out[2]
     assert cli_main(["score", str(tmp_path / "gt.json"), str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+# --- figure and exercise (notebook 02) ----------------------------------------------------------
+
+def test_pr_curve_figure():
+    from fscal_edu.viz import pr_curve_figure
+    t = ranking_table(*files(GT, FIVE), "jump")
+    fig = pr_curve_figure(t["precision"], t["recall"])
+    assert f"AP = {t['ap']:.4f}" in fig.layout.title.text
+    assert list(fig.data[0].y) == [1.0, 1.0, 0.6667, 0.6667, 0.6, 0.6, 0.0]   # the envelope
+    assert list(fig.data[1].y) == [1.0, 0.5, 0.6667, 0.5, 0.6]
+
+
+def test_check_interpolated_ap_exercise():
+    from fscal_edu.exercises import check_interpolated_ap
+    assert check_interpolated_ap(interpolated_ap)
+    # a classic slip: raw precision instead of the non-increasing envelope
+    raw = lambda p, r: float(np.sum(np.diff(np.r_[0.0, r]) * p))  # noqa: E731
+    assert not check_interpolated_ap(raw)

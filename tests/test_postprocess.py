@@ -87,3 +87,19 @@ def test_predictions_to_results_is_scorable():
     assert res["results"]["ep1"][0] == {"label": "common", "score": pytest.approx(0.9), "segment": [1.0, 2.0]}
     gt = {"database": {"ep1": {"annotations": [{"label": "common", "segment": [5.0, 9.0]}]}}}
     assert evaluate_detection(gt, res)["mAP@0.5"] == pytest.approx(0.5)   # FP first, then TP
+
+
+# --- figure and widget (notebook 02) ------------------------------------------------------------
+
+def test_nms_figure_and_explorer():
+    from fscal_edu.viz import nms_figure
+    from fscal_edu.widgets import nms_explorer
+    segs = torch.tensor([[0.0, 10.0], [1.0, 11.0], [20.0, 30.0]])
+    scores = torch.tensor([0.9, 0.8, 0.5])
+    keep = nms_1d(segs, scores, 0.5)
+    fig = nms_figure(segs, scores, keep, *soft_nms_1d(segs, scores), gt=[[0.0, 10.0]], iou_threshold=0.5, sigma=0.5)
+    assert [t.name for t in fig.data] == ["proposals (score)"] * 2 + ["kept by hard NMS", "Soft-NMS (new score)"]
+    assert np.nanmax(np.asarray(fig.data[2].x, float)) == 30 and len(fig.data[3].x) == 9   # 2 kept, 3 soft
+    assert "2 kept" in fig.layout.annotations[0].text and "sigma 0.5" in fig.layout.annotations[1].text
+    ui = nms_explorer(segs, scores)
+    assert [c.description for c in ui.children[:3]] == ["NMS tIoU", "sigma", "top k"]

@@ -175,3 +175,39 @@ def test_average_recall_perfect_empty_and_monotone():
     r = average_recall(noisy, gt, num_proposals=(1, 5, 20, 100))
     assert (np.diff(r["ar"]) >= 0).all() and r["recall"].shape == (4, 10)
     assert (np.diff(r["recall"], axis=1) <= 0).all()                    # stricter θ, lower recall
+
+
+# --- figures and exercise (notebook 02) ---------------------------------------------------------
+
+def test_anchors_figure():
+    from fscal_edu.viz import anchors_figure
+    fig = anchors_figure(make_anchors(64, lengths=(4, 16)), 64, gt=[[10.0, 20.0]])
+    assert [t.name for t in fig.data] == ["length 4 (61)", "length 16 (13)"]
+    assert np.nanmax(np.asarray(fig.data[1].x, float)) == 64 and len(fig.layout.shapes) == 1
+    assert "74 multi-scale anchors" in fig.layout.title.text
+
+
+def test_ar_an_and_roi_align_figures():
+    from fscal_edu.viz import ar_an_figure, roi_align_figure
+    gt = {"a": np.array([[0.0, 10.0]])}
+    r = average_recall({"a": np.array([[0.0, 10.0]])}, gt, num_proposals=(1, 2))
+    fig = ar_an_figure({"perfect": r})
+    assert fig.data[0].name == "perfect (AUC 50.0)" and list(fig.data[0].y) == [1.0, 1.0]
+    curve = torch.arange(16.0)
+    seg = torch.tensor([[4.0, 12.0]])
+    pos = roi_positions(seg, inside=4, context=2)[0]
+    vals = roi_align_1d(curve[None, :, None], seg, inside=4, context=2)[0, 0, :, 0]
+    fig = roi_align_figure(curve, seg[0], pos, vals, context=2)
+    assert [len(t.x) for t in fig.data] == [16, 4, 4]
+    assert list(fig.data[1].x) == [5.0, 7.0, 9.0, 11.0] and list(fig.data[1].y) == [4.5, 6.5, 8.5, 10.5]
+    assert [round(s.x0, 3) for s in fig.layout.shapes] == [4.0, 2.0, 12.0]
+
+
+def test_check_tiou_exercise():
+    from fscal_edu.exercises import check_tiou
+    assert check_tiou(tiou)
+
+    def union_instead(a, b):  # a classic slip: forgets to subtract the intersection
+        inter = (torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
+        return inter / ((a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :])
+    assert not check_tiou(union_instead)
