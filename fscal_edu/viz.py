@@ -223,16 +223,6 @@ def class_split_figure(annotations: dict, splits: dict) -> go.Figure:
 # Proposals, NMS and evaluation (notebook 02)
 # ---------------------------------------------------------------------------------------------
 
-# ---------------------------------------------------------------------------------------------
-# Attention stages (notebooks 03-05)
-# ---------------------------------------------------------------------------------------------
-from typing import NamedTuple  # noqa: E402
-
-from plotly.subplots import make_subplots  # noqa: E402
-
-
-class AttentionView(NamedTuple):
-    """One support's slice of a stage's attention: ``A (sources, targets)`` and axis labels."""
 PROPOSAL, KEPT, SOFT = "#9e9e9e", "#d62728", "#1f77b4"
 
 
@@ -352,6 +342,16 @@ def pr_curve_figure(precision, recall, *, title: str | None = None) -> go.Figure
     return fig
 
 
+# ---------------------------------------------------------------------------------------------
+# Attention stages (notebooks 03-05)
+# ---------------------------------------------------------------------------------------------
+from typing import NamedTuple  # noqa: E402
+
+from plotly.subplots import make_subplots  # noqa: E402
+
+
+class AttentionView(NamedTuple):
+    """One support's slice of a stage's attention: ``A (sources, targets)`` and axis labels."""
 
     A: np.ndarray
     sources: list
@@ -459,6 +459,27 @@ def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
     fig.update_yaxes(title_text=f"source: {view.source_name}", autorange="reversed", row=1, col=1)
     fig.update_yaxes(title_text="mass received", row=2, col=1)
     fig.update_xaxes(title_text=f"target: {view.target_name}", row=2, col=1)
+    return fig
+
+
+def fig_query_mass(att, segments, *, batch: int = 0, gt=None, others=None) -> go.Figure:
+    """StoQ Context-CA on the query's time line: each proposal ``[start, end)`` drawn at the
+    height of the mass it receives from all support snippets. ``gt (G, 2)``, the instances of
+    the common action, are shaded green; ``others``, instances of other classes, red."""
+    if att.stage != "stoq":
+        raise ValueError(f"fig_query_mass draws StoQ Context-CA, got stage {att.stage!r}")
+    mass = att.A.detach().float().cpu().numpy()[batch].sum(0)                        # (N_Q,)
+    seg = np.asarray(segments, dtype=float)
+    gap = np.full(len(seg), np.nan)                 # NaN breaks the line between two proposals
+    fig = go.Figure(go.Scatter(x=np.stack([seg[:, 0], seg[:, 1], gap], 1).ravel(),
+                               y=np.stack([mass, mass, gap], 1).ravel().round(4), mode="lines",
+                               name="proposals", hoverinfo="x+y"))
+    for spans, color, text in [(gt, "green", "common action"), (others, "red", "other class")]:
+        for s, e in ([] if spans is None else np.asarray(spans, dtype=float).reshape(-1, 2)):
+            fig.add_vrect(x0=s, x1=e, fillcolor=color, opacity=0.15, line_width=0,
+                          annotation_text=text, annotation_position="top left")
+    fig.update_layout(title="StoQ Context-CA: mass each proposal receives from the supports",
+                      xaxis_title="query time (snippets)", yaxis_title="mass received", height=360)
     return fig
 
 

@@ -79,28 +79,30 @@ def nms_explorer(segments, scores, *, gt=()):
 # Attention stages (notebooks 03-05)
 # ---------------------------------------------------------------------------------------------
 
-def attention_explorer(att, proposal_labels=None):
+def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
     """Pick the episode, the support, the granularity (Dynamics-CA) or the proposal (QtoS,
     StoQ) and redraw :func:`fscal_edu.viz.fig_stage_attention`."""
-    import ipywidgets as w
-    from IPython.display import display
+    import ipywidgets
 
     from .viz import fig_stage_attention
 
-    controls = {"batch": w.Dropdown(options=list(range(att.A.shape[0])), description="episode"),
-                "support": w.Dropdown(options=([("all", None)] if att.stage == "stoq" else [])
-                                      + list(range(att.K)), description="support")}
+    def dropdown(name, labels, none=None):
+        options = ([(none, None)] if none else []) + [(str(v), i) for i, v in enumerate(labels)]
+        return ipywidgets.Dropdown(options=options, description=name)
+
+    controls = [dropdown("batch", range(att.A.shape[0])),
+                dropdown("support", range(att.K), "all" if att.stage == "stoq" else None)]
     if att.stage == "dynamics":
         ks = sorted(set(att.coarse.granularity.tolist()))
-        controls["granularity"] = w.Dropdown(options=[("all", None)] + ks, description="k")
+        controls.append(ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in ks],
+                                            description="granularity"))
     else:
         N_Q = att.A.shape[-1] if att.stage == "stoq" else att.A.shape[-2]
-        names = proposal_labels if proposal_labels is not None else range(N_Q)
-        controls["proposal"] = w.Dropdown(options=[("none", None)] + [(str(n), i) for i, n in
-                                                                       enumerate(names)],
-                                          description="proposal")
-    return w.interactive(lambda **kw: display(fig_stage_attention(
-        att, proposal_labels=proposal_labels, **kw)), **controls)
+        controls.append(dropdown("proposal", proposal_labels if proposal_labels is not None
+                                 else range(N_Q), "none"))
+    return _figures_view(controls, lambda **kw: [fig_stage_attention(
+        att, proposal_labels=proposal_labels, **kw)])
+
 
 # ---------------------------------------------------------------------------------------------
 # Model, training and evaluation (notebooks 06-08)

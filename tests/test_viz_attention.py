@@ -8,8 +8,8 @@ from einops import rearrange, reduce
 from fscal_edu import exercises as ex
 from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_correlation
 from fscal_edu.viz import (
-    attention_view, fig_attention_matrix, fig_granularity_mass, fig_stage_attention, granularity_mass,
-    proposal_names,
+    attention_view, fig_attention_matrix, fig_granularity_mass, fig_query_mass, fig_stage_attention,
+    granularity_mass, proposal_names,
 )
 from fscal_edu.widgets import attention_explorer
 
@@ -77,11 +77,32 @@ def test_granularity_mass(atts):
     assert [t.name for t in fig.data] == ["k = 2", "k = 4"]
 
 
+def test_fig_query_mass(atts):
+    segments = [[n, n + 3] for n in range(N_Q)]
+    fig = fig_query_mass(atts["stoq"], segments, batch=1, gt=[[2.0, 5.5]], others=[[7, 9], [1, 2]])
+    mass = atts["stoq"].A[1].detach().sum(0).numpy()
+    y = np.asarray(fig.data[0].y, dtype=float)
+    np.testing.assert_allclose(y[1::3], mass, atol=1e-4)      # each proposal at its mass
+    assert np.isnan(y[2::3]).all() and list(fig.data[0].x[3:5]) == [1.0, 4.0]
+    assert len(fig.layout.shapes) == 3 and fig.layout.shapes[0].x1 == 5.5
+    assert [s.fillcolor for s in fig.layout.shapes] == ["green", "red", "red"]
+    with pytest.raises(ValueError, match="StoQ"):
+        fig_query_mass(atts["qtos"], segments)
+
+
 @pytest.mark.parametrize("stage", ["qtos", "dynamics", "stoq"])
-def test_attention_explorer(atts, stage):
+def test_attention_explorer(atts, stage, monkeypatch):
+    shown = []
+    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self))
     box = attention_explorer(atts[stage])
     names = [c.description for c in box.children[:-1]]
-    assert names == ["episode", "support", "k" if stage == "dynamics" else "proposal"]
+    assert names == ["batch", "support", "granularity" if stage == "dynamics" else "proposal"]
+    first = "all supports" if stage == "stoq" else "support 0"
+    assert len(shown) == 1 and first in shown[0].layout.title.text
+    box.children[1].value = 2
+    assert len(shown) == 2 and shown[1].layout.title.text.endswith("support 2")
+    box.children[2].value = 4 if stage == "dynamics" else 3
+    assert len(shown) == 3 and ("k=4" in shown[2].layout.title.text or len(shown[2].data) > 2)
 
 
 # --- exercise checkers: a correct answer passes, a wrong one fails --------------------------
