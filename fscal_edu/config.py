@@ -29,6 +29,7 @@ class Config:
     temperature: bool = True       # scale Lambda by 1/sqrt(d)
     mass_norm: bool = True         # rescale the added term by N_b / N_a
     layernorm: bool = True         # LayerNorm after each residual
+    support_summary: str = "aligned"  # "aligned" (ordered, like a proposal) or "mean" (bag)
     blind: bool = False            # control: no stage and no head ever sees the supports
     relation: bool = True          # auxiliary relation module in training
     # --- losses ------------------------------------------------------------------------------
@@ -36,6 +37,7 @@ class Config:
     neg_iou: float = 0.3
     lambda_reg: float = 1.0
     lambda_rel: float = 0.5
+    rel_neg_frac: float = 0.1      # share of negative proposals the relation loss samples
     # --- training ----------------------------------------------------------------------------
     shots: int = 5
     steps: int = 600
@@ -46,7 +48,7 @@ class Config:
     grad_clip: float = 1.0
     eval_every: int = 200
     val_episodes: int = 100
-    dropout: float = 0.1
+    dropout: float = 0.0
     # --- post-processing ---------------------------------------------------------------------
     soft_nms_sigma: float = 0.5
     top_k: int = 100

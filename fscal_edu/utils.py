@@ -27,6 +27,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def fast_cpu() -> None:
+    """Flush denormal floats to zero. Tiny gradients can otherwise slow a CPU step down sevenfold."""
+    torch.set_flush_denormal(True)
+
+
 def is_quick() -> bool:
     """Quick mode (``FSCAL_QUICK=1``): notebooks and CI use small settings and shipped results."""
     return os.environ.get("FSCAL_QUICK", "0").lower() not in ("", "0", "false", "no")

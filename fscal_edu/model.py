@@ -1,0 +1,174 @@
+"""The full FS-CAL model: embedding, proposals, the three cross-attention stages, the relation head.
+
+Pipeline (DESIGN.md section 2), shapes for one batch of B episodes with K supports:
+
+    query features (B, T, C)  --embed-->  (B, T, d)  --anchors + RoIAlign + MLP-->  X_Q (B, N_Q, d)
+    support clips (B, K, T_S, C) --embed-->  X_S (B, K, T_S, d)
+    stage 1  QtoS Context-CA:   X_S  -> X~_S      (each support alone, against all proposals)
+    stage 2  Dynamics-CA:       X~_S -> Y~_S      (coarse tokens of all supports -> each support)
+    stage 3  StoQ Context-CA:   X_Q  -> X~_Q      (all supports at once -> the proposals)
+    relation classifier head:   X~_Q, Y~_S -> action logit (B, N_Q), offsets (B, N_Q, 2)
+                                (+ relation logits (B, N_Q, K) in training only)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from einops import rearrange, reduce, repeat
+
+from .attention import DynamicsCA, QtoSContextCA, StoQContextCA
+from .config import Config
+from .proposals import make_anchors, roi_align_1d
+
+
+class TemporalEmbedding(nn.Module):
+    """The shared temporal embedding: a Conv1d stack ``C_in -> d`` over the snippet axis.
+
+    Query and supports go through the *same* weights, so their tokens live in one space.
+    """
+
+    def __init__(self, c_in: int, d: int, layers: int, dropout: float):
+        super().__init__()
+        blocks, width = [], c_in
+        for _ in range(layers):
+            blocks += [nn.Conv1d(width, d, kernel_size=3, padding=1), nn.GELU(), nn.Dropout(dropout)]
+            width = d
+        self.net = nn.Sequential(*blocks)
+        self.norm = nn.LayerNorm(d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:      # (B, T, C_in) -> (B, T, d)
+        x = rearrange(x, "b t c -> b c t")
+        return self.norm(rearrange(self.net(x), "b d t -> b t d"))
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(d_hidden, d_out))
+
+
+class RelationHead(nn.Module):
+    """The relation classifier (DESIGN.md section 5, our reconstruction).
+
+    action classifier: ``p_n = sigmoid(MLP([x~_n; s; x~_n * s; |x~_n - s|]))`` with ``s`` the
+    support summary (see :meth:`FSCAL.support_summary`); boundary regression: ``MLP([x~_n; s])`` -> (delta-centre, delta-log-width);
+    auxiliary relation module (training only): ``rho_{n,l} = sigmoid(g([x~_n; s^(l); x~_n * s^(l)]))``
+    for every proposal n and support l.
+    """
+
+    def __init__(self, d: int, dropout: float):
+        super().__init__()
+        self.cls = mlp(4 * d, d, 1, dropout)
+        self.reg = mlp(2 * d, d, 2, dropout)
+        self.g = mlp(3 * d, d, 1, dropout)
+
+    def forward(self, X_Q, s):                       # X_Q (B, N, d), s (B, d)
+        s_n = repeat(s, "b d -> b n d", n=X_Q.shape[1])                           # (B, N, d)
+        logit = self.cls(torch.cat([X_Q, s_n, X_Q * s_n, (X_Q - s_n).abs()], -1)).squeeze(-1)   # (B, N)
+        deltas = self.reg(torch.cat([X_Q, s_n], -1))                              # (B, N, 2)
+        return logit, deltas
+
+    def relation(self, X_Q, s_l):                    # X_Q (B, N, d), s_l (B, K, d) -> (B, N, K)
+        N, K = X_Q.shape[1], s_l.shape[1]
+        x = repeat(X_Q, "b n d -> b n k d", k=K)
+        s = repeat(s_l, "b k d -> b n k d", n=N)
+        return self.g(torch.cat([x, s, x * s], -1)).squeeze(-1)
+
+
+@dataclass
+class FSCALOutput:
+    logits: torch.Tensor                 # (B, N_Q) action logits, one per proposal
+    deltas: torch.Tensor                 # (B, N_Q, 2) boundary offsets relative to the anchors
+    anchors: torch.Tensor                # (N_Q, 2) snippet coordinates
+    X_Q: torch.Tensor                    # (B, N_Q, d) fused proposal tokens X~_Q
+    support_tokens: torch.Tensor         # (B, K, T_S, d) Y~_S (zeros for the blind control)
+    attention: dict                      # stage name -> the stage's attention structure
+
+
+class FSCAL(nn.Module):
+    """Few-shot common action localization with three-stage cross-attention (Lee et al., 2023).
+
+    ``cfg.blind`` builds the *support-blind control*: no stage runs and the head compares the
+    proposals with a learned constant instead of the supports, so nothing about the supports can
+    reach the output. It measures how far "finding some action" goes on its own.
+    """
+
+    def __init__(self, cfg: Config):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d
+        self.embed = TemporalEmbedding(cfg.feature_dim, d, cfg.embed_layers, cfg.dropout)
+        self.register_buffer("anchors", make_anchors(cfg.T, cfg.anchor_lengths, cfg.anchor_stride_frac),
+                             persistent=False)
+        n_points = cfg.roi_inside + 2 * cfg.roi_context
+        self.proposal_mlp = mlp(n_points * d, 2 * d, d, cfg.dropout)
+        self.proposal_norm = nn.LayerNorm(d)
+        opts = dict(axis=cfg.softmax_axis, temperature=cfg.temperature, mass_norm=cfg.mass_norm,
+                    layernorm=cfg.layernorm)
+        self.qtos = QtoSContextCA(d, joint=cfg.joint, **opts) if cfg.qtos and not cfg.blind else None
+        self.dynamics = (DynamicsCA(d, tuple(cfg.granularities), own_only=cfg.own_only, **opts)
+                         if cfg.granularities and not cfg.blind else None)
+        self.stoq = StoQContextCA(d, **opts) if cfg.stoq and not cfg.blind else None
+        self.head = RelationHead(d, cfg.dropout)
+        self.blind_s = nn.Parameter(torch.zeros(d)) if cfg.blind else None
+
+    def proposals(self, query: torch.Tensor) -> torch.Tensor:
+        """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)`` by 1-D RoIAlign."""
+        cfg = self.cfg
+        E_Q = self.embed(query)                                                          # (B, T, d)
+        R = roi_align_1d(E_Q, self.anchors, inside=cfg.roi_inside, context=cfg.roi_context,
+                         context_frac=cfg.roi_context_frac)                              # (B, N, P, d)
+        return self.proposal_norm(self.proposal_mlp(rearrange(R, "b n p d -> b n (p d)")))  # (B, N, d)
+
+    def forward(self, query: torch.Tensor, support: torch.Tensor) -> FSCALOutput:
+        """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`."""
+        B, K = support.shape[:2]
+        X_Q = self.proposals(query)                                                      # (B, N, d)
+        attention = {}
+        if self.cfg.blind:   # the control: the supports are never read
+            Y_S = X_Q.new_zeros(B, K, self.cfg.T_S, self.cfg.d)
+            s = repeat(self.blind_s, "d -> b d", b=B)
+        else:
+            X_S = rearrange(self.embed(rearrange(support, "b k t c -> (b k) t c")),
+                            "(b k) t d -> b k t d", b=B)                                 # (B, K, T_S, d)
+            if self.qtos is not None:        # stage 1, eq. (1)-(2)
+                X_S, attention["qtos"] = self.qtos(X_Q, X_S)
+            Y_S = X_S
+            if self.dynamics is not None:    # stage 2, eq. (3)-(5)
+                Y_S, attention["dynamics"] = self.dynamics(X_S)
+            if self.stoq is not None:        # stage 3, eq. (6)
+                X_Q, attention["stoq"] = self.stoq(Y_S, X_Q)
+            s = reduce(self.support_summary(Y_S), "b k d -> b d", "mean")               # (B, d)
+        logits, deltas = self.head(X_Q, s)
+        return FSCALOutput(logits, deltas, self.anchors, X_Q, Y_S, attention)
+
+    def support_summary(self, Y_S: torch.Tensor) -> torch.Tensor:
+        """Per-support summaries ``s^(l)``: ``Y~_S (B, K, T_S, d)`` -> ``(B, K, d)``.
+
+        ``"mean"`` (DESIGN.md's literal reading): the mean of the support's tokens, a bag of
+        features that forgets temporal order. ``"aligned"`` (**choice**, the default): the support
+        clip is read like a proposal spanning the whole clip (the same RoIAlign points and MLP
+        as the query's proposals), so ``s^(l)`` is ordered and lives in the proposal-token space
+        that the classifier compares it with. Twin classes differ only in order, so this matters.
+        """
+        if self.cfg.support_summary == "mean":
+            return reduce(Y_S, "b k t d -> b k d", "mean")
+        B, K, T_S, _ = Y_S.shape
+        whole = Y_S.new_tensor([[0.0, float(T_S)]])                                   # (1, 2)
+        R = roi_align_1d(rearrange(Y_S, "b k t d -> (b k) t d"), whole, inside=self.cfg.roi_inside,
+                         context=self.cfg.roi_context, context_frac=self.cfg.roi_context_frac)
+        s_l = self.proposal_norm(self.proposal_mlp(rearrange(R, "bk 1 p d -> bk (p d)")))  # (B*K, d)
+        return rearrange(s_l, "(b k) d -> b k d", b=B)
+
+    def relation_logits(self, out: FSCALOutput, support_tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """Relation logits ``(B, N_Q, K)`` between each proposal and each support's summary ``s^(l)``.
+
+        ``support_tokens`` (default: the episode's own ``Y~_S``) lets you pair proposals with the
+        supports of *another* episode, as the training's cross-episode negatives do.
+        """
+        Y_S = out.support_tokens if support_tokens is None else support_tokens
+        return self.head.relation(out.X_Q, self.support_summary(Y_S))
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
