@@ -126,13 +126,19 @@ class _Stage(nn.Module):
         super().__init__()
         if axis not in AXES:
             raise FscalError(f"{where(field='softmax_axis')}: {axis!r} is not one of {AXES}")
-        self.axis = axis
+        self.d, self.axis = d, axis
         # choice: temperature 1/sqrt(d), as in a Transformer (the equations have none)
         self.scale = d ** -0.5 if temperature else 1.0
         # choice: one unit per target on average; the column softmax gives that already
         self.mass_norm = mass_norm and axis == "row"
         # choice: LayerNorm after the residual
         self.norm = nn.LayerNorm(d) if layernorm else nn.Identity()
+
+    def expect(self, x: torch.Tensor, field: str, layout: str) -> None:
+        """Bad input names its field: ``x`` must have the ``layout`` given, e.g. "(B, N_Q, d)"."""
+        if x.dim() != layout.count(",") + 1 or x.shape[-1] != self.d:
+            raise FscalError(f"{where(field=field)}: expected {layout} with d = {self.d}, "
+                             f"got shape {tuple(x.shape)}")
 
     def attend(self, X_a, X_b, W, mask_a=None, mask_b=None):
         X_b_new, A = cross_attend(X_a, X_b, W, axis=self.axis, scale=self.scale,
@@ -162,6 +168,8 @@ class QtoSContextCA(_Stage):
 
     def forward(self, X_Q, X_S, mask_Q=None) -> tuple[torch.Tensor, StageAttention]:
         """``X_Q (B, N_Q, d)``, ``X_S (B, K, T_S, d)``, ``mask_Q (B, N_Q)`` -> ``X~_S (B, K, T_S, d)``."""
+        self.expect(X_Q, "X_Q", "(B, N_Q, d)")
+        self.expect(X_S, "X_S", "(B, K, T_S, d)")
         B, K, T_S, d = X_S.shape
         if self.joint:
             # ablation: the K supports as one clip                                  (B, K*T_S, d)
@@ -237,6 +245,7 @@ class DynamicsCA(_Stage):
 
     def forward(self, X_S_tilde) -> tuple[torch.Tensor, StageAttention]:
         """``X~_S (B, K, T_S, d)`` -> ``Y~_S (B, K, T_S, d)``."""
+        self.expect(X_S_tilde, "X_S_tilde", "(B, K, T_S, d)")
         B, K, T_S, d = X_S_tilde.shape
         coarse = coarse_index(K, T_S, self.granularities)
         if not self.granularities:                                       # the stage is off
@@ -267,6 +276,8 @@ class StoQContextCA(_Stage):
 
     def forward(self, Y_S, X_Q, mask_Q=None) -> tuple[torch.Tensor, StageAttention]:
         """``Y~_S (B, K, T_S, d)``, ``X_Q (B, N_Q, d)``, ``mask_Q (B, N_Q)`` -> ``X~_Q (B, N_Q, d)``."""
+        self.expect(Y_S, "Y_S", "(B, K, T_S, d)")
+        self.expect(X_Q, "X_Q", "(B, N_Q, d)")
         B, K, T_S, d = Y_S.shape
         # Y~_S = [Y~_S^(1), ..., Y~_S^(K)]: all supports as one source              (B, K*T_S, d)
         Y_S_all = rearrange(Y_S, "b k t d -> b (k t) d")

@@ -103,27 +103,37 @@ def test_bad_axis_is_a_clear_error():
         QtoSContextCA(8, axis="diagonal")
 
 
+def test_wrong_shapes_name_the_field():
+    X_Q, X_S = episode()
+    with pytest.raises(FscalError, match=r"field 'X_S'.*\(B, K, T_S, d\).*\(2, 16, 16\)"):
+        QtoSContextCA(16)(X_Q, X_S[:, 0])
+    with pytest.raises(FscalError, match=r"field 'X_Q'.*d = 8"):
+        StoQContextCA(8)(X_S[..., :8], X_Q)
+    with pytest.raises(FscalError, match="X_S_tilde"):
+        DynamicsCA(16)(X_S[0])
+
+
 def episode(B=2, K=5, T_S=16, N_Q=30, d=16, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(B, N_Q, d, generator=g), torch.randn(B, K, T_S, d, generator=g)
 
 
-def bare(module):
-    """A stage reduced to its equations: no temperature, no mass_norm, no LayerNorm, float64."""
-    return module.double()
+def assert_each_support_is_eqs_1_2(out, A, X_a, X_S, W):
+    """Support l's output and attention are the bare primitive from X_a to X_S[:, l]."""
+    for l in range(X_S.shape[1]):
+        want, want_A = cross_attend(X_a, X_S[:, l], W)
+        torch.testing.assert_close(out[:, l], want)
+        torch.testing.assert_close(A[:, l], want_A)
 
 
 def test_qtos_is_eqs_1_2_for_each_support():
     X_Q, X_S = (x.double() for x in episode())
-    stage = bare(QtoSContextCA(16, temperature=False, mass_norm=False, layernorm=False))
+    stage = QtoSContextCA(16, temperature=False, mass_norm=False, layernorm=False).double()
     with torch.no_grad():
         stage.W_QtoS.copy_(torch.randn(16, 16, dtype=torch.float64) * 0.1)
     X_S_tilde, att = stage(X_Q, X_S)
     assert att.stage == "qtos" and att.A.shape == (2, 5, 30, 16)
-    for l in range(5):
-        want, want_A = cross_attend(X_Q, X_S[:, l], stage.W_QtoS)
-        torch.testing.assert_close(X_S_tilde[:, l], want)
-        torch.testing.assert_close(att.A[:, l], want_A)
+    assert_each_support_is_eqs_1_2(X_S_tilde, att.A, X_Q, X_S, stage.W_QtoS)
 
 
 def test_qtos_supports_are_independent_unless_joint():
@@ -181,14 +191,11 @@ def test_dynamics_coarse_tokens_start_as_window_means():
 def test_dynamics_is_eqs_4_5_over_all_supports():
     _, X_S = episode(K=3, T_S=8)
     X_S = X_S.double()
-    stage = bare(DynamicsCA(16, (2,), temperature=False, mass_norm=False, layernorm=False))
+    stage = DynamicsCA(16, (2,), temperature=False, mass_norm=False, layernorm=False).double()
     Y_S, att = stage(X_S)
     X_S_prime = stage.coarse_tokens(X_S).reshape(2, 3 * 4, 16)   # all supports' coarse tokens
     assert att.A.shape == (2, 3, 12, 8)
-    for l in range(3):
-        want, want_A = cross_attend(X_S_prime, X_S[:, l], stage.W_StoS)
-        torch.testing.assert_close(Y_S[:, l], want)
-        torch.testing.assert_close(att.A[:, l], want_A)
+    assert_each_support_is_eqs_1_2(Y_S, att.A, X_S_prime, X_S, stage.W_StoS)
 
 
 def test_dynamics_empty_set_is_the_identity_and_own_only_isolates():
@@ -214,7 +221,7 @@ def test_dynamics_granularity_must_divide_T_S():
 
 def test_stoq_is_eq6_and_ignores_support_order():
     X_Q, Y_S = (x.double() for x in episode())
-    stage = bare(StoQContextCA(16, temperature=False, mass_norm=False, layernorm=False))
+    stage = StoQContextCA(16, temperature=False, mass_norm=False, layernorm=False).double()
     X_Q_tilde, att = stage(Y_S, X_Q)
     want, want_A = cross_attend(Y_S.reshape(2, 5 * 16, 16), X_Q, stage.W_StoQ)
     torch.testing.assert_close(X_Q_tilde, want)
