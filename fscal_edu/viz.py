@@ -349,6 +349,8 @@ from typing import NamedTuple  # noqa: E402
 
 from plotly.subplots import make_subplots  # noqa: E402
 
+from .utils import FscalError, where  # noqa: E402
+
 
 class AttentionView(NamedTuple):
     """One support's slice of a stage's attention: ``A (sources, targets)`` and axis labels."""
@@ -383,7 +385,8 @@ def attention_view(att, *, batch: int = 0, support: int | None = 0, granularity:
     A = att.A.detach().float().cpu().numpy()[batch]
     K, T_S = att.K, att.T_S
     if support is not None and not 0 <= support < K:
-        raise ValueError(f"support {support} is out of range: this episode has K = {K}")
+        raise FscalError(f"{where(field='support')}: {support} is out of range, this episode "
+                         f"has K = {K}")
     snippets = [f"t{j}" for j in range(T_S)]
     N_Q = A.shape[-1] if att.stage == "stoq" else A.shape[-2]
     proposals = list(proposal_labels) if proposal_labels is not None else [f"p{n}" for n in range(N_Q)]
@@ -401,7 +404,7 @@ def attention_view(att, *, batch: int = 0, support: int | None = 0, granularity:
     if att.stage == "stoq":
         rows = [f"S{l} t{j}" for l in range(K) for j in range(T_S)][own]
         return AttentionView(A[own], rows, proposals, "support snippet", "proposal")
-    raise ValueError(f"unknown stage {att.stage!r}")
+    raise FscalError(f"{where(field='stage')}: unknown stage {att.stage!r}")
 
 
 def fig_attention_matrix(A, *, sources=None, targets=None, title: str = "attention A",
@@ -467,7 +470,8 @@ def fig_query_mass(att, segments, *, batch: int = 0, gt=None, others=None) -> go
     height of the mass it receives from all support snippets. ``gt (G, 2)``, the instances of
     the common action, are shaded green; ``others``, instances of other classes, red."""
     if att.stage != "stoq":
-        raise ValueError(f"fig_query_mass draws StoQ Context-CA, got stage {att.stage!r}")
+        raise FscalError(f"{where(field='stage')}: fig_query_mass draws StoQ Context-CA, got "
+                         f"{att.stage!r}")
     mass = att.A.detach().float().cpu().numpy()[batch].sum(0)                        # (N_Q,)
     seg = np.asarray(segments, dtype=float)
     gap = np.full(len(seg), np.nan)                 # NaN breaks the line between two proposals
