@@ -273,7 +273,7 @@ def evaluate_detection(ground_truth, predictions, tiou_thresholds=None, subset=N
             ap[:, c] = [interpolated_ap(precision[k], recall[k]) for k in range(len(thr))]
     mAP = ap.mean(axis=1)
     at_05 = np.flatnonzero(np.isclose(thr, 0.5))
-    return {"tiou_thresholds": thr.tolist(), "mAP": mAP.tolist(), "average_mAP": float(mAP.mean()),
+    return {"tiou_thresholds": thr.round(10).tolist(), "mAP": mAP.tolist(), "average_mAP": float(mAP.mean()),
             "mAP@0.5": float(mAP[at_05[0]]) if len(at_05) else None,
             "ap_per_class": {name: ap[:, c].tolist() for c, name in enumerate(classes)},
             "num_classes": len(classes), "num_ground_truth": int(n_gt.sum()), "num_predictions": n_pred}

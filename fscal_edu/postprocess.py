@@ -28,26 +28,31 @@ def _check(segments: torch.Tensor, scores: torch.Tensor) -> None:
                          f"score(s)")
 
 
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return x.detach().cpu().double().numpy()
+
+
 def nms_1d(segments: torch.Tensor, scores: torch.Tensor, iou_threshold: float = 0.5,
            top_k: int | None = None) -> torch.Tensor:
     """Hard NMS: indices of the kept segments, best score first (``LongTensor (M,)``).
 
     Visit segments by decreasing score (ties: input order); keep one unless it overlaps an
     already kept segment with tIoU > ``iou_threshold``. Stop after ``top_k`` kept segments.
+    (A sequential loop, so it runs in numpy on the CPU; the result comes back on the input's device.)
     """
     _check(segments, scores)
-    order = torch.sort(scores, descending=True, stable=True).indices     # (N,)
-    iou = tiou(segments[order], segments[order])                         # (N, N)
-    suppressed = torch.zeros(len(order), dtype=torch.bool, device=segments.device)
+    order = np.argsort(-_numpy(scores), kind="stable")                  # (N,)
+    iou = tiou(_numpy(segments)[order], _numpy(segments)[order])         # (N, N)
+    suppressed = np.zeros(len(order), dtype=bool)
     keep = []
     for i in range(len(order)):
         if suppressed[i]:
             continue
-        keep.append(i)
+        keep.append(order[i])
         if top_k is not None and len(keep) >= top_k:
             break
         suppressed |= iou[i] > iou_threshold
-    return order[torch.tensor(keep, dtype=torch.long, device=segments.device)]
+    return torch.tensor(keep, dtype=torch.long, device=segments.device)
 
 
 def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5,
@@ -60,24 +65,25 @@ def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5
         s_i <- s_i * exp(-tIoU(m, i)^2 / sigma)
 
     Segments whose score falls below ``score_floor`` are dropped; at most ``top_k`` are kept.
-    As sigma -> 0 any overlap kills a segment: hard NMS at threshold 0.
+    As sigma -> 0 any overlap kills a segment: hard NMS at threshold 0. (Sequential, so numpy on
+    the CPU; the results come back on the input's device and dtype.)
     """
     _check(segments, scores)
     if sigma <= 0:
         raise FscalError(f"{where(field='sigma')}: Soft-NMS needs sigma > 0, got {sigma}")
-    iou = tiou(segments, segments)                                       # (N, N)
-    s = scores.clone()
+    decay = np.exp(-tiou(_numpy(segments), _numpy(segments)) ** 2 / sigma)   # (N, N)
+    s = _numpy(scores)
     alive = s >= score_floor
     kept_idx, kept_scores = [], []
-    while bool(alive.any()) and len(kept_idx) < top_k:
-        m = int(torch.where(alive, s, s.new_tensor(-float("inf"))).argmax())
+    while alive.any() and len(kept_idx) < top_k:
+        m = int(np.argmax(np.where(alive, s, -np.inf)))
         kept_idx.append(m)
         kept_scores.append(s[m])
         alive[m] = False
-        s = s * torch.exp(-iou[m] ** 2 / sigma)
+        s = s * decay[m]
         alive &= s >= score_floor
     idx = torch.tensor(kept_idx, dtype=torch.long, device=segments.device)
-    return segments[idx], torch.stack(kept_scores) if kept_scores else scores[:0]
+    return segments[idx], torch.tensor(kept_scores, dtype=scores.dtype, device=scores.device)
 
 
 def to_seconds(segments, *, duration: float, num_snippets: int, meta=None, feat_len=None) -> np.ndarray:
