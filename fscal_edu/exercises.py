@@ -56,7 +56,7 @@ def check_supports_outside_query(fn) -> bool:
     """``fn(episode) -> bool``: True when no support clip is cut from the episode's query video."""
     _, episodes = _toy_episodes()
     want = [all(s["video"] != ep["query"] for s in ep["support"]) for ep in episodes]
-    return compare("supports_outside_query", [bool(fn(ep)) for ep in episodes], want)
+    return compare("supports_outside_query", np.array([bool(fn(ep)) for ep in episodes]), np.array(want))
 
 
 def check_query_ground_truth(fn) -> bool:
@@ -79,7 +79,7 @@ def check_seconds_to_index(fn) -> bool:
     rng = np.random.default_rng(0)
     duration = rng.uniform(20, 200, size=8)
     t = rng.uniform(0, 1, size=8) * duration
-    got = [fn(float(ti), float(d), 128) for ti, d in zip(t, duration)]
+    got = np.array([fn(float(ti), float(d), 128) for ti, d in zip(t, duration)])
     return compare("seconds_to_index", got, seconds_to_index(t, duration=duration, num_snippets=128))
 
 
@@ -93,7 +93,7 @@ def check_strided_seconds_to_index(fn) -> bool:
         t = np.array([0.5, 1.0, 7.25, 60.0])
         want = seconds_to_index(t, duration=100.0, num_snippets=1000, meta=meta)
         ok &= compare(f"fps={fps:g}, stride={stride}, window={frames}",
-                      [fn(float(ti), fps, stride, frames) for ti in t], want)
+                      np.array([fn(float(ti), fps, stride, frames) for ti in t]), want)
     return bool(ok)
 
 # ---------------------------------------------------------------------------------------------

@@ -67,13 +67,16 @@ def instances_in_snippets(annotations: dict, video: str, num_snippets: int) -> l
             for a in annotations["database"][video]["annotations"]]
 
 
-def _segment_boxes(fig, segments, highlight=None, **where):
-    """Outline ``(start, end, label)`` segments (snippet coordinates) as boxes across a subplot."""
+def _segment_boxes(fig, segments, highlight=None, fill=False, **where):
+    """Mark ``(start, end, label)`` segments (snippet coordinates) across a subplot: outlined boxes
+    (over heatmaps) or shaded bands (``fill``, behind curves)."""
     for s, e, label in segments:
         colour = COMMON if label == highlight else OTHER
-        fig.add_vrect(x0=s, x1=e, line_color=colour, line_width=2, fillcolor=colour, opacity=0.15,
-                      annotation_text=label, annotation_position="top left",
-                      annotation_font_color=colour, annotation_font_size=10, **where)
+        fig.add_vrect(x0=s, x1=e, line_color=colour, line_width=0 if fill else 2,
+                      fillcolor=colour if fill else "rgba(0,0,0,0)", opacity=0.2 if fill else 0.9,
+                      layer="below" if fill else "above", annotation_text=label,
+                      annotation_position="top left", annotation_font_color=colour,
+                      annotation_font_size=10, **where)
 
 
 def _heatmap(x, x0=0.0, dx=1.0, **kw):
@@ -147,9 +150,19 @@ def score_curve_figure(curves: dict, *, segments=(), highlight: str | None = Non
     """Per-snippet curves ``{name: (T,)}`` over the query, with its instances shaded behind them."""
     fig = go.Figure([go.Scatter(x=np.arange(len(y)) + 0.5, y=np.round(np.asarray(y, float), 4),
                                 mode="lines", name=name) for name, y in curves.items()])
-    _segment_boxes(fig, segments, highlight)
+    _segment_boxes(fig, segments, highlight, fill=True)
     fig.update_layout(title=title, xaxis_title="query snippet", yaxis_title=yaxis_title, height=330,
                       margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def knob_sweep_figure(knob: str, values, curves: dict, *, yaxis_title: str = "score",
+                      title: str | None = None) -> go.Figure:
+    """How measurements ``{name: [one per value]}`` change as one world knob takes ``values``."""
+    fig = go.Figure([go.Scatter(x=list(values), y=np.round(np.asarray(y, float), 4), mode="lines+markers",
+                                name=name) for name, y in curves.items()])
+    fig.update_layout(title=title or f"effect of {knob}", xaxis_title=knob, yaxis_title=yaxis_title,
+                      height=330, margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
 
@@ -193,7 +206,7 @@ def snippet_axis_figure(duration: float, num_snippets: int, segment, *, meta=Non
         go.Bar(y=["snippets"] * num_snippets, base=edges[:-1], x=np.diff(edges), orientation="h",
                name="snippet i covers [i, i+1)", marker_color=np.where(idx % 2, "#c6dbef", "#9ecae1"),
                marker_line_color="white", marker_line_width=1, text=idx.astype(str),
-               textposition="inside", hovertemplate="snippet %{text}<extra></extra>"),
+               textposition="inside", insidetextanchor="start", hovertemplate="snippet %{text}<extra></extra>"),
         go.Scatter(x=centres, y=["snippets"] * num_snippets, mode="markers", name="centre i + 0.5",
                    marker=dict(color="black", size=5)),
         go.Bar(y=["seconds"], base=[s], x=[e - s], orientation="h", name="segment", marker_color=COMMON,

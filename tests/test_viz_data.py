@@ -77,6 +77,7 @@ def test_feature_heatmap_figure():
     np.testing.assert_allclose(h.x, np.arange(20) + 0.5)                    # snippet centres
     assert [(s.x0, s.x1) for s in fig.layout.shapes] == [(2.0, 5.5), (9.0, 12.0)]
     assert fig.layout.shapes[1].line.color == viz.COMMON and fig.layout.shapes[0].line.color == viz.OTHER
+    assert fig.layout.shapes[0].fillcolor == "rgba(0,0,0,0)"                 # outline only: features stay visible
     assert fig.layout.coloraxis.cmin == -fig.layout.coloraxis.cmax == pytest.approx(-np.abs(x).max(), abs=1e-6)
     assert "(20, 6)" in fig.layout.title.text
 
@@ -100,8 +101,16 @@ def test_feature_grid_and_score_curves():
     fig = viz.feature_grid_figure(panels, segments=[(1.0, 3.0, "c")], highlight="c")
     assert len(fig.data) == 3 and [a.text for a in fig.layout.annotations][:3] == list(panels)
     assert len(fig.layout.shapes) == 3                                      # one box per panel
-    fig = viz.score_curve_figure({"a": np.arange(16.0), "b": -np.arange(16.0)}, segments=[(1.0, 3.0, "c")])
+    fig = viz.score_curve_figure({"a": np.arange(16.0), "b": -np.arange(16.0)}, segments=[(1.0, 3.0, "c")],
+                                 highlight="c")
     assert [t.name for t in fig.data] == ["a", "b"] and list(fig.data[1].y) == list(-np.arange(16.0))
+    assert fig.layout.shapes[0].fillcolor == viz.COMMON and fig.layout.shapes[0].layer == "below"  # shaded band
+
+
+def test_knob_sweep_figure():
+    fig = viz.knob_sweep_figure("scene_norm", [0, 1.6, 6], {"target": [0.2, 0.16, 0.05], "twin": [0.2, 0.16, 0.04]})
+    assert [t.name for t in fig.data] == ["target", "twin"] and list(fig.data[0].x) == [0, 1.6, 6]
+    assert fig.layout.xaxis.title.text == "scene_norm" and "scene_norm" in fig.layout.title.text
 
 
 def test_resample_figure():
