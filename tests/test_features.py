@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fscal_edu.data.features import (FeatureMeta, find_feature_file, index_to_seconds, read_features,
+from fscal_edu.data.features import (FeatureMeta, crop, find_feature_file, index_to_seconds, read_features,
                                      resample, seconds_to_index)
 from fscal_edu.utils import FscalError
 
@@ -173,6 +173,15 @@ def test_resample_torch_matches_numpy():
 
 def test_resample_keeps_a_constant():
     np.testing.assert_allclose(resample(np.full((9, 3), 2.5, np.float32), 40), 2.5)
+
+
+def test_crop_reads_bin_centres_of_the_window():
+    ramp = np.arange(10, dtype=np.float32)[:, None]                          # value = snippet index
+    # [2, 6) in 4 bins: centres 2.5 .. 5.5 on the line = the centres of snippets 2 .. 5
+    np.testing.assert_allclose(crop(ramp, 2.0, 6.0, 4)[:, 0], [2, 3, 4, 5])
+    # [2, 4) in 4 bins: centres 2.25 .. 3.75, i.e. values 1.75 .. 3.25 between snippet centres
+    np.testing.assert_allclose(crop(ramp, 2.0, 4.0, 4)[:, 0], [1.75, 2.25, 2.75, 3.25])
+    np.testing.assert_allclose(crop(ramp, 0.0, 10.0, 7), resample(ramp, 7))      # whole axis = resample
 
 
 # --- seconds <-> index -------------------------------------------------------------------------
