@@ -74,14 +74,34 @@ class Config:
 PRESETS = {
     "tiny": dict(d=16, T=32, T_S=8, embed_layers=1, anchor_lengths=(4, 8, 16), steps=20,
                  batch_size=4, eval_every=10, val_episodes=8, warmup=2, preset="tiny"),
-    "quick": dict(preset="quick"),
+    "quick": dict(steps=700, eval_every=175, preset="quick"),
     "full": dict(d=256, embed_layers=3, steps=6000, batch_size=32, lr=5e-4, warmup=300,
                  eval_every=500, val_episodes=300, preset="full"),
 }
 
 
-def get_config(preset: str = "quick", **overrides) -> Config:
-    """A named preset, with any field overridden by keyword."""
+# The ablation switches of ``fscal-edu train --ablate NAME``: each one names the fields it changes.
+ABLATIONS = {
+    "no_qtos": dict(qtos=False),                 # stage 1 off
+    "no_dynamics": dict(granularities=()),       # stage 2 off
+    "no_stoq": dict(stoq=False),                 # stage 3 off
+    "no_stages": dict(qtos=False, granularities=(), stoq=False),
+    "joint": dict(joint=True),                   # stage 1 sees all supports as one clip
+    "own_only": dict(own_only=True),             # stage 2 without the "to-all" part
+    "column": dict(softmax_axis="column"),       # softmax down each column in every stage
+    "no_relation": dict(relation=False),         # no auxiliary relation module in training
+    "mean_summary": dict(support_summary="mean"),  # bag-of-features support summary
+    "blind": dict(blind=True, relation=False),   # the support-blind control
+}
+
+
+def get_config(preset: str = "quick", ablate=(), **overrides) -> Config:
+    """A named preset, with ablations (names of ``ABLATIONS``) and any field overridden by keyword."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    return Config(**PRESETS[preset]).replace(**overrides)
+    cfg = Config(**PRESETS[preset])
+    for name in ([ablate] if isinstance(ablate, str) else ablate):
+        if name not in ABLATIONS:
+            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+        cfg = cfg.replace(**ABLATIONS[name])
+    return cfg.replace(**overrides)

@@ -49,3 +49,34 @@ def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | 
     episodes = world.episodes(split, shots)[:limit]
     results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress)
     return evaluate_fscal(episodes, world.annotations, results), results
+
+
+def main_evaluate(args) -> int:
+    """``fscal-edu evaluate``: print the metric table, then one JSON object as the last line."""
+    import json
+
+    from .baselines import evaluate_prototype
+    from .train import load_model
+    from .utils import get_device
+
+    world = World(args.data)
+    if args.baseline:
+        metrics, results = evaluate_prototype(world, args.split, args.shots)
+        name = f"baseline {args.baseline}"
+    else:
+        device = get_device(args.device)
+        model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
+        metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True)
+        name = args.checkpoint
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(results, f)
+    print(f"{name}: {args.split} split, {args.shots}-shot, {len(world.episodes(args.split, args.shots))} episodes")
+    print("tIoU   pooled mAP   per-class mAP")
+    for t, a, b in zip(metrics["tiou_thresholds"], metrics["mAP"], metrics["per_class"]["mAP"]):
+        print(f"{t:.2f}   {a:.4f}       {b:.4f}")
+    print(f"avg    {metrics['average_mAP']:.4f}       {metrics['per_class']['average_mAP']:.4f}")
+    summary = {"mAP@0.5": metrics["mAP@0.5"], "average_mAP": metrics["average_mAP"],
+               "per_class_mAP@0.5": metrics["per_class"]["mAP@0.5"], "split": args.split, "shots": args.shots}
+    print(json.dumps(summary))
+    return 0

@@ -170,3 +170,14 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
             save_checkpoint(out / "last.pt", model, optimizer, scheduler, step=step + 1, best=best)
         log(record)
     return {"best_val_mAP@0.5": best, "steps": cfg.steps, "train_time_s": round(time.perf_counter() - start, 2)}
+
+
+def main_train(args) -> int:
+    """``fscal-edu train``: train, then print the best validation mAP as a last line of JSON."""
+    from .config import get_config
+    overrides = {"shots": args.shots} | ({"steps": args.steps} if args.steps else {})
+    cfg = get_config(args.preset, ablate=args.ablate, **overrides)
+    summary = train(cfg, args.data, args.out, seed=args.seed, device=args.device, resume=args.resume)
+    print(f"wrote {args.out}/best.pt, last.pt, config.json, metrics.jsonl")
+    print(json.dumps(summary))
+    return 0
