@@ -9,7 +9,6 @@ from .data.episodes import EpisodeDataset, World, collate
 from .evaluation import evaluate_fscal
 from .postprocess import soft_nms_1d, to_seconds
 from .proposals import decode
-from .utils import fast_cpu
 
 
 def detections_to_results(batch: dict, segments: torch.Tensor, scores: torch.Tensor, cfg, world: World,
@@ -29,7 +28,6 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
             progress: bool = False) -> dict:
     """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict."""
     cfg = model.cfg
-    fast_cpu()
     device = device or next(model.parameters()).device
     model.eval()
     loader = DataLoader(EpisodeDataset(world, episodes, cfg.T, cfg.T_S), batch_size=batch_size,

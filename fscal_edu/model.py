@@ -21,6 +21,7 @@ from einops import rearrange, reduce, repeat
 from .attention import DynamicsCA, QtoSContextCA, StoQContextCA
 from .config import Config
 from .proposals import make_anchors, roi_align_1d
+from .utils import FscalError, fast_cpu, where
 
 
 class TemporalEmbedding(nn.Module):
@@ -95,6 +96,7 @@ class FSCAL(nn.Module):
 
     def __init__(self, cfg: Config):
         super().__init__()
+        fast_cpu()   # attention produces denormal floats that would slow CPU steps down sevenfold
         self.cfg = cfg
         d = cfg.d
         self.embed = TemporalEmbedding(cfg.feature_dim, d, cfg.embed_layers, cfg.dropout)
@@ -122,6 +124,10 @@ class FSCAL(nn.Module):
 
     def forward(self, query: torch.Tensor, support: torch.Tensor) -> FSCALOutput:
         """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`."""
+        C = self.cfg.feature_dim
+        if query.shape[-1] != C or support.shape[-1] != C:
+            raise FscalError(f"{where(field='feature_dim')}: the model takes {C} features per snippet, "
+                             f"got query {tuple(query.shape)} and support {tuple(support.shape)}")
         B, K = support.shape[:2]
         X_Q = self.proposals(query)                                                      # (B, N, d)
         attention = {}

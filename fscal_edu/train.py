@@ -19,7 +19,7 @@ from .data.episodes import RandomEpisodes, World, collate
 from .inference import evaluate_model
 from .losses import fscal_loss
 from .model import FSCAL
-from .utils import FscalError, fast_cpu, get_device, seed_everything, where
+from .utils import FscalError, get_device, seed_everything, where
 
 CHECKPOINT_FORMAT = "fscal-edu-checkpoint-v1"
 
@@ -110,7 +110,6 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     out.mkdir(parents=True, exist_ok=True)
     device = get_device(device) if not isinstance(device, torch.device) else device
     seed_everything(seed)
-    fast_cpu()
     model = FSCAL(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
@@ -159,7 +158,7 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
         optimizer.step()
         scheduler.step()
         record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                  **{k: round(float(v), 5) for k, v in terms.items()}}
+                  **{k: round(v.item(), 5) for k, v in terms.items()}}
         bar.set_postfix(loss=f"{record['loss']:.3f}")
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             record.update(validate())

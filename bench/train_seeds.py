@@ -1,0 +1,105 @@
+"""Issue 5's acceptance table: full model vs support-blind control vs prototype matching.
+
+Trains the quick preset from scratch (full and blind) for each seed on data_samples/anet_like,
+evaluates the fixed 5-shot test episodes, and writes bench/results/train_seeds.json and the
+"Full model against its controls" section of docs/benchmarks.md.
+
+    python bench/train_seeds.py --seeds 0 1 2 [--runs runs/seeds] [--ship]
+
+``--ship`` copies seed 0's best checkpoints to data_samples/checkpoints/{full,blind}.pt.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fscal_edu.baselines import evaluate_prototype  # noqa: E402
+from fscal_edu.config import get_config  # noqa: E402
+from fscal_edu.data.episodes import World  # noqa: E402
+from fscal_edu.inference import evaluate_model  # noqa: E402
+from fscal_edu.train import load_model, train  # noqa: E402
+
+SECTION = "## Full model against its controls (issue 5)"
+
+
+def replace_section(path: Path, title: str, body: str) -> None:
+    """Replace (or append) the ``## title`` section of a markdown file."""
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    start = text.find(title)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + title + "\n" + body
+    else:
+        end = text.find("\n## ", start + len(title))
+        text = text[:start] + title + "\n" + body + (text[end:] if end >= 0 else "")
+    path.write_text(text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--runs", default=str(ROOT / "runs" / "seeds"))
+    p.add_argument("--data", default=str(ROOT / "data_samples" / "anet_like"))
+    p.add_argument("--ship", action="store_true")
+    args = p.parse_args()
+    torch.set_num_threads(2)
+    world = World(args.data)
+    rows = []
+    for seed in args.seeds:
+        for name in ("full", "blind"):
+            run = Path(args.runs) / f"{name}_s{seed}"
+            t0 = time.perf_counter()
+            train(get_config("quick", ablate=["blind"] if name == "blind" else []), world, run, seed=seed,
+                  device="cpu", progress=False)
+            secs = time.perf_counter() - t0
+            m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
+            rows.append({"model": name, "seed": seed, "mAP@0.5": m["mAP@0.5"], "average_mAP": m["average_mAP"],
+                         "per_class_mAP@0.5": m["per_class"]["mAP@0.5"], "train_s": round(secs, 1)})
+            print(rows[-1], flush=True)
+    proto, _ = evaluate_prototype(world, "test", 5)
+    rows.append({"model": "prototype", "seed": None, "mAP@0.5": proto["mAP@0.5"],
+                 "average_mAP": proto["average_mAP"], "per_class_mAP@0.5": proto["per_class"]["mAP@0.5"],
+                 "train_s": 0.0})
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "train_seeds.json").write_text(json.dumps(rows, indent=1) + "\n")
+
+    def cell(name, key):
+        vals = [r[key] for r in rows if r["model"] == name]
+        return (f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1
+                else f"{vals[0]:.3f}")
+
+    lines = ["", f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+             f"torch {torch.__version__}, CPU. Quick preset, 5-shot, fixed test episodes of "
+             f"`data_samples/anet_like` (test classes never seen in training).", "",
+             "| model | seed | mAP@0.5 | average mAP | per-class mAP@0.5 | training time (s) |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['model']} | {r['seed'] if r['seed'] is not None else '-'} | {r['mAP@0.5']:.3f} | "
+              f"{r['average_mAP']:.3f} | {r['per_class_mAP@0.5']:.3f} | {r['train_s']:.1f} |" for r in rows]
+    lines += ["", "Mean ± standard deviation over seeds:", "",
+              "| model | mAP@0.5 | average mAP | training time (s) |", "|---|---|---|---|"]
+    lines += [f"| {n} | {cell(n, 'mAP@0.5')} | {cell(n, 'average_mAP')} | {cell(n, 'train_s')} |"
+              for n in ("full", "blind", "prototype")]
+    lines += ["", "Training time includes the validation passes (4 x 100 val episodes).", "",
+              f"Reproduce: `python bench/train_seeds.py --seeds {' '.join(map(str, args.seeds))}`", ""]
+    replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
+    if args.ship:
+        ship = ROOT / "data_samples" / "checkpoints"
+        ship.mkdir(exist_ok=True)
+        for name in ("full", "blind"):
+            shutil.copy(Path(args.runs) / f"{name}_s{args.seeds[0]}" / "best.pt", ship / f"{name}.pt")
+        print("shipped", sorted(p.name for p in ship.iterdir()))
+
+
+if __name__ == "__main__":
+    main()

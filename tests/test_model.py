@@ -1,0 +1,169 @@
+"""The full model, its losses, training, checkpoints and resume (tiny preset, seconds each)."""
+import json
+
+import pytest
+import torch
+
+from fscal_edu.config import ABLATIONS, get_config
+from fscal_edu.data.episodes import RandomEpisodes, World, collate
+from fscal_edu.losses import fscal_loss
+from fscal_edu.model import FSCAL, count_parameters
+from fscal_edu.train import load_model, read_checkpoint, save_checkpoint, train
+from fscal_edu.utils import FscalError, seed_everything
+
+from conftest import DATA
+
+WORLD = DATA / "anet_like"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return World(WORLD)
+
+
+def batch_of(world, cfg, shots, n=4, seed=0):
+    ds = RandomEpisodes(world, "base", shots, n, cfg.T, cfg.T_S, seed=seed)
+    return collate([ds[i] for i in range(n)])
+
+
+@pytest.mark.parametrize("shots", [1, 5])
+def test_forward_backward_shapes(world, shots):
+    cfg = get_config("tiny", shots=shots)
+    seed_everything(0)
+    model = FSCAL(cfg)
+    b = batch_of(world, cfg, shots)
+    out = model(b["query"], b["support"])
+    N = len(model.anchors)
+    assert out.logits.shape == (4, N)
+    assert out.deltas.shape == (4, N, 2)
+    assert out.support_tokens.shape == (4, shots, cfg.T_S, cfg.d)
+    assert set(out.attention) == {"qtos", "dynamics", "stoq"}
+    terms = fscal_loss(model, out, b)
+    assert set(terms) == {"cls", "reg", "rel", "loss"}
+    terms["loss"].backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert missing == []   # every parameter, every W included, receives a gradient
+
+
+def test_overfit_one_batch(world):
+    cfg = get_config("tiny")
+    seed_everything(0)
+    model = FSCAL(cfg)
+    b = batch_of(world, cfg, cfg.shots)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        terms = fscal_loss(model, model(b["query"], b["support"]), b)
+        opt.zero_grad()
+        terms["loss"].backward()
+        opt.step()
+        losses.append(terms["loss"].item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_blind_model_ignores_supports(world):
+    cfg = get_config("tiny", ablate="blind")
+    seed_everything(0)
+    model = FSCAL(cfg).eval()
+    b = batch_of(world, cfg, cfg.shots)
+    out1 = model(b["query"], b["support"])
+    out2 = model(b["query"], torch.randn_like(b["support"]) * 5)
+    assert torch.equal(out1.logits, out2.logits) and torch.equal(out1.deltas, out2.deltas)
+    assert out1.attention == {}
+    # ... while the full model does read them
+    full = FSCAL(get_config("tiny")).eval()
+    assert not torch.allclose(full(b["query"], b["support"]).logits,
+                              full(b["query"], torch.randn_like(b["support"]) * 5).logits)
+
+
+@pytest.mark.parametrize("name", sorted(ABLATIONS))
+def test_every_ablation_builds_and_trains_a_step(world, name):
+    cfg = get_config("tiny", ablate=name)
+    model = FSCAL(cfg)
+    b = batch_of(world, cfg, cfg.shots, n=2)
+    terms = fscal_loss(model, model(b["query"], b["support"]), b)
+    assert torch.isfinite(terms["loss"])
+    assert ("rel" in terms) == (cfg.relation and not cfg.blind)
+
+
+def test_unknown_ablation_and_preset():
+    with pytest.raises(ValueError, match="unknown ablation"):
+        get_config("tiny", ablate="no_such_thing")
+    with pytest.raises(ValueError, match="unknown preset"):
+        get_config("huge")
+
+
+def test_save_load_identical_outputs(world, tmp_path):
+    cfg = get_config("tiny")
+    seed_everything(0)
+    model = FSCAL(cfg).eval()
+    save_checkpoint(tmp_path / "m.pt", model)
+    again = load_model(tmp_path / "m.pt", device="cpu")
+    b = batch_of(world, cfg, cfg.shots)
+    assert torch.equal(model(b["query"], b["support"]).logits, again(b["query"], b["support"]).logits)
+    assert count_parameters(again) == count_parameters(model)
+
+
+def test_corrupt_foreign_and_missing_checkpoints(tmp_path):
+    bad = tmp_path / "corrupt.pt"
+    bad.write_bytes(b"\x80\x04 this is not a checkpoint")
+    with pytest.raises(FscalError, match="corrupt.pt.*not a readable checkpoint"):
+        load_model(bad)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(FscalError, match="foreign.pt.*field 'format'.*not an fscal-edu checkpoint"):
+        load_model(foreign)
+    with pytest.raises(FscalError, match="missing"):
+        load_model(tmp_path / "nope.pt")
+    # a truncated real checkpoint
+    save_checkpoint(tmp_path / "ok.pt", FSCAL(get_config("tiny")))
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FscalError, match="cut.pt"):
+        load_model(tmp_path / "cut.pt")
+
+
+def test_wrong_feature_width_for_checkpoint(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", FSCAL(get_config("tiny")))
+    with pytest.raises(FscalError, match="m.pt.*field 'feature_dim'.*width 64.*width 2048"):
+        load_model(tmp_path / "m.pt", feature_dim=2048)
+    model = FSCAL(get_config("tiny"))
+    with pytest.raises(ValueError):
+        model(torch.randn(1, 32, 48), torch.randn(1, 5, 8, 48))
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    save_checkpoint(tmp_path / "m.pt", FSCAL(get_config("tiny")))
+    state = read_checkpoint(tmp_path / "m.pt")
+    state["config"]["d"] = 32
+    torch.save(state, tmp_path / "m2.pt")
+    with pytest.raises(FscalError, match="m2.pt.*field 'model'"):
+        load_model(tmp_path / "m2.pt")
+
+
+def test_train_writes_run_and_is_repeatable(world, tmp_path):
+    cfg = get_config("tiny", steps=6, eval_every=3)
+    r1 = train(cfg, world, tmp_path / "a", seed=3, device="cpu", progress=False)
+    r2 = train(cfg, world, tmp_path / "b", seed=3, device="cpu", progress=False)
+    for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl"):
+        assert (tmp_path / "a" / name).is_file()
+    log_a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(x) for x in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in log_a] == list(range(1, 7))
+    assert "val_mAP@0.5" in log_a[2] and "val_mAP@0.5" in log_a[5]
+    strip = lambda log: [{k: v for k, v in x.items() if k != "time_s"} for x in log]  # noqa: E731
+    assert strip(log_a) == strip(log_b)       # same seed, same numbers on CPU
+    assert r1["best_val_mAP@0.5"] == r2["best_val_mAP@0.5"]
+
+
+def test_resume_matches_uninterrupted_run(world, tmp_path):
+    cfg = get_config("tiny", steps=8, eval_every=4)
+    train(cfg, world, tmp_path / "whole", seed=1, device="cpu", progress=False)
+    train(cfg, world, tmp_path / "cut", seed=1, device="cpu", progress=False, stop_at=4)
+    assert read_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 4
+    train(cfg, world, tmp_path / "cut", seed=1, device="cpu", progress=False, resume=True)
+    a = read_checkpoint(tmp_path / "whole" / "last.pt")["model"]
+    b = read_checkpoint(tmp_path / "cut" / "last.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == \
+        (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n")
