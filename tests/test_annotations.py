@@ -105,11 +105,13 @@ def test_bad_annotations_name_file_video_field(tmp_path, path_to, value, message
 
 
 def test_missing_and_corrupt_files(tmp_path):
-    with pytest.raises(FscalError, match=r"nope\.json.*missing"):
+    with pytest.raises(FscalError, match=r"nope\.json', field 'path'.*missing"):
         load_annotations(tmp_path / "nope.json")
     (tmp_path / "broken.json").write_text('{"database": {')
-    with pytest.raises(FscalError, match=r"broken\.json.*not readable JSON"):
+    with pytest.raises(FscalError, match=r"broken\.json', field 'path'.*not readable JSON"):
         load_annotations(tmp_path / "broken.json")
+    with pytest.raises(FscalError, match=r"nope\.json', field 'path'.*missing"):
+        load_splits(tmp_path / "nope.json")
 
 
 def test_negative_start_is_clipped_to_zero():
@@ -166,8 +168,35 @@ def test_tsp_converter_errors(tmp_path):
                                 "vA,2.0,3.0,Jump,5.0,v_vA.mp4,25.0,100,Action\n")
     with pytest.raises(FscalError, match=r"bad\.csv.*video 'vA'.*line 3.*differs"):
         tsp_csv_to_activitynet({"x": bad})
-    with pytest.raises(FscalError, match=r"gone\.csv.*missing"):
+    with pytest.raises(FscalError, match=r"gone\.csv', field 'path'.*missing"):
         tsp_csv_to_activitynet({"x": tmp_path / "gone.csv"})
+
+
+def test_tsp_converter_drop_invalid(tmp_path):
+    rows = ("vA,1.0,1.0,Jump,4.0,v_vA.mp4,25.0,100,Action\n"       # zero-length
+            "vA,1.0,3.0,Jump,4.0,v_vA.mp4,25.0,100,Action\n"
+            "vA,4.0,5.0,Run,4.0,v_vA.mp4,25.0,100,Action\n"        # starts at the end
+            "vB,2.0,1.0,Run,9.0,v_vB.mp4,25.0,100,Action\n"        # reversed: vB has nothing left
+            "vC,3.0,9.5,Run,9.0,v_vC.mp4,25.0,100,Action\n")       # sticks out: kept (the validator clips)
+    path = tmp_path / "t.csv"
+    path.write_text(TSP_HEADER + rows)
+    faithful = tsp_csv_to_activitynet({"test": path})
+    assert sum(len(e["annotations"]) for e in faithful["database"].values()) == 5
+    with pytest.raises(FscalError, match=r"video 'vA'.*not before"):
+        validate_annotations(faithful)
+    message = r"t\.csv.*dropped 3 segment\(s\).*2 video\(s\): vA, vB.*left out 1 video"
+    with pytest.warns(UserWarning, match=message):
+        ann = tsp_csv_to_activitynet({"test": path}, drop_invalid=True)
+    assert ann["database"]["vA"]["annotations"] == [{"label": "Jump", "segment": [1.0, 3.0]}]
+    assert list(ann["database"]) == ["vA", "vC"]
+    with pytest.warns(UserWarning, match=r"clipped 1 segment"):
+        assert validate_annotations(ann)["database"]["vC"]["annotations"][0]["segment"] == [3.0, 9.0]
+    clean = tmp_path / "clean.csv"
+    clean.write_text(TSP_HEADER + rows.splitlines(keepends=True)[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                               # nothing dropped, no warning
+        kept = tsp_csv_to_activitynet({"test": clean}, drop_invalid=True)
+    assert kept == tsp_csv_to_activitynet({"test": clean})
 
 
 def test_splits_round_trip_and_errors(tmp_path):
@@ -188,13 +217,21 @@ def test_splits_round_trip_and_errors(tmp_path):
 # --- the real annotation files of ../shared/real (skipped in a user's clone) -------------------
 
 def test_real_activitynet_valid_counts(shared_real):
-    ann = tsp_csv_to_activitynet({"validation": shared_real / "activitynet_v1-3_valid_tsp_groundtruth.csv"})
+    csv = {"validation": shared_real / "activitynet_v1-3_valid_tsp_groundtruth.csv"}
+    ann = tsp_csv_to_activitynet(csv)
     assert len(ann["database"]) == 4926
     assert sum(len(e["annotations"]) for e in ann["database"].values()) == 7654
     assert len(labels(ann)) == 200
     # real rows the validator must catch: three zero-length segments, e.g. this one
     with pytest.raises(FscalError, match=r"video '6kgJx6ahgq0'.*segment.*not before"):
         validate_annotations(ann)
+    # drop_invalid drops exactly those three (two videos had nothing else); the rest validates
+    with pytest.warns(UserWarning, match=r"valid_tsp_groundtruth\.csv.*dropped 3 segment\(s\).*6kgJx6ahgq0"):
+        dropped = tsp_csv_to_activitynet(csv, drop_invalid=True)
+    assert len(dropped["database"]) == 4924
+    assert sum(len(e["annotations"]) for e in dropped["database"].values()) == 7651
+    with pytest.warns(UserWarning, match=r"clipped 567 segment\(s\)"):       # ends a little past the duration
+        assert len(validate_annotations(dropped)["database"]) == 4924
     splits = load_splits(shared_real / "fewshot_splits.json", dataset="activitynet-1.3",
                          classes=labels(ann))
     assert [len(splits[k]) for k in ("base", "val", "test")] == [160, 20, 20]
@@ -206,5 +243,15 @@ def test_real_thumos_test_counts(shared_real):
     assert len(ann["database"]) == 212
     assert sum(len(e["annotations"]) for e in ann["database"].values()) == 3358
     assert len(labels(ann)) == 20
+    # 26 segments start at or after the duration the CSV reports (in three videos)
+    with pytest.raises(FscalError, match=r"video 'video_test_0000270'.*segment.*outside the video"):
+        validate_annotations(ann)
+    with pytest.warns(UserWarning, match=r"dropped 26 segment\(s\).*in 3 video\(s\)"):
+        dropped = tsp_csv_to_activitynet({"test": shared_real / "thumos14_test_tsp_groundtruth.csv"},
+                                         drop_invalid=True)
+    assert sum(len(e["annotations"]) for e in dropped["database"].values()) == 3332
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert validate_annotations(dropped) == dropped
     splits = load_splits(shared_real / "fewshot_splits.json", dataset="thumos14", classes=labels(ann))
     assert [len(splits[k]) for k in ("base", "val", "test")] == [6, 0, 14]

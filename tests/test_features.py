@@ -1,5 +1,6 @@
 """Feature readers, features.json, resampling and the seconds <-> index conversion."""
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -51,28 +52,35 @@ def test_find_feature_file(tmp_path):
     torch.save(torch.from_numpy(X), tmp_path / "b.pt")
     assert find_feature_file(tmp_path, "a").name == "a.npy"
     assert find_feature_file(tmp_path, "b").name == "b.pt"
-    with pytest.raises(FscalError, match=r"c\.npy.*video 'c'.*no feature file"):
+    with pytest.raises(FscalError, match=r"c\.npy.*video 'c'.*field 'path'.*no feature file"):
         find_feature_file(tmp_path, "c")
 
 
-# --- bad feature files: each message names the file, the video and (where there is one) the field
+# --- bad feature files: each message names the file, the video and the field
 
 def bad_file(tmp_path, kind):
-    """Write one broken feature file; return (path, the field the error must name or None)."""
+    """Write one broken feature file; return (path, the field the error must name)."""
     path = tmp_path / "vid_bad.npy"
     if kind == "missing":
-        return path, None
+        return path, "path"
     if kind == "corrupt_npy":
         path.write_bytes(b"\x93NUMPY garbage")
-        return path, None
-    if kind == "corrupt_pt":
-        path = tmp_path / "vid_bad.pt"
-        path.write_bytes(b"not a torch file")
-        return path, None
-    if kind == "csv_header":
+        return path, "path"
+    if kind in ("corrupt_pt", "corrupt_csv", "unknown_suffix"):
+        path = tmp_path / {"corrupt_pt": "vid_bad.pt", "corrupt_csv": "vid_bad.csv",
+                           "unknown_suffix": "vid_bad.h5"}[kind]
+        path.write_text("not a torch file" if kind != "corrupt_csv" else "f0,f1\n1,2\n3\n")
+        return path, "path"
+    if kind in ("csv_header", "csv_header_only"):
         path = tmp_path / "vid_bad.csv"
-        path.write_text("a,b\n1,2\n")
-        return path, "header"
+        path.write_text("a,b\n1,2\n" if kind == "csv_header" else "f0,f1,f2,f3,f4\n")
+        return path, "header" if kind == "csv_header" else "T"
+    if kind == "npz_no_feats":
+        np.savez(tmp_path / "vid_bad.npz", x=X)
+        return tmp_path / "vid_bad.npz", "feats"
+    if kind == "pt_no_tensor":
+        torch.save({"x": torch.zeros(2, 2)}, tmp_path / "vid_bad.pt")
+        return tmp_path / "vid_bad.pt", "feats"
     array, field = {"wide": (np.zeros((4, 6)), "feature_dim"),
                     "nan": (np.where(np.eye(4, 5) > 0, np.nan, 0.0), "feats"),
                     "inf": (np.full((4, 5), np.inf, np.float16), "feats"),
@@ -83,20 +91,23 @@ def bad_file(tmp_path, kind):
     return path, field
 
 
-@pytest.mark.parametrize("kind", ["missing", "corrupt_npy", "corrupt_pt", "csv_header", "wide",
+@pytest.mark.parametrize("kind", ["missing", "corrupt_npy", "corrupt_pt", "corrupt_csv", "unknown_suffix",
+                                  "csv_header", "csv_header_only", "npz_no_feats", "pt_no_tensor", "wide",
                                   "nan", "inf", "zero_length", "one_d", "three_d"])
 def test_bad_feature_files_name_file_video_field(tmp_path, kind):
     path, field = bad_file(tmp_path, kind)
-    with pytest.raises(FscalError) as err:
-        read_features(path, expected_dim=5, video_id="vid_bad")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the FscalError comes alone (no numpy warning first)
+        with pytest.raises(FscalError) as err:
+            read_features(path, expected_dim=5, video_id="vid_bad")
     message = str(err.value)
-    assert path.name in message
-    if field == "header":           # raised inside the reader, which does not know the video
-        assert "field 'header'" in message
-        return
-    assert "video 'vid_bad'" in message
-    if field is not None:
-        assert f"field '{field}'" in message
+    assert f"file '{path}', video 'vid_bad', field '{field}'" in message
+
+
+def test_header_only_csv_is_a_zero_length_video(tmp_path):
+    (tmp_path / "v.csv").write_text("f0,f1\n\n")
+    with pytest.raises(FscalError, match=r"v\.csv.*video 'v'.*field 'T'.*zero-length"):
+        read_features(tmp_path / "v.csv")
 
 
 def test_nan_message_points_at_the_snippet(tmp_path):
@@ -109,10 +120,10 @@ def test_nan_message_points_at_the_snippet(tmp_path):
 
 def test_npz_without_feats_and_pt_without_tensor(tmp_path):
     np.savez(tmp_path / "v.npz", x=X)
-    with pytest.raises(FscalError, match=r"v\.npz.*field 'feats'.*no key 'feats'"):
+    with pytest.raises(FscalError, match=r"v\.npz.*video 'v'.*field 'feats'.*no key 'feats'.*\['x'\]"):
         read_features(tmp_path / "v.npz")
     torch.save({"x": torch.zeros(2, 2)}, tmp_path / "v.pt")
-    with pytest.raises(FscalError, match=r"v\.pt.*field 'feats'.*got dict"):
+    with pytest.raises(FscalError, match=r"v\.pt.*video 'v'.*field 'feats'.*got dict"):
         read_features(tmp_path / "v.pt")
 
 
@@ -130,8 +141,8 @@ def test_feature_meta_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    (None, r"features\.json is missing"),
-    ("{not json", r"not readable JSON"),
+    (None, r"field 'path'.*features\.json is missing"),
+    ("{not json", r"field 'path'.*not readable JSON"),
     ({"resize_length": 100}, r"field 'feature_dim'.*missing"),
     ({"feature_dim": 0, "resize_length": 100}, r"field 'feature_dim'.*positive integer"),
     ({"feature_dim": 64.5, "resize_length": 100}, r"field 'feature_dim'.*positive integer"),

@@ -16,7 +16,8 @@ file, the video and the field: a missing ``database``/``duration``/``annotations
 out* of ``[0, duration]`` is **clipped** to it with a :func:`warnings.warn` naming the file and the
 videos (``clip=True``, the default), because real ActivityNet has such rows (568 of 7654 in
 validation end a few milliseconds to seconds past the reported duration); ``clip=False`` rejects
-them instead.
+them instead. The TSP CSV converter can drop the rows the validator would reject
+(``tsp_csv_to_activitynet(..., drop_invalid=True)``, one warning that counts them).
 """
 from __future__ import annotations
 
@@ -107,11 +108,11 @@ def validate_annotations(ann, *, file=None, clip: bool = True) -> dict:
 
 def _read_json(path: Path):
     if not path.is_file():
-        raise FscalError(f"{where(file=path)}: file is missing")
+        raise FscalError(f"{where(file=path, field='path')}: file is missing")
     try:
         return json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FscalError(f"{where(file=path)}: not readable JSON ({e})") from None
+        raise FscalError(f"{where(file=path, field='path')}: not readable JSON ({e})") from None
 
 
 def load_annotations(path, *, clip: bool = True) -> dict:
@@ -141,7 +142,7 @@ def save_annotations(ann: dict, path) -> Path:
 def _tsp_rows(path: Path, keep: str):
     """The rows of one TSP ground-truth CSV whose ``temporal-region-label`` is ``keep``."""
     if not path.is_file():
-        raise FscalError(f"{where(file=path)}: file is missing")
+        raise FscalError(f"{where(file=path, field='path')}: file is missing")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in TSP_COLUMNS if c not in (reader.fieldnames or [])]
@@ -164,17 +165,29 @@ def _csv_float(row, column, path, line) -> float:
     return value
 
 
-def tsp_csv_to_activitynet(csv_paths: dict, *, keep: str = "Action") -> dict:
+def _outside(segment, duration) -> bool:
+    """True for a segment with no length inside ``[0, duration]``: what the validator rejects."""
+    start, end = segment
+    return start >= end or start >= duration or end <= 0
+
+
+def tsp_csv_to_activitynet(csv_paths: dict, *, keep: str = "Action", drop_invalid: bool = False) -> dict:
     """Convert TSP-style ground-truth CSVs to one ActivityNet dict.
 
     ``csv_paths`` maps a subset name (``"training"``, ``"validation"``...) to a CSV with the
     columns ``video-name,t-start,t-end,action-label,video-duration,filename,fps,video-frames,
     temporal-region-label`` (one row per temporal region; rows labelled other than ``keep`` are
-    background regions and dropped). Videos with no kept row are left out. The rows are copied
-    faithfully, unvalidated (real files hold a few zero-length segments): pass the result to
-    :func:`validate_annotations` to check it. Videos are sorted by id, instances by time.
+    background regions and dropped). Videos with no kept row are left out. Videos are sorted by
+    id, instances by time.
+
+    By default the rows are copied faithfully, unvalidated: pass the result to
+    :func:`validate_annotations` to check it. Real files hold segments that it rejects
+    (ActivityNet-1.3 validation: 3 zero-length ones; THUMOS14 test: 26 that start at or after the
+    reported duration). ``drop_invalid=True`` drops those segments (``start >= end``, ``start >=
+    duration``, ``end <= 0``) with one warning that counts them; a video left with none is left
+    out, like a video with no kept row.
     """
-    database = {}
+    database, dropped = {}, []
     for subset, path in csv_paths.items():
         path = Path(path)
         for line, row in _tsp_rows(path, keep):
@@ -188,9 +201,23 @@ def tsp_csv_to_activitynet(csv_paths: dict, *, keep: str = "Action") -> dict:
                                  f"{line}: subset, duration or fps differs from an earlier row "
                                  f"({old['subset']}, {old['duration']}, {old['fps']})")
             segment = [_csv_float(row, c, path, line) for c in ("t-start", "t-end")]
+            if drop_invalid and _outside(segment, entry["duration"]):
+                dropped.append((str(path), video))
+                continue
             old["annotations"].append({"label": row["action-label"], "segment": segment})
+    empty = sorted(v for v, entry in database.items() if not entry["annotations"])
+    for video in empty:
+        del database[video]
     for entry in database.values():
         entry["annotations"].sort(key=lambda a: (a["segment"], a["label"]))
+    if dropped:
+        files, videos = (sorted({d[i] for d in dropped}) for i in (0, 1))
+        warnings.warn(f"{where(file=', '.join(files))}: dropped {len(dropped)} segment(s) with no length "
+                      f"inside the video (start >= end, start >= video-duration or end <= 0) in "
+                      f"{len(videos)} video(s): {', '.join(videos[:5])}"
+                      + (", ..." if len(videos) > 5 else "")
+                      + (f"; left out {len(empty)} video(s) with no instance left" if empty else ""),
+                      stacklevel=2)
     return {"version": f"converted from TSP CSV ({', '.join(csv_paths)})", "taxonomy": [],
             "database": dict(sorted(database.items()))}
 

@@ -41,15 +41,17 @@ def sample_episodes(annotations: dict, classes, shots: int, n: int, *, seed: int
     """``n`` episodes balanced over ``classes`` (class ``i % len(classes)`` of a shuffled order)."""
     by_class = instances_by_class(annotations)
     classes = list(classes)
+    if not classes:
+        raise FscalError(f"{where(field='classes')}: no class to sample episodes from")
     missing = [c for c in classes if c not in by_class]
     if missing:
         raise FscalError(f"{where(field='label')}: class(es) {missing} have no instance in the annotations")
     for c in classes:
-        n_videos = len({v for v, _ in by_class[c]})
-        if len(by_class[c]) < shots + 1 or n_videos < 2:
+        videos = sorted({v for v, _ in by_class[c]})
+        if len(by_class[c]) < shots + 1 or len(videos) < 2:
             raise FscalError(f"{where(field='support')}: class {c!r} has {len(by_class[c])} clip(s) "
-                             f"in {n_videos} video(s); a {shots}-shot episode needs K clips outside "
-                             f"the query video")
+                             f"in {len(videos)} video(s) ({', '.join(videos[:5])}); a {shots}-shot "
+                             f"episode needs K clips outside the query video")
     rng = np.random.default_rng(seed)
     order = [classes[i] for i in rng.permutation(len(classes))]
     return [sample_episode(by_class, order[i % len(order)], shots, rng, f"{prefix}_{i:04d}")
@@ -63,12 +65,12 @@ def save_episodes(episodes: list[dict], path) -> Path:
 
 
 def load_episodes(path, annotations: dict | None = None, *, shots: int | None = None) -> list[dict]:
-    """Read ``episodes.json``; with ``annotations``, check every video id and segment."""
+    """Read ``episodes.json`` and check every episode (:func:`validate_episode`)."""
     path = Path(path)
     try:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise FscalError(f"{where(file=path)}: not readable JSON ({e})") from None
+        raise FscalError(f"{where(file=path, field='path')}: not readable JSON ({e})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("episodes"), list):
         raise FscalError(f"{where(file=path, field='episodes')}: expected {{\"episodes\": [...]}}")
     episodes = raw["episodes"]
@@ -78,33 +80,54 @@ def load_episodes(path, annotations: dict | None = None, *, shots: int | None = 
 
 
 def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: int | None = None) -> None:
-    """Clear errors for malformed episodes: missing keys, unknown videos, bad support segments."""
+    """Clear errors for malformed episodes, naming the file, the video and the field.
+
+    Always: the keys ``id, label, query, support``, at least ``shots`` support clips, each a dict
+    with ``video`` and a finite ``segment`` with ``0 <= start < end``. With ``annotations``: the
+    query and support videos exist, the query holds the class, no support comes from the query,
+    and each support starts before its video's end.
+    """
+    if not isinstance(ep, dict):
+        raise FscalError(f"{where(file=file, field='episodes')}: an episode must be a dict, got {ep!r:.60}")
     for key in ("id", "label", "query", "support"):
         if key not in ep:
             raise FscalError(f"{where(file=file, video=ep.get('query'), field=key)}: episode "
                              f"{ep.get('id')!r} lacks {key!r}")
-    if shots is not None and len(ep["support"]) < shots:
-        raise FscalError(f"{where(file=file, video=ep['query'], field='support')}: episode "
-                         f"{ep['id']!r} has {len(ep['support'])} support clip(s), fewer than K = {shots}")
+    name, query, support, k = ep["id"], ep["query"], ep["support"], shots or 1
+    if not isinstance(support, list) or len(support) < k:
+        raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} needs a "
+                         f"list of at least K = {k} support clip(s), got {support!r:.80}")
+    for clip in support:
+        if not isinstance(clip, dict) or "video" not in clip or "segment" not in clip:
+            raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} has "
+                             f"support clip {clip!r:.80}; need {{\"video\", \"segment\"}}")
+        seg = clip["segment"]
+        numbers = isinstance(seg, (list, tuple)) and len(seg) == 2 and all(
+            isinstance(t, (int, float)) and np.isfinite(t) for t in seg)
+        if not numbers or not 0 <= seg[0] < seg[1]:
+            raise FscalError(f"{where(file=file, video=clip['video'], field='support.segment')}: "
+                             f"episode {name!r} has segment {seg}; need 0 <= start < end")
     if annotations is None:
         return
     db = annotations["database"]
-    if ep["query"] not in db:
-        raise FscalError(f"{where(file=file, video=ep['query'], field='query')}: episode {ep['id']!r} "
+    if query not in db:
+        raise FscalError(f"{where(file=file, video=query, field='query')}: episode {name!r} "
                          f"names a video that the annotations do not know")
-    for clip in ep["support"]:
-        v, seg = clip.get("video"), clip.get("segment")
+    if not any(a["label"] == ep["label"] for a in db[query]["annotations"]):
+        raise FscalError(f"{where(file=file, video=query, field='label')}: episode {name!r}: the query "
+                         f"holds no instance of its class {ep['label']!r}")
+    for clip in support:
+        v, seg = clip["video"], clip["segment"]
         if v not in db:
             raise FscalError(f"{where(file=file, video=v, field='support.video')}: episode "
-                             f"{ep['id']!r} names a video that the annotations do not know")
-        if v == ep["query"]:
+                             f"{name!r} names a video that the annotations do not know")
+        if v == query:
             raise FscalError(f"{where(file=file, video=v, field='support.video')}: episode "
-                             f"{ep['id']!r} cuts a support from its own query video")
-        if (not isinstance(seg, (list, tuple)) or len(seg) != 2 or not np.all(np.isfinite(seg))
-                or not 0 <= seg[0] < seg[1] or seg[0] >= db[v]["duration"]):
+                             f"{name!r} cuts a support from its own query video")
+        if seg[0] >= db[v]["duration"]:
             raise FscalError(f"{where(file=file, video=v, field='support.segment')}: episode "
-                             f"{ep['id']!r} has segment {seg}; need 0 <= start < end and start "
-                             f"< duration {db[v]['duration']}")
+                             f"{name!r} has segment {seg}, which starts after the video's end "
+                             f"({db[v]['duration']} s)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,7 +144,7 @@ class World:
     def __init__(self, root):
         self.root = Path(root)
         if not self.root.is_dir():
-            raise FscalError(f"{where(file=self.root)}: dataset directory does not exist")
+            raise FscalError(f"{where(file=self.root, field='path')}: dataset directory does not exist")
         self.meta = FeatureMeta.load(self.root)
         self.annotations = load_annotations(self.root / "annotations.json")
         self.labels = labels(self.annotations)
@@ -133,8 +156,8 @@ class World:
         """``(T, C)`` float32 features of one video (validated: width, NaN, length)."""
         if video_id not in self._cache:
             if video_id not in self.annotations["database"]:
-                raise FscalError(f"{where(file=self.root / 'annotations.json', video=video_id)}: "
-                                 f"unknown video id")
+                at = where(file=self.root / "annotations.json", video=video_id, field="database")
+                raise FscalError(f"{at}: unknown video id")
             path = find_feature_file(self.root / "features", video_id)
             self._cache[video_id] = read_features(path, expected_dim=self.meta.feature_dim, video_id=video_id)
         return self._cache[video_id]
@@ -145,7 +168,8 @@ class World:
     def episodes(self, split: str, shots: int) -> list[dict]:
         path = self.root / f"episodes_{split}_{shots}shot.json"
         if not path.is_file():
-            raise FscalError(f"{where(file=path)}: no fixed {shots}-shot episodes for split {split!r}")
+            raise FscalError(f"{where(file=path, field='path')}: no fixed {shots}-shot episodes for "
+                             f"split {split!r}")
         return load_episodes(path, self.annotations, shots=shots)
 
     def to_index(self, video_id: str, t, num_snippets: int):
@@ -202,6 +226,9 @@ class RandomEpisodes(Dataset):
 
     def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0):
         self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, shots, length, T, T_S, seed
+        if not world.splits.get(split):
+            raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
+                             f"{split!r} to draw training episodes from")
         self.classes = list(world.splits[split])
         self.by_class = {c: v for c, v in instances_by_class(world.annotations).items() if c in set(self.classes)}
 

@@ -47,11 +47,11 @@ class FeatureMeta:
         if path.is_dir():
             path = path / "features.json"
         if not path.is_file():
-            raise FscalError(f"{where(file=path)}: features.json is missing")
+            raise FscalError(f"{where(file=path, field='path')}: features.json is missing")
         try:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise FscalError(f"{where(file=path)}: not readable JSON ({e})") from None
+            raise FscalError(f"{where(file=path, field='path')}: not readable JSON ({e})") from None
         if not isinstance(raw, dict) or "feature_dim" not in raw:
             raise FscalError(f"{where(file=path, field='feature_dim')}: required key is missing")
         known = {"feature_dim", "fps", "feat_stride", "num_frames", "resize_length"}
@@ -75,33 +75,41 @@ class FeatureMeta:
         return path
 
 
-def _read_raw(path: Path):
+def _read_csv(path: Path, video_id: str) -> np.ndarray:
+    """A BSN/BMN feature CSV: the header ``f0,f1,...``, then one row per snippet."""
+    lines = path.read_text().splitlines()
+    header = lines[0].strip().split(",") if lines else []
+    if not header or not all(h.startswith("f") and h[1:].isdigit() for h in header):
+        raise FscalError(f"{where(file=path, video=video_id, field='header')}: a BSN/BMN feature CSV "
+                         f"starts with the header f0,f1,...; got {header[:3]}...")
+    rows = [line for line in lines[1:] if line.strip()]
+    if not rows:            # header only: zero snippets (read_features says so)
+        return np.zeros((0, len(header)), np.float32)
+    return np.loadtxt(rows, delimiter=",", dtype=np.float32, ndmin=2)
+
+
+def _read_raw(path: Path, video_id: str):
     suffix = path.suffix.lower()
     if suffix == ".npy":
         return np.load(path, allow_pickle=False)
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             if "feats" not in z.files:
-                raise FscalError(f"{where(file=path, field='feats')}: .npz has no key 'feats' "
-                                 f"(keys: {z.files})")
+                raise FscalError(f"{where(file=path, video=video_id, field='feats')}: .npz has no key "
+                                 f"'feats' (keys: {z.files})")
             return z["feats"]
     if suffix == ".csv":
-        with open(path) as f:
-            header = f.readline().strip().split(",")
-        if not header or not all(h.startswith("f") and h[1:].isdigit() for h in header):
-            raise FscalError(f"{where(file=path, field='header')}: a BSN/BMN feature CSV starts "
-                             f"with the header f0,f1,...; got {header[:3]}...")
-        return np.loadtxt(path, delimiter=",", skiprows=1, dtype=np.float32, ndmin=2)
+        return _read_csv(path, video_id)
     if suffix == ".pt":
         obj = torch.load(path, map_location="cpu", weights_only=True)
         if isinstance(obj, dict) and "feats" in obj:
             obj = obj["feats"]
         if not isinstance(obj, torch.Tensor):
-            raise FscalError(f"{where(file=path, field='feats')}: .pt must hold a tensor "
-                             f"(or a dict with key 'feats'), got {type(obj).__name__}")
+            raise FscalError(f"{where(file=path, video=video_id, field='feats')}: .pt must hold a "
+                             f"tensor (or a dict with key 'feats'), got {type(obj).__name__}")
         return obj.float().numpy()
-    raise FscalError(f"{where(file=path)}: unknown feature format {suffix!r}; "
-                     f"use one of {FEATURE_SUFFIXES}")
+    raise FscalError(f"{where(file=path, video=video_id, field='path')}: unknown feature format "
+                     f"{suffix!r}; use one of {FEATURE_SUFFIXES}")
 
 
 def read_features(path, *, expected_dim: int | None = None, video_id: str | None = None) -> np.ndarray:
@@ -113,13 +121,14 @@ def read_features(path, *, expected_dim: int | None = None, video_id: str | None
     path = Path(path)
     video_id = video_id if video_id is not None else path.stem
     if not path.is_file():
-        raise FscalError(f"{where(file=path, video=video_id)}: feature file is missing")
+        raise FscalError(f"{where(file=path, video=video_id, field='path')}: feature file is missing")
     try:
-        x = _read_raw(path)
+        x = _read_raw(path, video_id)
     except FscalError:
         raise
     except Exception as e:  # a truncated or foreign file
-        raise FscalError(f"{where(file=path, video=video_id)}: feature file is unreadable ({e})") from None
+        raise FscalError(f"{where(file=path, video=video_id, field='path')}: feature file is "
+                         f"unreadable ({e})") from None
     x = np.asarray(x)
     if x.ndim != 2:
         raise FscalError(f"{where(file=path, video=video_id, field='shape')}: features must be "
@@ -144,8 +153,8 @@ def find_feature_file(feature_dir, video_id: str) -> Path:
         p = feature_dir / f"{video_id}{suffix}"
         if p.is_file():
             return p
-    raise FscalError(f"{where(file=feature_dir / (video_id + '.npy'), video=video_id)}: no feature "
-                     f"file for this video (looked for {', '.join(FEATURE_SUFFIXES)})")
+    at = where(file=feature_dir / f"{video_id}.npy", video=video_id, field="path")
+    raise FscalError(f"{at}: no feature file for this video (looked for {', '.join(FEATURE_SUFFIXES)})")
 
 
 def interpolate_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

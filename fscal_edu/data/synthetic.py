@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..utils import FscalError, where
 from .features import FeatureMeta
 
 
@@ -70,6 +71,33 @@ PROFILES = {
                           videos_per_class=8, targets=(3, 8), distractors=(2, 5),
                           length_frac=(0.012, 0.05), duration=(60.0, 400.0)),
 }
+
+
+def resolve_config(cfg: WorldConfig | str) -> WorldConfig:
+    """A profile name or a :class:`WorldConfig`, checked: a clear error instead of a crash or a hang.
+
+    Each split needs two twin pairs (a distractor that is not the twin comes from another pair),
+    a class needs two phases (so that its twin has another order), and the most instances a video
+    can hold, each at its shortest, must fit in 90% of the video (the placement redraws lengths
+    until they fit).
+    """
+    if isinstance(cfg, str):
+        if cfg not in PROFILES:
+            raise FscalError(f"{where(field='profile')}: unknown profile {cfg!r}; "
+                             f"use one of {sorted(PROFILES)}")
+        cfg = PROFILES[cfg]
+    for field in ("n_base_pairs", "n_val_pairs", "n_test_pairs"):
+        if getattr(cfg, field) < 2:
+            raise FscalError(f"{where(field=field)}: each split needs at least 2 twin pairs (distractors "
+                             f"that are not the twin come from another pair), got {getattr(cfg, field)}")
+    if not 2 <= cfg.phases_per_class <= cfg.n_phases:
+        raise FscalError(f"{where(field='phases_per_class')}: need 2 <= phases_per_class <= n_phases "
+                         f"= {cfg.n_phases} (a twin reorders the phases), got {cfg.phases_per_class}")
+    most = cfg.targets[1] + cfg.distractors[1]
+    if most * cfg.length_frac[0] >= 0.9:
+        raise FscalError(f"{where(field='length_frac')}: {most} instances of at least "
+                         f"{cfg.length_frac[0]} of the video cannot fit in 90% of it")
+    return cfg
 
 
 def make_classes(cfg: WorldConfig, rng: np.random.Generator):
@@ -133,8 +161,7 @@ def generate_world(cfg: WorldConfig | str = "anet", seed: int = 0):
     ``features``: {video_id: float32 (T, C)}; ``annotations``: ActivityNet JSON dict (seconds);
     ``splits``: {"base", "val", "test"}; ``info``: the config and class structure, for teaching.
     """
-    if isinstance(cfg, str):
-        cfg = PROFILES[cfg]
+    cfg = resolve_config(cfg)
     rng = np.random.default_rng(seed)
     names, class_phases, twin, split = make_classes(cfg, rng)
     phase_pool = rng.standard_normal((cfg.n_phases, cfg.feature_dim))
@@ -222,8 +249,7 @@ def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
     from .annotations import save_annotations, save_splits
     from .episodes import sample_episodes, save_episodes
 
-    if isinstance(cfg, str):
-        cfg = PROFILES[cfg]
+    cfg = resolve_config(cfg)
     out = Path(out)
     (out / "features").mkdir(parents=True, exist_ok=True)
     features, annotations, splits, info = generate_world(cfg, seed)

@@ -1,0 +1,211 @@
+"""The synthetic feature world: determinism, the statistics it promises, the shipped copy, the CLI."""
+import dataclasses
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from fscal_edu import cli
+from fscal_edu.data.episodes import sample_episodes
+from fscal_edu.data.synthetic import (PROFILES, common_share, generate_world, render_video, resolve_config,
+                                      world_statistics, write_world)
+from fscal_edu.utils import FscalError
+
+from conftest import DATA
+
+SMALL = dataclasses.replace(PROFILES["anet"], n_base_pairs=2, n_val_pairs=2, n_test_pairs=2, videos_per_class=4)
+SHIPPED = DATA / "anet_like"
+
+
+def file_hashes(root):
+    """{relative path: sha256} of every file under ``root``."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def anet():
+    """The full ActivityNet-like world of seed 0, in memory (half a second)."""
+    return generate_world("anet", seed=0)
+
+
+# --- determinism -------------------------------------------------------------------------------
+
+def small_world_hashes(out, seed):
+    write_world(out, SMALL, seed=seed, n_test_episodes=10, n_val_episodes=5)
+    return file_hashes(out)
+
+
+def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):
+    hashes = [small_world_hashes(tmp_path / name, seed) for name, seed in (("a", 0), ("b", 0), ("c", 1))]
+    assert len(hashes[0]) == 2 * 2 * 3 * 4 + 8          # 48 feature files, 3 json, 4 episode files, world.json
+    assert hashes[0] == hashes[1]
+    differ = {f for f in hashes[0] if hashes[0][f] != hashes[2][f]}
+    assert {"annotations.json", "world.json", "episodes_test_5shot.json"} <= differ
+    assert sum(f.startswith("features/") for f in differ) == 48      # every video's features change
+    assert "features.json" not in differ and "splits.json" not in differ  # same names, same layout
+
+
+def test_cli_generate_reproduces_the_shipped_world(tmp_path, capsys):
+    """`fscal-edu generate --profile anet --seed 0` writes data_samples/anet_like byte for byte."""
+    out = tmp_path / "anet_like"
+    assert cli.main(["generate", "--profile", "anet", "--out", str(out), "--seed", "0"]) == 0
+    assert "wrote the anet-like world (seed 0)" in capsys.readouterr().out
+    shipped = file_hashes(SHIPPED)
+    assert len(shipped) == 900 + 8
+    assert file_hashes(out) == shipped
+
+
+def test_shipped_world_json_matches_its_files(anet):
+    world = json.loads((SHIPPED / "world.json").read_text())
+    annotations = json.loads((SHIPPED / "annotations.json").read_text())
+    stats = world_statistics(annotations)
+    assert stats == pytest.approx({k: v for k, v in world["statistics"].items() if k in stats})
+    assert stats == pytest.approx(world_statistics(anet[1]))
+    for split in ("val", "test"):
+        for shots in (1, 5):
+            eps = json.loads((SHIPPED / f"episodes_{split}_{shots}shot.json").read_text())["episodes"]
+            share = world["statistics"][f"common_share_{split}_{shots}shot"]
+            assert common_share(annotations, eps) == pytest.approx(share)
+            assert 0.4 < share < 0.5                                    # data_samples/README.md
+
+
+# --- the world's promises (data_samples/README.md) ----------------------------------------------
+
+def test_instances_per_video_lengths_and_placement(anet):
+    _, ann, splits, info = anet
+    cfg = PROFILES["anet"]
+    for vid, entry in ann["database"].items():
+        main = vid.split("_", 1)[1].rsplit("_", 1)[0]                 # "<split>_<class>_<nn>"
+        labels = [a["label"] for a in entry["annotations"]]
+        assert cfg.targets[0] <= labels.count(main) <= cfg.targets[1]
+        assert cfg.distractors[0] <= len(labels) - labels.count(main) <= cfg.distractors[1]
+        assert cfg.duration[0] <= entry["duration"] <= cfg.duration[1]
+        segs = np.array([a["segment"] for a in entry["annotations"]])    # sorted by start
+        ratio = (segs[:, 1] - segs[:, 0]) / entry["duration"]
+        assert ((ratio > cfg.length_frac[0] - 1e-3) & (ratio < cfg.length_frac[1] + 1e-3)).all()
+        assert segs.min() >= 0 and segs.max() <= entry["duration"]
+        assert (segs[1:, 0] >= segs[:-1, 1]).all()                    # no two instances overlap
+
+
+def test_splits_are_disjoint_and_videos_stay_in_their_split(anet):
+    _, ann, splits, info = anet
+    cfg = PROFILES["anet"]
+    assert [len(splits[s]) for s in ("base", "val", "test")] == [2 * cfg.n_base_pairs, 2 * cfg.n_val_pairs,
+                                                                  2 * cfg.n_test_pairs]
+    split_of = {c: s for s, classes in splits.items() for c in classes}
+    assert len(split_of) == cfg.n_classes                             # no class in two splits
+    subset = {"base": "training", "val": "validation", "test": "testing"}
+    for vid, entry in ann["database"].items():
+        split = vid.split("_")[0]
+        assert entry["subset"] == subset[split]
+        # distractors come from the same split: test classes never appear in a training video
+        assert {split_of[a["label"]] for a in entry["annotations"]} == {split}
+
+
+def test_twins_share_phases_in_another_order(anet):
+    _, ann, splits, info = anet
+    phases, twin = info["class_phases"], info["twin"]
+    for c, t in twin.items():
+        assert twin[t] == c and c != t
+        assert sorted(phases[c]) == sorted(phases[t]) and phases[c] != phases[t]
+    assert {n["nodeName"]: n["phases"] for n in ann["taxonomy"]} == phases
+    assert len({tuple(p) for p in phases.values()}) == len(phases)     # no two classes identical
+
+
+def test_about_half_of_the_distractors_are_twins(anet):
+    _, ann, splits, info = anet
+    twins = others = 0
+    for vid, entry in ann["database"].items():
+        main = vid.split("_", 1)[1].rsplit("_", 1)[0]
+        distractors = [a["label"] for a in entry["annotations"] if a["label"] != main]
+        twins += sum(d == info["twin"][main] for d in distractors)
+        others += len(distractors)
+    assert 0.4 < twins / others < 0.6                                 # twin_prob = 0.5
+
+
+@pytest.mark.parametrize("profile, low, high", [("anet", 0.3, 0.6), ("thumos", 0.2, 0.45)])
+def test_common_class_holds_part_of_the_query_action_time(profile, low, high, anet):
+    ann, splits = (anet if profile == "anet" else generate_world(profile, seed=0))[1:3]
+    eps = sample_episodes(ann, splits["test"], 5, 200, seed=1)
+    # the supports are necessary: "some action" is the common class only part of the time
+    # (thumos: more distractors per video, and a query may hold the class only as a distractor)
+    assert low < common_share(ann, eps) < high
+
+
+def test_thumos_profile_has_many_short_instances(anet):
+    thumos = world_statistics(generate_world("thumos", seed=0)[1])
+    anet_stats = world_statistics(anet[1])
+    assert thumos["instances_per_video"] > 2 * anet_stats["instances_per_video"]
+    assert thumos["length_ratio_median"] < 0.05 < anet_stats["length_ratio_median"]
+
+
+def test_features_are_float32_T_by_C_and_finite(anet):
+    features, ann = anet[:2]
+    assert set(features) == set(ann["database"])
+    x = np.stack(list(features.values())[:50])
+    assert x.dtype == np.float32 and x.shape[1:] == (128, 64) and np.isfinite(x).all()
+
+
+# --- the knobs mean what they say ----------------------------------------------------------------
+
+def test_render_walks_through_the_phases_in_order():
+    cfg = dataclasses.replace(SMALL, noise_norm=0.0, scene_norm=0.0, drift_norm=0.0)
+    rng = np.random.default_rng(0)
+    pool = rng.standard_normal((cfg.n_phases, cfg.feature_dim))
+    x = render_video(cfg, [("c", (20.0, 80.0))], pool, {"c": [5, 2, 9]}, rng)        # (T, C)
+    assert x.shape == (cfg.T, cfg.feature_dim)
+    np.testing.assert_array_equal(x[:20], 0)                          # background: nothing at all
+    np.testing.assert_array_equal(x[80:], 0)
+    inside = x[20:80]
+    which = np.argmin(((inside[:, None] - pool[None]) ** 2).sum(-1), axis=1)        # nearest phase
+    np.testing.assert_allclose(inside, pool[which])                   # every snippet is a phase vector
+    runs = [int(p) for i, p in enumerate(which) if i == 0 or p != which[i - 1]]
+    assert runs == [5, 2, 9]                                          # in the class's order
+
+
+def test_scene_and_noise_norms():
+    cfg = dataclasses.replace(SMALL, noise_norm=0.0, drift_norm=0.0, scene_norm=1.6)
+    x = render_video(cfg, [], None, {}, np.random.default_rng(0))
+    np.testing.assert_allclose(x, np.broadcast_to(x[0], x.shape))      # one constant scene vector
+    assert np.linalg.norm(x[0]) == pytest.approx(1.6)
+    cfg = dataclasses.replace(SMALL, noise_norm=5.0, drift_norm=0.0, scene_norm=0.0)
+    x = render_video(cfg, [], None, {}, np.random.default_rng(0))
+    assert np.linalg.norm(x, axis=1).mean() == pytest.approx(5.0, rel=0.05)
+
+
+def test_world_statistics_by_hand():
+    ann = {"database": {
+        "v1": {"duration": 100.0, "annotations": [{"label": "a", "segment": [0.0, 10.0]},
+                                                  {"label": "b", "segment": [20.0, 50.0]}]},
+        "v2": {"duration": 50.0, "annotations": [{"label": "a", "segment": [10.0, 20.0]}]}}}
+    s = world_statistics(ann)
+    assert (s["videos"], s["instances"], s["classes"]) == (2, 3, 2)
+    assert s["instances_per_video"] == 1.5 and s["share_single_instance"] == 0.5
+    assert s["length_ratio_median"] == pytest.approx(0.2)             # ratios 0.1, 0.3, 0.2
+    assert s["coverage_median"] == pytest.approx(0.3)                 # coverages 0.4, 0.2
+    assert s["share_multi_class"] == 0.5
+    eps = [{"label": "a", "query": "v1"}, {"label": "a", "query": "v2"}]
+    assert common_share(ann, eps) == pytest.approx((10 / 40 + 1.0) / 2)
+
+
+# --- bad configurations: a clear error, not numpy's crash or an endless loop ---------------------
+
+@pytest.mark.parametrize("knobs, field", [
+    (dict(n_val_pairs=1), "n_val_pairs"),          # used to crash in numpy: no non-twin distractor
+    (dict(n_test_pairs=0), "n_test_pairs"),
+    (dict(n_base_pairs=1), "n_base_pairs"),
+    (dict(phases_per_class=1), "phases_per_class"),  # a twin needs another order
+    (dict(phases_per_class=30), "phases_per_class"),
+    (dict(targets=(3, 6), distractors=(3, 6), length_frac=(0.1, 0.2)), "length_frac"),  # never fits
+])
+def test_bad_configs_name_the_knob(knobs, field):
+    with pytest.raises(FscalError, match=f"field '{field}'"):
+        generate_world(dataclasses.replace(SMALL, **knobs))
+
+
+def test_unknown_profile():
+    with pytest.raises(FscalError, match=r"field 'profile'.*'nope'.*anet"):
+        resolve_config("nope")
+    assert resolve_config("thumos") is PROFILES["thumos"]
