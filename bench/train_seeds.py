@@ -51,20 +51,28 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "seeds"))
     p.add_argument("--data", default=str(ROOT / "data_samples" / "anet_like"))
     p.add_argument("--ship", action="store_true")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", choices=["full", "blind"], nargs="+", default=["full", "blind"])
     args = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     world = World(args.data)
     rows = []
     for seed in args.seeds:
-        for name in ("full", "blind"):
+        for name in args.only:
             run = Path(args.runs) / f"{name}_s{seed}"
+            done = run / "result.json"
+            if done.is_file():          # resumable: a finished run is read back, not retrained
+                rows.append(json.loads(done.read_text()))
+                continue
             t0 = time.perf_counter()
             train(get_config("quick", ablate=["blind"] if name == "blind" else []), world, run, seed=seed,
                   device="cpu", progress=False)
             secs = time.perf_counter() - t0
             m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
             rows.append({"model": name, "seed": seed, "mAP@0.5": m["mAP@0.5"], "average_mAP": m["average_mAP"],
-                         "per_class_mAP@0.5": m["per_class"]["mAP@0.5"], "train_s": round(secs, 1)})
+                         "per_class_mAP@0.5": m["per_class"]["mAP@0.5"], "train_s": round(secs, 1),
+                         "threads": torch.get_num_threads()})
+            done.write_text(json.dumps(rows[-1]) + "\n")
             print(rows[-1], flush=True)
     proto, _ = evaluate_prototype(world, "test", 5)
     rows.append({"model": "prototype", "seed": None, "mAP@0.5": proto["mAP@0.5"],
