@@ -195,6 +195,117 @@ def check_stoq(fn) -> bool:
 # Relation classifier and training (notebooks 06-07)
 # ---------------------------------------------------------------------------------------------
 
+def check_balanced_bce(fn) -> bool:
+    """Notebook 06: ``fn(logits (B, N), targets (B, N) in {0, 1}, valid (B, N) bool) -> scalar``,
+    BCE in which the valid positives and the valid negatives weigh one half each."""
+    from .losses import balanced_bce
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 40, generator=g, dtype=torch.float64) * 2
+    targets = (torch.rand(3, 40, generator=g) < 0.1).double()
+    valid = torch.rand(3, 40, generator=g) < 0.8
+    cases = {"a batch with a few positives": (logits, targets, valid),
+             "every entry valid": (logits, targets, torch.ones_like(valid)),
+             "no positive at all": (logits, torch.zeros_like(targets), valid)}
+    return all([compare(name, fn(*(x.clone() for x in args)), balanced_bce(*args))
+                for name, args in cases.items()])
+
+
+def _relation_batch():
+    """A tiny untrained model, one forward pass on random episodes (episodes 1 and 2 share a class)."""
+    from .config import get_config
+    from .model import FSCAL
+    torch.manual_seed(0)
+    cfg = get_config("tiny", feature_dim=8, rel_neg_frac=1.0)        # every negative takes part
+    model = FSCAL(cfg).double().eval()
+    with torch.no_grad():                     # spread the relation logits, so that errors show
+        for p in model.head.g.parameters():
+            p.mul_(4)
+    B, K = 4, 3
+    query, support = torch.randn(B, cfg.T, 8, dtype=torch.float64), torch.randn(B, K, cfg.T_S, 8, dtype=torch.float64)
+    gt = torch.tensor([[[2.0, 10.0], [20.0, 28.0]], [[4.0, 20.0], [0.0, 0.0]],
+                       [[10.0, 14.0], [0.0, 0.0]], [[0.0, 16.0], [17.0, 31.0]]], dtype=torch.float64)
+    batch = {"query": query, "support": support, "gt": gt, "gt_mask": gt[..., 1] > 0,
+             "label": torch.tensor([0, 1, 1, 2])}
+    return model, model(query, support), batch
+
+
+def check_relation_targets(fn) -> bool:
+    """Notebook 06: ``fn(labels (B, N) in {1, 0, -1}, episode_label (B,)) -> (own, cross)``.
+
+    ``own (B, N)`` float: the target of every (proposal, own support) pair: 1 for positives, 0 for
+    negatives, -1 for ignored proposals (no pair). ``cross (B, N)`` bool: the positives of episode
+    b that are also paired (target 0) with the supports of episode ``b - 1`` (mod B, as
+    ``torch.roll`` gives), when that episode has another class. The checker builds ``L_rel`` from
+    your targets and compares it with ``fscal_loss``'s (every negative sampled).
+    """
+    from .losses import balanced_bce, fscal_loss
+    from .proposals import assign_labels
+    model, out, batch = _relation_batch()
+    with torch.no_grad():
+        want = fscal_loss(model, out, batch)["rel"]
+        labels = assign_labels(out.anchors, batch["gt"], batch["gt_mask"], model.cfg.pos_iou, model.cfg.neg_iou)[0]
+        own, cross = fn(labels.clone(), batch["label"].clone())
+        own, cross = torch.as_tensor(own).double(), torch.as_tensor(cross).bool()
+        if own.shape != labels.shape or cross.shape != labels.shape:
+            print(f"own {tuple(own.shape)} and cross {tuple(cross.shape)} should both be {tuple(labels.shape)}")
+            return False
+        other = torch.roll(torch.arange(len(labels)), 1)
+        rho_own = model.relation_logits(out)                                         # (B, N, K)
+        rho_x = model.relation_logits(out, out.support_tokens[other])                # (B, N, K)
+        used = own >= 0
+        logits = torch.cat([rho_own[used].flatten(), rho_x[cross].flatten()])
+        t = torch.cat([own[used][:, None].expand(-1, rho_own.shape[-1]).flatten(),
+                       rho_x.new_zeros(int(cross.sum()) * rho_x.shape[-1])])
+        got = balanced_bce(logits, t, torch.ones_like(t, dtype=torch.bool))
+    return compare("L_rel from your targets", got, want)
+
+
+def check_lr_factor(fn) -> bool:
+    """Notebook 07: ``fn(step, cfg) -> float``, warm-up then cosine decay to 5% (``train.lr_factor``)."""
+    from .config import get_config
+    from .train import lr_factor
+    ok = True
+    for cfg in (get_config("quick"), get_config("tiny"), get_config("quick", steps=30, warmup=0)):
+        steps = range(cfg.steps + 5)
+        ok = compare(f"lr_factor, {cfg.steps} steps, warm-up {cfg.warmup}", np.array([fn(s, cfg) for s in steps]),
+                     np.array([lr_factor(s, cfg) for s in steps])) and ok
+    return ok
+
+
+def episode_winner(episodes, annotations: dict, predictions: dict) -> tuple[str, dict]:
+    """The model with the highest mAP at tIoU 0.5 on one episode or a list of them (``"tie"`` if
+    several share it), and every model's mAP: ``predictions = {name: results JSON}``."""
+    from .evaluation import evaluate_fscal
+    episodes = [episodes] if isinstance(episodes, dict) else list(episodes)
+    ap = {name: evaluate_fscal(episodes, annotations, {"results": {ep["id"]: p["results"][ep["id"]]
+                                                                   for ep in episodes}})["mAP@0.5"]
+          for name, p in predictions.items()}
+    best = [name for name, v in ap.items() if np.isclose(v, max(ap.values()))]
+    return (best[0] if len(best) == 1 else "tie"), ap
+
+
+def check_winner(answer: str, episodes, annotations: dict, predictions: dict) -> bool:
+    """Notebook 07: ``answer`` names the model (a key of ``predictions``, or ``"tie"``) with the
+    highest mAP at tIoU 0.5 on ``episodes`` (one episode or a list)."""
+    winner, ap = episode_winner(episodes, annotations, predictions)
+    what = f"episode {episodes['id']}" if isinstance(episodes, dict) else f"{len(episodes)} episodes"
+    print(f"mAP@0.5 on {what}:", ", ".join(f"{n} {v:.3f}" for n, v in ap.items()))
+    print("Correct!" if answer == winner else f"not quite: the winner is {winner!r}, you said {answer!r}")
+    return answer == winner
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation, ablations and the attention explorer (notebook 08)
 # ---------------------------------------------------------------------------------------------
+
+def check_welch_t(fn) -> bool:
+    """Notebook 08: ``fn(a, b) -> t``, Welch's t statistic of two lists of per-seed scores,
+    ``t = (mean(a) - mean(b)) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the sample variances
+    (divided by n - 1)."""
+    def welch(a, b):
+        a, b = np.asarray(a, float), np.asarray(b, float)
+        return (a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
+
+    cases = {"three seeds each": ([0.61, 0.64, 0.58], [0.52, 0.55, 0.57]),
+             "unequal sizes": ([0.7, 0.72, 0.69, 0.75, 0.71], [0.66, 0.74]),
+             "the second one better": ([0.3, 0.35, 0.31], [0.4, 0.38, 0.45])}
+    return all([compare(name, float(fn(list(a), list(b))), welch(a, b)) for name, (a, b) in cases.items()])

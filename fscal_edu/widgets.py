@@ -108,6 +108,113 @@ def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
 # Relation classifier and training (notebooks 06-07)
 # ---------------------------------------------------------------------------------------------
 
+def label_assignment_explorer(anchors, gt, *, others=()) -> "ipywidgets.VBox":
+    """Sliders for ``pos_iou`` and ``neg_iou``: reassign the labels of ``anchors (N, 2)`` against
+    the instances ``gt (G, 2)`` and redraw :func:`fscal_edu.viz.label_assignment_figure`."""
+    import torch
+
+    from .proposals import assign_labels
+    from .viz import label_assignment_figure
+
+    gt = torch.as_tensor(gt, dtype=torch.float32).reshape(1, -1, 2)
+
+    def draw(pos_iou, neg_iou):
+        labels, _, best = assign_labels(anchors, gt, torch.ones(gt.shape[:2], dtype=torch.bool),
+                                        pos_iou=pos_iou, neg_iou=neg_iou)
+        return [label_assignment_figure(anchors, labels[0], best[0], gt=gt[0], others=others,
+                                        pos_iou=pos_iou, neg_iou=neg_iou)]
+
+    return knob_explorer(draw, pos_iou=(0.3, 0.9, 0.05, 0.5), neg_iou=(0.05, 0.5, 0.05, 0.3))
+
+
+def live_loss_plot(keys=None, *, every: int = 5, smooth: int = 1):
+    """A loss curve that grows while :func:`fscal_edu.train.train` runs.
+
+    Returns ``(widget, callback)``: display the widget, pass ``callback`` as ``train(...,
+    callback=callback)``; ``callback.records`` keeps every record. The figure is redrawn every
+    ``every`` records and at each validation. It is plotly's ``FigureWidget`` (updated in place)
+    when ``anywidget`` is installed, else a figure redrawn in an ``ipywidgets.Output`` area.
+    """
+    import ipywidgets
+    import plotly.graph_objects as go
+
+    from .viz import LOSS_KEYS, loss_curve_figure
+
+    keys, records = list(keys or LOSS_KEYS), []
+    try:
+        widget = go.FigureWidget(loss_curve_figure([], keys=keys, smooth=smooth))
+    except ImportError:                       # plotly >= 6 needs anywidget for FigureWidget
+        widget = ipywidgets.Output()
+
+    def callback(record):
+        records.append(record)
+        if len(records) % every and "val_mAP@0.5" not in record:
+            return
+        fig = loss_curve_figure(records, keys=keys, smooth=smooth)
+        if isinstance(widget, go.FigureWidget):
+            with widget.batch_update():
+                for old, new in zip(widget.data, fig.data):
+                    old.x, old.y = new.x, new.y
+        else:
+            widget.clear_output(wait=True)
+            with widget:
+                fig.show()
+
+    callback.records = records
+    return widget, callback
+
+
+def detections_browser(world, episodes: list, predictions: dict, *, top: int = 3) -> "ipywidgets.VBox":
+    """Step through ``episodes`` and draw :func:`fscal_edu.viz.detections_timeline_figure` with
+    the detections of every model in ``predictions = {name: results JSON}``."""
+    import ipywidgets
+
+    from .viz import detections_timeline_figure
+
+    def draw(episode):
+        ep = episodes[episode]
+        return [detections_timeline_figure(ep, world.annotations, {name: p["results"][ep["id"]]
+                                                                   for name, p in predictions.items()}, top=top)]
+
+    return _figures_view([ipywidgets.IntSlider(0, 0, len(episodes) - 1, description="episode")], draw)
+
+
 # ---------------------------------------------------------------------------------------------
 # Evaluation, ablations and the attention explorer (notebook 08)
 # ---------------------------------------------------------------------------------------------
+
+def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets.VBox":
+    """Pick an episode, a model ``{name: FSCAL}``, a stage, a support and a granularity: the
+    stage's attention (:func:`fscal_edu.viz.fig_stage_attention`) beside the model's detections
+    (:func:`fscal_edu.viz.detections_timeline_figure`). Each (episode, model) runs once, then is cached."""
+    import ipywidgets
+
+    from .viz import STAGE_TITLES, episode_outputs, explorer_figures
+
+    K = len(episodes[0]["support"])
+    controls = [ipywidgets.IntSlider(0, 0, len(episodes) - 1, description="episode"),
+                ipywidgets.Dropdown(options=list(models), description="model"),
+                ipywidgets.Dropdown(options=[(v, k) for k, v in STAGE_TITLES.items()], description="stage"),
+                ipywidgets.Dropdown(options=[(str(l), l) for l in range(K)] + [("all (StoQ)", None)],
+                                    description="support"),
+                ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in sorted(
+                    {k for m in models.values() for k in m.cfg.granularities})], description="granularity")]
+    panels = [ipywidgets.Output(layout=ipywidgets.Layout(width="50%")) for _ in range(2)]
+    cache = {}
+
+    def refresh(_=None):
+        kw = {c.description: c.value for c in controls}
+        key = (kw["episode"], kw["model"])
+        if key not in cache:
+            cache[key] = episode_outputs(models[kw["model"]], world, episodes[kw["episode"]])
+        figs = explorer_figures(cache[key], episodes[kw["episode"]], world.annotations, model=kw["model"],
+                                stage=kw["stage"], support=kw["support"], granularity=kw["granularity"])
+        for panel, fig in zip(panels, figs):
+            panel.clear_output(wait=True)
+            with panel:
+                fig.show()
+
+    for c in controls:
+        c.observe(refresh, names="value")
+    refresh()
+    return ipywidgets.VBox([ipywidgets.HBox(controls[:3]), ipywidgets.HBox(controls[3:]), ipywidgets.HBox(panels)])
