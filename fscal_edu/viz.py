@@ -736,7 +736,7 @@ def detections_timeline_figure(episode: dict, annotations: dict, detections: dic
             shown[kind] = True
     fig.update_layout(barmode="overlay", title=title or f"episode {episode['id']}: top {top} detections "
                       f"(hidden class {episode['label']})", xaxis_title="time (s)", height=120 + 32 * len(rows),
-                      legend_orientation="h", legend_y=-0.15, margin=dict(l=10, r=10, t=50, b=10))
+                      legend_orientation="h", legend_y=-0.15, margin=dict(l=10, r=90, t=50, b=10))
     fig.update_traces(textposition="outside", cliponaxis=False, selector=lambda t: t.name.startswith("detection"))
     fig.update_xaxes(range=[0, video["duration"]])
     fig.update_yaxes(categoryorder="array", categoryarray=rows[::-1])

@@ -201,9 +201,12 @@ def relation_targets(labels, episode_label):
     lambda l, y: ((l == 1).float(), relation_targets(l, y)[1]),               # ignored proposals as negatives
     lambda l, y: (relation_targets(l, y)[0], torch.zeros_like(l, dtype=torch.bool)),   # no cross negatives
 ])
-def test_check_relation_targets(wrong):
-    assert ex.check_relation_targets(relation_targets)
+def test_check_relation_targets_fails_wrong_targets(wrong):
     assert not ex.check_relation_targets(wrong)
+
+
+def test_check_relation_targets_passes_the_right_ones():
+    assert ex.check_relation_targets(relation_targets)
 
 
 def test_check_lr_factor():
