@@ -41,7 +41,7 @@ def fscal_loss(model: FSCAL, out: FSCALOutput, batch: dict) -> dict:
                     else out.deltas.sum() * 0)
     loss = terms["cls"] + cfg.lambda_reg * terms["reg"]
     if cfg.relation and not cfg.blind:
-        # the relation module looks at the positives and as many sampled negatives per batch
+        # the relation module looks at every positive and a random share (rel_neg_frac) of the negatives
         keep = pos | (valid & ~pos & (torch.rand(pos.shape, device=pos.device) < cfg.rel_neg_frac))
         X = out.X_Q[keep]                                                            # (M, d)
         episode = torch.arange(len(labels), device=labels.device)[:, None].expand_as(keep)[keep]  # (M,)
@@ -49,7 +49,7 @@ def fscal_loss(model: FSCAL, out: FSCALOutput, batch: dict) -> dict:
         s_l = model.support_summary(out.support_tokens)                              # (B, K, d)
         # own supports: rho towards 1 for positives, 0 for negatives                 (M, K)
         rho_own = model.head.relation(X[:, None], s_l[episode]).squeeze(1)
-        # cross-episode negatives: positives of episode b against the supports of (b+1), another class
+        # cross-episode negatives: positives of episode b against the supports of episode b-1 (roll), another class
         cross = pos[keep] & (batch["label"] != batch["label"][other])[episode]       # (M,)
         rho_x = model.head.relation(X[cross][:, None], s_l[other][episode[cross]]).squeeze(1)
         logits = torch.cat([rho_own.flatten(), rho_x.flatten()])
