@@ -765,8 +765,8 @@ def ablation_figure(summary: list, *, shots: int = 5, metric: str = "mAP@0.5", t
         x=names, y=[round(s[metric]["mean"], 4) for s in rows],
         error_y=dict(type="data", array=[round(s[metric]["sd"], 4) for s in rows], visible=True),
         marker_color=[ABLATION_COLOURS.get(s["model"], "#ff7f0e") for s in rows],
-        customdata=[[s["what"], s[metric]["n"]] for s in rows],
-        hovertemplate="%{x}: %{customdata[0]}<br>" + metric + " %{y:.3f} ± %{error_y.array:.3f} "
+        customdata=[[s["what"], s[metric]["n"], round(s[metric]["sd"], 4)] for s in rows],
+        hovertemplate="%{x}: %{customdata[0]}<br>" + metric + " %{y:.3f} ± %{customdata[2]:.3f} "
                       "(%{customdata[1]} seeds)<extra></extra>"))
     full = [s for s in rows if s["model"] == "full"]
     if full:

@@ -1,0 +1,362 @@
+"""Issue 6's ablation table: the full model against each switch of ``config.ABLATIONS`` and the baselines.
+
+For every shot count, seed and model it trains the preset on the base classes of
+``data_samples/anet_like`` and scores the fixed test episodes (classes never seen in training).
+Each run leaves ``runs/ablations/<model>_k<shots>_s<seed>_n<steps>.json``: a finished run is
+never trained again, so an interrupted sweep continues where it stopped. The 5-shot full and
+blind runs of ``bench/train_seeds.py`` (``runs/seeds``) are evaluated instead of retrained when
+their preset and step count match. The summary goes to ``bench/results/ablations.json`` (read by
+notebook 08) and to the "Ablations (issue 6)" section of ``docs/benchmarks.md``.
+
+    python bench/ablations.py --shots 5 --seeds 0 1 2            # the 5-shot sweep
+    python bench/ablations.py --shots 1 --seeds 0 1 2 --steps 350
+    python bench/ablations.py --report                            # only rebuild the table
+    python bench/ablations.py --quick                             # smoke run: tiny preset, seconds
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from fscal_edu.baselines import evaluate_prototype  # noqa: E402
+from fscal_edu.config import PRESETS, get_config  # noqa: E402
+from fscal_edu.data.episodes import World  # noqa: E402
+from fscal_edu.inference import evaluate_model  # noqa: E402
+from fscal_edu.model import FSCAL  # noqa: E402
+from fscal_edu.train import load_model, train  # noqa: E402
+from train_seeds import replace_section  # noqa: E402
+
+SECTION = "## Ablations (issue 6)"
+# model name -> names of config.ABLATIONS it switches on ("full": none)
+MODELS = {"full": [], "blind": ["blind"], "no_qtos": ["no_qtos"], "no_dynamics": ["no_dynamics"],
+          "no_stoq": ["no_stoq"], "joint": ["joint"], "column": ["column"], "no_relation": ["no_relation"],
+          "no_stages": ["no_stages"]}
+WHAT = {"full": "all three stages, relation module", "blind": "support-blind control",
+        "prototype": "prototype matching (no training)", "no_qtos": "stage 1 (QtoS) off",
+        "no_dynamics": "stage 2 (Dynamics-CA) off", "no_stoq": "stage 3 (StoQ) off",
+        "joint": "stage 1 sees all supports as one clip", "column": "softmax down columns",
+        "no_relation": "no auxiliary relation module", "no_stages": "all three stages off"}
+DATA = ROOT / "data_samples" / "anet_like"
+
+
+def machine() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one) and its core count."""
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [ln.split(":", 1)[1].strip() for ln in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+             if ln.startswith("model name")]
+    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
+
+
+def scores(metrics: dict) -> dict:
+    return {"mAP@0.5": metrics["mAP@0.5"], "average_mAP": metrics["average_mAP"],
+            "per_class_mAP@0.5": metrics["per_class"]["mAP@0.5"]}
+
+
+def reusable_seed_run(name: str, seed: int, shots: int, cfg) -> Path | None:
+    """The finished ``bench/train_seeds.py`` run that is this very run, if there is one."""
+    run = ROOT / "runs" / "seeds" / f"{name}_s{seed}"
+    if name not in ("full", "blind") or not (run / "best.pt").is_file() or not (run / "config.json").is_file():
+        return None
+    saved = json.loads((run / "config.json").read_text())
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    same = all(saved.get(k) == v for k, v in (("preset", cfg.preset), ("steps", cfg.steps), ("shots", shots)))
+    return run if same and lines and json.loads(lines[-1])["step"] == cfg.steps else None
+
+
+def one_run(job: dict) -> dict:
+    """Train (or reuse) one model and score the test episodes; write and return its result row."""
+    torch.set_num_threads(job["threads"])
+    world = World(job["data"])
+    overrides = {"shots": job["shots"]} | ({"steps": job["steps"]} if job["steps"] else {})
+    cfg = get_config(job["preset"], ablate=MODELS[job["model"]], **overrides)
+    reused = reusable_seed_run(job["model"], job["seed"], job["shots"], cfg) if job["reuse"] else None
+    device = job["device"]
+    if reused is not None:
+        run = reused
+        train_s = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["time_s"]
+    else:
+        run = Path(job["runs"]) / Path(job["result"]).stem
+        t0 = time.perf_counter()
+        train(cfg, world, run, seed=job["seed"], device=device, progress=False)
+        train_s = time.perf_counter() - t0
+    metrics, _ = evaluate_model(load_model(run / "best.pt", device=device), world, "test", job["shots"],
+                                limit=job["limit"], device=torch.device(device))
+    row = {"model": job["model"], "shots": job["shots"], "seed": job["seed"], "steps": cfg.steps,
+           "preset": cfg.preset, **scores(metrics), "train_s": round(train_s, 1), "threads": job["threads"],
+           "jobs": job["jobs"], "device": device, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
+           "reused": reused is not None}
+    Path(job["result"]).write_text(json.dumps(row, indent=1) + "\n")
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def timed_training(job: dict) -> float:
+    """Seconds for one short training with ``job["threads"]`` threads (validation on 8 episodes)."""
+    torch.set_num_threads(job["threads"])
+    cfg = get_config(job["preset"], ablate=MODELS[job["model"]], steps=job["steps"], val_episodes=8)
+    t0 = time.perf_counter()
+    train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", progress=False)
+    return time.perf_counter() - t0
+
+
+def compare_jobs(args) -> None:
+    """Two trainings of ``--steps`` (default 40) steps: one after the other with 2 threads each, then
+    side by side in two processes with 1 thread each. Prints and stores the wall times."""
+    steps = args.steps or 40
+    jobs = [{"model": m, "preset": args.preset, "steps": steps, "data": args.data,
+             "out": str(Path(args.runs) / f"compare_{m}")} for m in ("full", "no_qtos")]
+    t0 = time.perf_counter()
+    for job in jobs:
+        timed_training(job | {"threads": 2})
+    serial = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        parallel_each = list(pool.map(timed_training, [job | {"threads": 1} for job in jobs]))
+    parallel = time.perf_counter() - t0
+    result = {"preset": args.preset, "steps": steps, "trainings": 2, "one_job_two_threads_s": round(serial, 1),
+              "two_jobs_one_thread_s": round(parallel, 1), "each_one_thread_s": [round(t, 1) for t in parallel_each],
+              "speedup_of_two_jobs": round(serial / parallel, 2)}
+    print(json.dumps(result))
+    Path(args.runs).mkdir(parents=True, exist_ok=True)
+    (Path(args.runs) / "compare_jobs.json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def joint_is_full_at_one_shot(preset: str) -> bool:
+    """With K = 1 the "joint" clip of all supports *is* the one support: same weights, same outputs.
+
+    Checked on a random batch from the same initial weights; then the 1-shot joint rows are the
+    full model's rows and need no training.
+    """
+    cfg = get_config(preset, shots=1)
+    models = []
+    for ablate in ([], ["joint"]):
+        torch.manual_seed(0)
+        models.append(FSCAL(get_config(preset, ablate=ablate, shots=1)).eval())
+    query, support = torch.randn(4, cfg.T, cfg.feature_dim), torch.randn(4, 1, cfg.T_S, cfg.feature_dim)
+    with torch.no_grad():
+        a, b = (m(query, support) for m in models)
+    return torch.equal(a.logits, b.logits) and torch.equal(a.deltas, b.deltas)
+
+
+def sweep(args) -> None:
+    """Every missing (shots, seed, model) run, seed-major so that a cut-short sweep covers all models."""
+    runs = Path(args.runs)
+    runs.mkdir(parents=True, exist_ok=True)
+    steps = args.steps or PRESETS[args.preset].get("steps")
+    todo = []
+    for shots in args.shots:
+        for seed in args.seeds:
+            for name in args.models:
+                result = runs / f"{name}_k{shots}_s{seed}_n{steps}.json"
+                if shots == 1 and name == "joint" and joint_is_full_at_one_shot(args.preset):
+                    continue                                    # copied from the full run below
+                if not result.is_file():
+                    todo.append({"model": name, "shots": shots, "seed": seed, "steps": args.steps,
+                                 "preset": args.preset, "data": args.data, "runs": str(runs),
+                                 "result": str(result), "threads": max(1, 2 // args.jobs),
+                                 "jobs": args.jobs, "reuse": not args.quick and args.device == "cpu",
+                                 "limit": args.limit, "device": args.device})
+    print(f"{len(todo)} runs to do, {args.jobs} job(s) x {max(1, 2 // args.jobs)} thread(s)", flush=True)
+    if args.jobs == 1:
+        for job in todo:
+            one_run(job)
+    else:
+        with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+            list(pool.map(one_run, todo))
+    for seed in args.seeds if 1 in args.shots and "joint" in args.models else []:
+        full = runs / f"full_k1_s{seed}_n{steps}.json"
+        if full.is_file() and joint_is_full_at_one_shot(args.preset):
+            row = json.loads(full.read_text()) | {"model": "joint", "same_as": "full", "train_s": 0.0}
+            (runs / f"joint_k1_s{seed}_n{steps}.json").write_text(json.dumps(row, indent=1) + "\n")
+    for shots in args.shots:      # the training-free baseline, once per shot count
+        result = runs / f"prototype_k{shots}.json"
+        if not result.is_file():
+            metrics, _ = evaluate_prototype(World(args.data), "test", shots)
+            row = {"model": "prototype", "shots": shots, "seed": None, "steps": 0, "preset": "-",
+                   **scores(metrics), "train_s": 0.0, "reused": False}
+            result.write_text(json.dumps(row, indent=1) + "\n")
+
+
+def mean_sd(values: list) -> dict:
+    return {"mean": round(statistics.mean(values), 4),
+            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0, "n": len(values)}
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """One line per (shots, steps, model): mean and standard deviation over seeds."""
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["shots"], r["steps"], r["model"]), []).append(r)
+    order = ["full", "blind", "prototype", *[m for m in MODELS if m not in ("full", "blind")]]
+    out = []
+    for (shots, steps, model), rs in sorted(groups.items(), key=lambda kv: (-kv[0][0], order.index(kv[0][2]))):
+        out.append({"model": model, "what": WHAT[model], "shots": shots, "steps": steps,
+                    "seeds": sorted(r["seed"] for r in rs if r["seed"] is not None),
+                    **{k: mean_sd([r[k] for r in rs]) for k in ("mAP@0.5", "average_mAP", "train_s")}})
+    return out
+
+
+def welch_t(a: list, b: list) -> float:
+    """Welch's t of two lists of per-seed scores: the difference of means over its standard error."""
+    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
+    return (statistics.mean(a) - statistics.mean(b)) / se if se > 0 else float("inf")
+
+
+def findings(rows: list[dict], shots: int = 5) -> list[str]:
+    """The 5-shot full model against each variant, in words: Welch's t over the seeds, then what
+    this world cannot show by construction and the knobs that would let it."""
+    steps = {r["steps"] for r in rows if r["model"] == "full" and r["shots"] == shots}
+    if not steps:
+        return []
+    steps = max(steps)
+    per = {}
+    for r in rows:
+        if r["shots"] == shots and r["steps"] == steps:
+            per.setdefault(r["model"], []).append(r["mAP@0.5"])
+    full = per.pop("full")
+    lines = [f"**Reading the table** ({shots}-shot, {steps} steps; Δ = variant − full in mAP@0.5, negative when "
+             f"the switch hurts; Welch's t of the two sets of seeds: |t| < 2 is within the seeds' noise, |t| >= 2.8 "
+             f"a real difference with 3 seeds each):", ""]
+    for model, scores in per.items():
+        if len(scores) > 1 and len(full) > 1:
+            diff, t = statistics.mean(scores) - statistics.mean(full), welch_t(scores, full)
+            word = ("the full model is better" if t <= -2.8 else "the variant is better" if t >= 2.8
+                    else "within noise" if abs(t) < 2 else "weak")
+            lines.append(f"- `{model}` ({WHAT[model]}): Δ {diff:+.3f}, t = {t:+.1f}: {word}.")
+    world = json.loads((DATA / "world.json").read_text())["info"]["config"]
+    lines += ["", "**What this world cannot show by construction.**", "",
+              "- *Individual vs joint supports at 1-shot.* With K = 1 the joint clip of all supports is the one "
+              "support: `joint` is the full model (bit-identical outputs from the same weights), and "
+              "Dynamics-CA's \"to-all\" coarse tokens are the support's own. Only K > 1 can test either.",
+              "- *Individual treatment as a guard against an odd support.* Every support in this world is an "
+              "annotated instance of the episode's class, cut at its exact boundaries (`sample_episode`), and "
+              "resampled to T_S = 16 snippets, so lengths do not differ either. The supports differ only by their "
+              f"video's scene (norm {world['scene_norm']}, drift {world['drift_norm']}), the snippet noise (norm "
+              f"{world['noise_norm']}) and the tempo (phase shares ~ Dirichlet({world['tempo_concentration']})). "
+              "There is no odd support to guard against, so `joint` can only differ through the softmax's "
+              "competition between supports. What would make it matter: episodes in which one of the K supports "
+              "is an outlier (a clip of the twin class, background, or boundaries off by half a length), and a "
+              "freer tempo (`tempo_concentration` 1 instead of 4). The generator has no outlier knob; it would "
+              "be a sampler option (say `outlier_support_prob`), and the shipped world stays as it is.", ""]
+    return lines
+
+
+def markdown(summary: list[dict], rows: list[dict], jobs: dict | None = None) -> str:
+    lines = ["", f"Machine: {machine()} shared with other jobs, "
+             f"torch {torch.__version__}. Each trained model: quick preset on the base classes, best "
+             f"validation checkpoint, scored on the fixed test episodes of `data_samples/anet_like` "
+             f"(300 per shot count). Mean ± standard deviation over the seeds listed; Δ = variant − "
+             f"full (means, same shots and steps): negative when the switch costs accuracy.", ""]
+    for shots in sorted({s["shots"] for s in summary}, reverse=True):
+        lines += [f"**{shots}-shot**", "",
+                  "| model | what it changes | steps | seeds | mAP@0.5 | Δ mAP@0.5 | average mAP | training time (s) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for s in (s for s in summary if s["shots"] == shots):
+            full = next((f for f in summary if f["model"] == "full" and f["shots"] == shots
+                         and f["steps"] == s["steps"]), None)
+            if s["model"] == "prototype":
+                full = next((f for f in summary if f["model"] == "full" and f["shots"] == shots), None)
+            delta = f"{s['mAP@0.5']['mean'] - full['mAP@0.5']['mean']:+.3f}" if full and s is not full else "-"
+            cell = (lambda v: f"{v['mean']:.3f} ± {v['sd']:.3f}")
+            lines.append(f"| {s['model']} | {s['what']} | {s['steps'] or '-'} | "
+                         f"{','.join(map(str, s['seeds'])) or '-'} | {cell(s['mAP@0.5'])} | {delta} | "
+                         f"{cell(s['average_mAP'])} | {s['train_s']['mean']:.0f} |")
+        lines.append("")
+    lines += findings(rows)
+    if any(r.get("same_as") for r in rows):
+        lines += ["1-shot `joint` is not trained: with K = 1 the joint clip of all supports is the one support, "
+                  "so it is the full model itself (same initial weights give bit-identical outputs, checked by "
+                  "`joint_is_full_at_one_shot`); its rows are the full model's.", ""]
+    reused = sorted({r["run"] for r in rows if r.get("reused")})
+    if reused:
+        lines += [f"Reused from `bench/train_seeds.py` (evaluated, not retrained): {', '.join(reused)}.", ""]
+    lines += ["Training time includes the validation passes (4 x 100 val episodes) and was measured on a "
+              "machine shared with other jobs, so it swings between runs.", ""]
+    if jobs:
+        lines += [f"Parallel runs (`--jobs`): {jobs['trainings']} trainings of {jobs['steps']} steps ({jobs['preset']} "
+                  f"preset) took {jobs['one_job_two_threads_s']:.0f} s one after the other with 2 threads each and "
+                  f"{jobs['two_jobs_one_thread_s']:.0f} s side by side in 2 processes of 1 thread "
+                  f"({jobs['speedup_of_two_jobs']:.1f}x; `python bench/ablations.py --compare-jobs`). On a loaded "
+                  f"2-core machine two threads of one process wait for each other at every operation, so the "
+                  f"sweeps ran with `--jobs 2`.", ""]
+    lines += ["Reproduce:", ""]
+    for shots, steps in sorted({(s["shots"], s["steps"]) for s in summary if s["steps"]}, reverse=True):
+        seeds = sorted({r["seed"] for r in rows if r["shots"] == shots and r["steps"] == steps})
+        lines.append(f"    python bench/ablations.py --shots {shots} --seeds {' '.join(map(str, seeds))} "
+                     f"--steps {steps}")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def report(args, command: str) -> dict:
+    """Collect every per-run JSON of the requested shots, write the JSON summary and the markdown."""
+    rows = [json.loads(p.read_text()) for p in sorted(Path(args.runs).glob("*_k*.json"))]
+    rows = [r for r in rows if r["shots"] in args.shots and (r["seed"] is None or r["seed"] in args.seeds)
+            and r["model"] in [*args.models, "prototype"]]
+    summary = summarize(rows)
+    result = {"machine": f"{machine()}, torch {torch.__version__}, "
+                         f"{'CPU' if rows and rows[0].get('device', 'cpu') == 'cpu' else 'GPU'}", "preset": args.preset, "data": "data_samples/anet_like",
+              "command": command, "summary": summary, "runs": rows}
+    compare = Path(args.runs) / "compare_jobs.json"
+    if compare.is_file():
+        result["jobs_comparison"] = json.loads(compare.read_text())
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    if not args.quick:
+        replace_section(ROOT / "docs" / "benchmarks.md", SECTION,
+                        markdown(summary, rows, result.get("jobs_comparison")))
+    for s in summary:
+        print(f"{s['shots']}-shot {s['model']:12s} steps {s['steps']:4d} n={s['mAP@0.5']['n']} "
+              f"mAP@0.5 {s['mAP@0.5']['mean']:.3f} ± {s['mAP@0.5']['sd']:.3f}  "
+              f"avg {s['average_mAP']['mean']:.3f} ± {s['average_mAP']['sd']:.3f}  "
+              f"train {s['train_s']['mean']:.0f} s")
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--shots", type=int, nargs="+", default=None, help="default: 5 1 (--quick: 5)")
+    p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--preset", default="quick")
+    p.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes")
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--runs", default=str(ROOT / "runs" / "ablations"))
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablations.json"))
+    p.add_argument("--device", default="cpu", help="cpu or cuda (runs on a GPU use bf16 autocast)")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N test episodes")
+    p.add_argument("--compare-jobs", action="store_true",
+                   help="time 2 trainings as 1 job x 2 threads and as 2 jobs x 1 thread; nothing else")
+    p.add_argument("--report", action="store_true", help="train nothing; rebuild the table from runs/")
+    p.add_argument("--quick", action="store_true", help="smoke run: tiny preset, seed 0, 5-shot, 4 steps")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.preset, args.seeds, args.steps, args.limit = "tiny", [0], args.steps or 4, 30
+        args.runs, args.out = str(ROOT / "runs" / "ablations_quick"), str(ROOT / "runs" / "ablations_quick.json")
+    args.shots = args.shots or ([5] if args.quick else [5, 1])
+    if args.compare_jobs:
+        return compare_jobs(args)
+    command = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if not args.report:
+        sweep(args)
+    report(args, command.strip())
+
+
+if __name__ == "__main__":
+    main()
