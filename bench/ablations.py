@@ -34,10 +34,11 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from fscal_edu.baselines import evaluate_prototype  # noqa: E402
 from fscal_edu.config import PRESETS, get_config  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
+from fscal_edu.data.episodes import EpisodeDataset, World, collate  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.model import FSCAL  # noqa: E402
 from fscal_edu.train import load_model, train  # noqa: E402
+from fscal_edu.viz import stoq_added_term  # noqa: E402
 from train_seeds import replace_section  # noqa: E402
 
 SECTION = "## Ablations (issue 6)"
@@ -117,6 +118,7 @@ def compare_jobs(args) -> None:
     """Two trainings of ``--steps`` (default 40) steps: one after the other with 2 threads each, then
     side by side in two processes with 1 thread each. Prints and stores the wall times."""
     steps = args.steps or 40
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     jobs = [{"model": m, "preset": args.preset, "steps": steps, "data": args.data,
              "out": str(Path(args.runs) / f"compare_{m}")} for m in ("full", "no_qtos")]
     t0 = time.perf_counter()
@@ -127,7 +129,8 @@ def compare_jobs(args) -> None:
     with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
         parallel_each = list(pool.map(timed_training, [job | {"threads": 1} for job in jobs]))
     parallel = time.perf_counter() - t0
-    result = {"preset": args.preset, "steps": steps, "trainings": 2, "one_job_two_threads_s": round(serial, 1),
+    result = {"preset": args.preset, "steps": steps, "trainings": 2, "load_average": load,
+              "one_job_two_threads_s": round(serial, 1),
               "two_jobs_one_thread_s": round(parallel, 1), "each_one_thread_s": [round(t, 1) for t in parallel_each],
               "speedup_of_two_jobs": round(serial / parallel, 2)}
     print(json.dumps(result))
@@ -192,8 +195,8 @@ def sweep(args) -> None:
 
 
 def mean_sd(values: list) -> dict:
-    return {"mean": round(statistics.mean(values), 4),
-            "sd": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0, "n": len(values)}
+    return {"mean": round(statistics.mean(values), 6),
+            "sd": round(statistics.stdev(values), 6) if len(values) > 1 else 0.0, "n": len(values)}
 
 
 def summarize(rows: list[dict]) -> list[dict]:
@@ -216,17 +219,45 @@ def welch_t(a: list, b: list) -> float:
     return (statistics.mean(a) - statistics.mean(b)) / se if se > 0 else float("inf")
 
 
-def findings(rows: list[dict], shots: int = 5) -> list[str]:
-    """The 5-shot full model against each variant, in words: Welch's t over the seeds, then what
-    this world cannot show by construction and the knobs that would let it."""
-    steps = {r["steps"] for r in rows if r["model"] == "full" and r["shots"] == shots}
-    if not steps:
-        return []
-    steps = max(steps)
+def val_curve(rows: list[dict]) -> dict:
+    """Mean validation mAP@0.5 over the runs ``rows`` at each validation step (their metrics.jsonl)."""
+    by_step = {}
+    for r in rows:
+        path = ROOT / r["run"] / "metrics.jsonl"
+        for rec in map(json.loads, path.read_text().splitlines() if path.is_file() else []):
+            if "val_mAP@0.5" in rec:
+                by_step.setdefault(rec["step"], []).append(rec["val_mAP@0.5"])
+    return {step: statistics.mean(v) for step, v in sorted(by_step.items())}
+
+
+def stoq_measures(rows: list[dict], episodes: int = 64) -> list[tuple]:
+    """``(relative size, shared energy)`` of StoQ's added term for each run's best checkpoint."""
+    world = World(DATA)
+    out = []
+    for r in rows:
+        model = load_model(ROOT / r["run"] / "best.pt", device="cpu")
+        data = EpisodeDataset(world, world.episodes("test", r["shots"])[:episodes], model.cfg.T, model.cfg.T_S)
+        batch = collate([data[i] for i in range(len(data))])
+        m = stoq_added_term(model, batch["query"], batch["support"])
+        out.append((m["relative_size"], m["shared_energy"]))
+    return out
+
+
+def seed_scores(rows: list[dict], shots: int) -> tuple:
+    """``(steps, {model: [mAP@0.5 per seed]})`` at the largest step count of the full model."""
+    steps = max((r["steps"] for r in rows if r["model"] == "full" and r["shots"] == shots), default=None)
     per = {}
     for r in rows:
-        if r["shots"] == shots and r["steps"] == steps:
+        if r["shots"] == shots and r["steps"] == steps and not r.get("same_as"):
             per.setdefault(r["model"], []).append(r["mAP@0.5"])
+    return steps, per
+
+
+def reading(rows: list[dict], shots: int) -> list[str]:
+    """Each variant against the full model at ``shots``, in words, with Welch's t over the seeds."""
+    steps, per = seed_scores(rows, shots)
+    if steps is None:
+        return []
     full = per.pop("full")
     lines = [f"**Reading the table** ({shots}-shot, {steps} steps; Δ = variant − full in mAP@0.5, negative when "
              f"the switch hurts; Welch's t of the two sets of seeds: |t| < 2 is within the seeds' noise, |t| >= 2.8 "
@@ -237,8 +268,36 @@ def findings(rows: list[dict], shots: int = 5) -> list[str]:
             word = ("the full model is better" if t <= -2.8 else "the variant is better" if t >= 2.8
                     else "within noise" if abs(t) < 2 else "weak")
             lines.append(f"- `{model}` ({WHAT[model]}): Δ {diff:+.3f}, t = {t:+.1f}: {word}.")
+    return lines + [""]
+
+
+def findings(rows: list[dict], shots: int = 5) -> list[str]:
+    """The table in words (5-shot, then 1-shot), why the full model is not on top at 5-shot, and
+    what this world cannot show by construction with the knobs that would let it."""
+    lines = reading(rows, 5) + reading(rows, 1)
+    steps, per = seed_scores(rows, shots)
+    if steps is None:
+        return lines
+    full = per.pop("full")
+    better = [m for m, sc in per.items() if len(sc) > 1 and statistics.mean(sc) > statistics.mean(full)]
+    if better:
+        stoq = stoq_measures([r for r in rows if r["model"] == "full" and r["shots"] == shots and r["steps"] == steps])
+        curves = {m: val_curve([r for r in rows if r["model"] == m and r["shots"] == shots and r["steps"] == steps])
+                  for m in ("full", "no_stoq")}
+        curve = lambda m: "/".join(f"{v:.3f}" for v in curves[m].values())  # noqa: E731
+        lines += ["", f"**Why the full model is not above every ablation** ({', '.join(f'`{m}`' for m in better)} "
+                  "score higher on average; notebook 08, sections 7-8, has the details): (1) our relation head "
+                  "already compares every proposal with an order-preserving (aligned) summary of the supports, "
+                  "`[x; s; x*s; |x - s|]`, so what the stages bring reaches the classifier without them (see "
+                  "`no_stages`); (2) StoQ adds to each proposal token a term "
+                  f"{'/'.join(f'{m[0]:.2f}' for m in stoq)} times its size (full model, one number per seed, "
+                  f"64 test episodes), and {'/'.join(f'{m[1]:.0%}' for m in stoq)} of that term's energy is one "
+                  "vector shared by every proposal of the episode: it blurs the proposals' own evidence "
+                  "(`fscal_edu.viz.stoq_added_term`); (3) the budget is short and favours shallower paths: mean "
+                  f"validation mAP@0.5 at steps {'/'.join(map(str, curves['full']))}: full {curve('full')}, "
+                  f"`no_stoq` {curve('no_stoq')}.", ""]
     world = json.loads((DATA / "world.json").read_text())["info"]["config"]
-    lines += ["", "**What this world cannot show by construction.**", "",
+    lines += ["**What this world cannot show by construction.**", "",
               "- *Individual vs joint supports at 1-shot.* With K = 1 the joint clip of all supports is the one "
               "support: `joint` is the full model (bit-identical outputs from the same weights), and "
               "Dynamics-CA's \"to-all\" coarse tokens are the support's own. Only K > 1 can test either.",
@@ -255,7 +314,7 @@ def findings(rows: list[dict], shots: int = 5) -> list[str]:
     return lines
 
 
-def markdown(summary: list[dict], rows: list[dict], jobs: dict | None = None) -> str:
+def markdown(summary: list[dict], rows: list[dict], jobs: list = ()) -> str:
     lines = ["", f"Machine: {machine()} shared with other jobs, "
              f"torch {torch.__version__}. Each trained model: quick preset on the base classes, best "
              f"validation checkpoint, scored on the fixed test episodes of `data_samples/anet_like` "
@@ -268,8 +327,9 @@ def markdown(summary: list[dict], rows: list[dict], jobs: dict | None = None) ->
         for s in (s for s in summary if s["shots"] == shots):
             full = next((f for f in summary if f["model"] == "full" and f["shots"] == shots
                          and f["steps"] == s["steps"]), None)
-            if s["model"] == "prototype":
-                full = next((f for f in summary if f["model"] == "full" and f["shots"] == shots), None)
+            if s["model"] == "prototype":       # against the full model of the longest training
+                full = max((f for f in summary if f["model"] == "full" and f["shots"] == shots),
+                           key=lambda f: f["steps"], default=None)
             delta = f"{s['mAP@0.5']['mean'] - full['mAP@0.5']['mean']:+.3f}" if full and s is not full else "-"
             cell = (lambda v: f"{v['mean']:.3f} ± {v['sd']:.3f}")
             lines.append(f"| {s['model']} | {s['what']} | {s['steps'] or '-'} | "
@@ -286,13 +346,16 @@ def markdown(summary: list[dict], rows: list[dict], jobs: dict | None = None) ->
         lines += [f"Reused from `bench/train_seeds.py` (evaluated, not retrained): {', '.join(reused)}.", ""]
     lines += ["Training time includes the validation passes (4 x 100 val episodes) and was measured on a "
               "machine shared with other jobs, so it swings between runs.", ""]
+    for j in jobs:
+        lines += [f"Parallel runs (`python bench/ablations.py --compare-jobs`, load average {j['load_average']}): "
+                  f"{j['trainings']} trainings of {j['steps']} steps ({j['preset']} preset) took "
+                  f"{j['one_job_two_threads_s']:.0f} s one after the other with 2 threads each and "
+                  f"{j['two_jobs_one_thread_s']:.0f} s side by side in 2 processes of 1 thread "
+                  f"({j['speedup_of_two_jobs']:.2f}x).", ""]
     if jobs:
-        lines += [f"Parallel runs (`--jobs`): {jobs['trainings']} trainings of {jobs['steps']} steps ({jobs['preset']} "
-                  f"preset) took {jobs['one_job_two_threads_s']:.0f} s one after the other with 2 threads each and "
-                  f"{jobs['two_jobs_one_thread_s']:.0f} s side by side in 2 processes of 1 thread "
-                  f"({jobs['speedup_of_two_jobs']:.1f}x; `python bench/ablations.py --compare-jobs`). On a loaded "
-                  f"2-core machine two threads of one process wait for each other at every operation, so the "
-                  f"sweeps ran with `--jobs 2`.", ""]
+        lines += ["Two single-thread processes never wait for each other; the two threads of one process meet at "
+                  "every operation, and on a shared machine one of them is often descheduled. The sweeps ran with "
+                  "`--jobs 2`.", ""]
     lines += ["Reproduce:", ""]
     for shots, steps in sorted({(s["shots"], s["steps"]) for s in summary if s["steps"]}, reverse=True):
         seeds = sorted({r["seed"] for r in rows if r["shots"] == shots and r["steps"] == steps})
@@ -311,15 +374,13 @@ def report(args, command: str) -> dict:
     result = {"machine": f"{machine()}, torch {torch.__version__}, "
                          f"{'CPU' if rows and rows[0].get('device', 'cpu') == 'cpu' else 'GPU'}", "preset": args.preset, "data": "data_samples/anet_like",
               "command": command, "summary": summary, "runs": rows}
-    compare = Path(args.runs) / "compare_jobs.json"
-    if compare.is_file():
-        result["jobs_comparison"] = json.loads(compare.read_text())
+    result["jobs_comparison"] = [json.loads(p.read_text()) for p in sorted(Path(args.runs).glob("compare_jobs*.json"))]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if not args.quick:
         replace_section(ROOT / "docs" / "benchmarks.md", SECTION,
-                        markdown(summary, rows, result.get("jobs_comparison")))
+                        markdown(summary, rows, result["jobs_comparison"]))
     for s in summary:
         print(f"{s['shots']}-shot {s['model']:12s} steps {s['steps']:4d} n={s['mAP@0.5']['n']} "
               f"mAP@0.5 {s['mAP@0.5']['mean']:.3f} ± {s['mAP@0.5']['sd']:.3f}  "

@@ -8,7 +8,9 @@ from fscal_edu import exercises as ex
 from fscal_edu.config import get_config
 from fscal_edu.data.episodes import World
 from fscal_edu.model import FSCAL
-from fscal_edu.viz import ablation_figure, episode_ap, episode_outputs, explorer_figures, per_class_ap_figure
+from fscal_edu.viz import (
+    ablation_figure, episode_ap, episode_outputs, explorer_figures, per_class_ap_figure, stoq_added_term,
+)
 from fscal_edu.widgets import model_attention_explorer
 
 from conftest import DATA
@@ -98,6 +100,18 @@ def test_explorer_figures_for_each_stage_and_model(world_and_models):
     blind = explorer_figures(episode_outputs(models["blind"], world, ep), ep, world.annotations,
                              model="blind", stage="stoq")[0]
     assert len(blind.data) == 0 and "no StoQ" in blind.layout.title.text
+
+
+def test_stoq_added_term_is_all_shared_when_attention_is_uniform():
+    torch.manual_seed(0)
+    cfg = get_config("tiny")
+    model = FSCAL(cfg).eval()
+    query, support = torch.randn(2, cfg.T, cfg.feature_dim), torch.randn(2, 5, cfg.T_S, cfg.feature_dim)
+    m = stoq_added_term(model, query, support)
+    assert m["relative_size"] > 0 and 0 <= m["shared_energy"] < 0.999
+    with torch.no_grad():
+        model.stoq.W_StoQ.zero_()               # Lambda = 0: every support snippet spreads evenly
+    assert stoq_added_term(model, query, support)["shared_energy"] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_model_attention_explorer_builds(world_and_models):
