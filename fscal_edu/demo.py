@@ -37,6 +37,21 @@ def describe_episode(world: World, ep: dict) -> str:
     return "\n".join(lines)
 
 
+def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: int = 0, device="cpu",
+                  force_train: bool = False):
+    """The shipped checkpoint of ``name`` ("full" or "blind") if present, else train it into ``out``.
+
+    Returns ``(model, seconds spent training or None)``; says which of the two it did.
+    """
+    if SHIPPED[name].is_file() and not force_train:
+        print(f"{name}: loading the shipped checkpoint {SHIPPED[name].relative_to(DATA_SAMPLES.parent)}")
+        return load_model(SHIPPED[name], feature_dim=world.meta.feature_dim, device=device), None
+    print(f"{name}: training the {preset} preset from scratch (seed {seed})")
+    t0 = time.perf_counter()
+    train(get_config(preset, ablate=["blind"] if name == "blind" else []), world, out, seed=seed, device=device)
+    return load_model(Path(out) / "best.pt", device=device), time.perf_counter() - t0
+
+
 def main_demo(args) -> int:
     data = Path(args.data) if args.data else DATA_SAMPLES / "anet_like"
     world = World(data)
@@ -49,18 +64,8 @@ def main_demo(args) -> int:
 
     rows = {}
     for name in ("full", "blind"):
-        if SHIPPED[name].is_file() and not args.train and args.data is None:
-            print(f"{name}: loading the shipped checkpoint {SHIPPED[name].relative_to(DATA_SAMPLES.parent)}")
-            model = load_model(SHIPPED[name], feature_dim=world.meta.feature_dim, device="cpu")
-            secs = None
-        else:
-            print(f"{name}: training the quick preset from scratch (seed {args.seed})")
-            t0 = time.perf_counter()
-            run = Path(args.out) / name
-            train(get_config("quick", ablate=["blind"] if name == "blind" else []), world, run, seed=args.seed,
-                  device="cpu")
-            secs = time.perf_counter() - t0
-            model = load_model(run / "best.pt", device="cpu")
+        model, secs = load_or_train(name, world, out=Path(args.out) / name, seed=args.seed,
+                                    force_train=args.train or args.data is not None)
         metrics, _ = evaluate_model(model, world, "test", shots)
         rows[name] = (metrics, secs)
     rows["prototype"] = (evaluate_prototype(world, "test", shots)[0], None)
