@@ -33,12 +33,16 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fscal_edu.baselines import evaluate_prototype  # noqa: E402
-from fscal_edu.config import PRESETS, get_config  # noqa: E402
+from fscal_edu.checkpoints import load_model  # noqa: E402
+from fscal_edu.config import PRESETS, Config, get_config  # noqa: E402
 from fscal_edu.data.episodes import EpisodeDataset, World, collate  # noqa: E402
+from fscal_edu.diagnostics import stoq_added_term  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.model import FSCAL  # noqa: E402
-from fscal_edu.train import load_model, train  # noqa: E402
-from fscal_edu.viz import stoq_added_term  # noqa: E402
+from fscal_edu.runtime import configure_process  # noqa: E402
+from fscal_edu.train import train  # noqa: E402
+from fscal_edu.utils import read_json  # noqa: E402
+
 from train_seeds import replace_section  # noqa: E402
 
 SECTION = "## Ablations (issue 6)"
@@ -72,15 +76,16 @@ def reusable_seed_run(name: str, seed: int, shots: int, cfg) -> Path | None:
     run = ROOT / "runs" / "seeds" / f"{name}_s{seed}"
     if name not in ("full", "blind") or not (run / "best.pt").is_file() or not (run / "config.json").is_file():
         return None
-    saved = json.loads((run / "config.json").read_text())
+    saved = read_json(run / "config.json", "the run's config.json")
+    saved = Config.from_dict({k: v for k, v in saved.items() if k not in ("seed", "data")})   # flat or nested
     lines = (run / "metrics.jsonl").read_text().splitlines()
-    same = all(saved.get(k) == v for k, v in (("preset", cfg.preset), ("steps", cfg.steps), ("shots", shots)))
-    return run if same and lines and json.loads(lines[-1])["step"] == cfg.steps else None
+    same = (saved.preset, saved.optim.steps, saved.data.shots) == (cfg.preset, cfg.optim.steps, shots)
+    return run if same and lines and json.loads(lines[-1])["step"] == cfg.optim.steps else None
 
 
 def one_run(job: dict) -> dict:
     """Train (or reuse) one model and score the test episodes; write and return its result row."""
-    torch.set_num_threads(job["threads"])
+    configure_process(threads=job["threads"])
     world = World(job["data"])
     overrides = {"shots": job["shots"]} | ({"steps": job["steps"]} if job["steps"] else {})
     cfg = get_config(job["preset"], ablate=MODELS[job["model"]], **overrides)
@@ -96,7 +101,7 @@ def one_run(job: dict) -> dict:
         train_s = time.perf_counter() - t0
     metrics, _ = evaluate_model(load_model(run / "best.pt", device=device), world, "test", job["shots"],
                                 limit=job["limit"], device=torch.device(device))
-    row = {"model": job["model"], "shots": job["shots"], "seed": job["seed"], "steps": cfg.steps,
+    row = {"model": job["model"], "shots": job["shots"], "seed": job["seed"], "steps": cfg.optim.steps,
            "preset": cfg.preset, **scores(metrics), "train_s": round(train_s, 1), "threads": job["threads"],
            "jobs": job["jobs"], "device": device, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
            "reused": reused is not None}
@@ -107,7 +112,7 @@ def one_run(job: dict) -> dict:
 
 def timed_training(job: dict) -> float:
     """Seconds for one short training with ``job["threads"]`` threads (validation on 8 episodes)."""
-    torch.set_num_threads(job["threads"])
+    configure_process(threads=job["threads"])
     cfg = get_config(job["preset"], ablate=MODELS[job["model"]], steps=job["steps"], val_episodes=8)
     t0 = time.perf_counter()
     train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", progress=False)
@@ -149,7 +154,7 @@ def joint_is_full_at_one_shot(preset: str) -> bool:
     for ablate in ([], ["joint"]):
         torch.manual_seed(0)
         models.append(FSCAL(get_config(preset, ablate=ablate, shots=1)).eval())
-    query, support = torch.randn(4, cfg.T, cfg.feature_dim), torch.randn(4, 1, cfg.T_S, cfg.feature_dim)
+    query, support = torch.randn(4, cfg.data.T, cfg.data.feature_dim), torch.randn(4, 1, cfg.data.T_S, cfg.data.feature_dim)
     with torch.no_grad():
         a, b = (m(query, support) for m in models)
     return torch.equal(a.logits, b.logits) and torch.equal(a.deltas, b.deltas)
@@ -183,7 +188,7 @@ def sweep(args) -> None:
     for seed in args.seeds if 1 in args.shots and "joint" in args.models else []:
         full = runs / f"full_k1_s{seed}_n{steps}.json"
         if full.is_file() and joint_is_full_at_one_shot(args.preset):
-            row = json.loads(full.read_text()) | {"model": "joint", "same_as": "full", "train_s": 0.0}
+            row = read_json(full, "a result row") | {"model": "joint", "same_as": "full", "train_s": 0.0}
             (runs / f"joint_k1_s{seed}_n{steps}.json").write_text(json.dumps(row, indent=1) + "\n")
     for shots in args.shots:      # the training-free baseline, once per shot count
         result = runs / f"prototype_k{shots}.json"
@@ -236,7 +241,7 @@ def stoq_measures(rows: list[dict], episodes: int = 64) -> list[tuple]:
     out = []
     for r in rows:
         model = load_model(ROOT / r["run"] / "best.pt", device="cpu")
-        data = EpisodeDataset(world, world.episodes("test", r["shots"])[:episodes], model.cfg.T, model.cfg.T_S)
+        data = EpisodeDataset(world, world.episodes("test", r["shots"])[:episodes], model.cfg.data.T, model.cfg.data.T_S)
         batch = collate([data[i] for i in range(len(data))])
         m = stoq_added_term(model, batch["query"], batch["support"])
         out.append((m["relative_size"], m["shared_energy"]))
@@ -293,10 +298,10 @@ def findings(rows: list[dict], shots: int = 5) -> list[str]:
                   f"{'/'.join(f'{m[0]:.2f}' for m in stoq)} times its size (full model, one number per seed, "
                   f"64 test episodes), and {'/'.join(f'{m[1]:.0%}' for m in stoq)} of that term's energy is one "
                   "vector shared by every proposal of the episode: it blurs the proposals' own evidence "
-                  "(`fscal_edu.viz.stoq_added_term`); (3) the budget is short and favours shallower paths: mean "
+                  "(`fscal_edu.diagnostics.stoq_added_term`); (3) the budget is short and favours shallower paths: mean "
                   f"validation mAP@0.5 at steps {'/'.join(map(str, curves['full']))}: full {curve('full')}, "
                   f"`no_stoq` {curve('no_stoq')}.", ""]
-    world = json.loads((DATA / "world.json").read_text())["info"]["config"]
+    world = read_json(DATA / "world.json", "world.json")["info"]["config"]
     lines += ["**What this world cannot show by construction.**", "",
               "- *Individual vs joint supports at 1-shot.* With K = 1 the joint clip of all supports is the one "
               "support: `joint` is the full model (bit-identical outputs from the same weights), and "
@@ -367,14 +372,14 @@ def markdown(summary: list[dict], rows: list[dict], jobs: list = ()) -> str:
 
 def report(args, command: str) -> dict:
     """Collect every per-run JSON of the requested shots, write the JSON summary and the markdown."""
-    rows = [json.loads(p.read_text()) for p in sorted(Path(args.runs).glob("*_k*.json"))]
+    rows = [read_json(p, "a result row") for p in sorted(Path(args.runs).glob("*_k*.json"))]
     rows = [r for r in rows if r["shots"] in args.shots and (r["seed"] is None or r["seed"] in args.seeds)
             and r["model"] in [*args.models, "prototype"]]
     summary = summarize(rows)
     result = {"machine": f"{machine()}, torch {torch.__version__}, "
                          f"{'CPU' if rows and rows[0].get('device', 'cpu') == 'cpu' else 'GPU'}", "preset": args.preset, "data": "data_samples/anet_like",
               "command": command, "summary": summary, "runs": rows}
-    result["jobs_comparison"] = [json.loads(p.read_text()) for p in sorted(Path(args.runs).glob("compare_jobs*.json"))]
+    result["jobs_comparison"] = [read_json(p, "a result row") for p in sorted(Path(args.runs).glob("compare_jobs*.json"))]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")

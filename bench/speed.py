@@ -36,15 +36,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from fscal_edu.checkpoints import load_model  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import EpisodeDataset, RandomEpisodes, World, collate  # noqa: E402
-from fscal_edu.inference import detections_to_results  # noqa: E402
 from fscal_edu.losses import fscal_loss  # noqa: E402
 from fscal_edu.model import FSCAL, count_parameters  # noqa: E402
-from fscal_edu.postprocess import to_seconds  # noqa: E402
+from fscal_edu.postprocess import detections_to_results, to_seconds  # noqa: E402
 from fscal_edu.proposals import decode, tiou  # noqa: E402
-from fscal_edu.train import load_model  # noqa: E402
-from fscal_edu.utils import fast_cpu, seed_everything  # noqa: E402
+from fscal_edu.runtime import configure_process  # noqa: E402
+from fscal_edu.utils import seed_everything  # noqa: E402
 from ablations import machine  # noqa: E402
 from bench_attention import median_ms  # noqa: E402
 from train_seeds import replace_section  # noqa: E402
@@ -70,25 +70,25 @@ def training_step(cfg, world: World, steps: int) -> dict:
     """Time one training step of ``cfg`` and count its FLOPs."""
     seed_everything(0)
     model = FSCAL(cfg).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    episodes = RandomEpisodes(world, "base", cfg.shots, cfg.batch_size * (steps + 2), cfg.T, cfg.T_S, 0)
-    load = lambda i: collate([episodes[j] for j in range(i * cfg.batch_size, (i + 1) * cfg.batch_size)])  # noqa: E731
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    episodes = RandomEpisodes(world, "base", cfg.data.shots, cfg.optim.batch_size * (steps + 2), cfg.data.T, cfg.data.T_S, 0)
+    load = lambda i: collate([episodes[j] for j in range(i * cfg.optim.batch_size, (i + 1) * cfg.optim.batch_size)])  # noqa: E731
     t0 = time.perf_counter()
     batch = load(0)
     load_s = time.perf_counter() - t0
 
     def step():
         out = model(batch["query"], batch["support"])
-        loss = fscal_loss(model, out, batch)["loss"]
+        loss = fscal_loss(out, batch, cfg.loss)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
 
     with FlopCounterMode(display=False) as counter:      # counts the FLOPs, and warms up
         step()
     step_s = best_of(step, steps, warm_up=False)
-    return {"preset": cfg.preset, "batch": cfg.batch_size, "d": cfg.d, "parameters": count_parameters(model),
+    return {"preset": cfg.preset, "batch": cfg.optim.batch_size, "d": cfg.model.d, "parameters": count_parameters(model),
             "step_ms": round(1000 * step_s, 1), "data_loading_ms": round(1000 * load_s, 1),
             "gflop_per_step": round(counter.get_total_flops() / 1e9, 2),
             "step_gflops": round(counter.get_total_flops() / step_s / 1e9, 2), "peak_rss_mb": round(peak_rss_mb())}
@@ -98,7 +98,7 @@ def forward_mflop(cfg) -> dict:
     """MFLOPs of one episode's forward pass (B = 1), by part of the model."""
     model = FSCAL(cfg).eval()
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.randn(1, cfg.T, cfg.feature_dim), torch.randn(1, cfg.shots, cfg.T_S, cfg.feature_dim))
+        model(torch.randn(1, cfg.data.T, cfg.data.feature_dim), torch.randn(1, cfg.data.shots, cfg.data.T_S, cfg.data.feature_dim))
     parts = {k.split(".")[1]: sum(v.values()) / 1e6 for k, v in counter.get_flop_counts().items() if k.count(".") == 1}
     return {"total": round(counter.get_total_flops() / 1e6, 1)} | {k: round(v, 1) for k, v in parts.items()}
 
@@ -141,11 +141,11 @@ def soft_nms_batched(segments: np.ndarray, scores: np.ndarray, sigma: float, sco
 
 def batched_results(batch, segments, scores, cfg, world, results):
     """:func:`fscal_edu.inference.detections_to_results` with :func:`soft_nms_batched`."""
-    index, kept = soft_nms_batched(segments.double().numpy(), scores.double().numpy(), cfg.soft_nms_sigma,
-                                   cfg.score_floor, cfg.top_k)
+    index, kept = soft_nms_batched(segments.double().numpy(), scores.double().numpy(), cfg.post.soft_nms_sigma,
+                                   cfg.post.score_floor, cfg.post.top_k)
     for b, eid in enumerate(batch["id"]):
         n = int((index[b] >= 0).sum())
-        sec = to_seconds(segments[b][index[b, :n]], duration=batch["duration"][b], num_snippets=cfg.T,
+        sec = to_seconds(segments[b][index[b, :n]], duration=batch["duration"][b], num_snippets=cfg.data.T,
                          meta=world.meta, feat_len=len(world.features(batch["video"][b])))
         results[eid] = [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
                         for (a, e), s in zip(sec.tolist(), kept[b, :n].astype(np.float32).tolist()) if e > a]
@@ -154,7 +154,7 @@ def batched_results(batch, segments, scores, cfg, world, results):
 def inference(model, world: World, episodes: list, batch_size: int, runs: int) -> dict:
     """Episodes per second, one at a time and in batches; forward and post-processing apart."""
     cfg = model.cfg
-    data = EpisodeDataset(world, episodes, cfg.T, cfg.T_S)
+    data = EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S)
     items = [data[i] for i in range(len(data))]                 # tensors loaded beforehand
 
     def batches(size):
@@ -277,8 +277,7 @@ def main(argv=None) -> None:
                    help="quick-preset model for the inference timing (an untrained one if absent)")
     p.add_argument("--no-docs", action="store_true", help="write the JSON only")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    fast_cpu()
+    configure_process(threads=args.threads)
     world = World(DATA)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     configs = [get_config("quick"), get_config("full")]

@@ -28,7 +28,10 @@ from fscal_edu.baselines import evaluate_prototype  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import World  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.train import load_model, train  # noqa: E402
+from fscal_edu.checkpoints import load_model  # noqa: E402
+from fscal_edu.runtime import configure_process  # noqa: E402
+from fscal_edu.train import train  # noqa: E402
+from fscal_edu.utils import read_json  # noqa: E402
 
 SECTION = "## Full model against its controls (issue 5)"
 
@@ -54,7 +57,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", choices=["full", "blind"], nargs="+", default=["full", "blind"])
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    configure_process(threads=args.threads)
     world = World(args.data)
     rows = []
     for seed in args.seeds:
@@ -62,7 +65,7 @@ def main() -> None:
             run = Path(args.runs) / f"{name}_s{seed}"
             done = run / "result.json"
             if done.is_file():          # resumable: a finished run is read back, not retrained
-                rows.append(json.loads(done.read_text()))
+                rows.append(read_json(done, "a result row"))
                 continue
             t0 = time.perf_counter()
             train(get_config("quick", ablate=["blind"] if name == "blind" else []), world, run, seed=seed,

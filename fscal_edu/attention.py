@@ -1,4 +1,4 @@
-"""The three cross-attention stages of FS-CAL, built on one primitive (DESIGN.md sections 3-4).
+"""The three cross-attention stages of FS-CAL, built on one primitive.
 
 The paper writes tokens as columns, ``X in R^{d x N}``; we keep them as rows, ``X (B, N, d)``.
 So the paper's ``X_a^T W X_b`` is our ``X_a @ W @ X_b^T`` and its ``X_a A + X_b`` is our

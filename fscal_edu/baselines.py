@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from .config import Config
 from .data.episodes import EpisodeDataset, World, collate
 from .evaluation import evaluate_fscal
-from .inference import detections_to_results
+from .postprocess import detections_to_results
 from .proposals import make_anchors, roi_align_1d
 
 
@@ -20,7 +20,7 @@ def prototype_scores(query: torch.Tensor, support: torch.Tensor, anchors: torch.
     is the mean of every snippet of every support: a bag of features, blind to temporal order
     and to the query's context.
     """
-    R = roi_align_1d(query, anchors, inside=cfg.roi_inside, context=0)           # (B, N, P, C)
+    R = roi_align_1d(query, anchors, inside=cfg.model.roi_inside, context=0)           # (B, N, P, C)
     proposal = reduce(R, "b n p c -> b n c", "mean")                             # (B, N, C)
     prototype = reduce(support, "b k t c -> b c", "mean")                        # (B, C)
     cos = F.cosine_similarity(proposal, prototype.unsqueeze(1), dim=-1)          # (B, N)
@@ -31,11 +31,11 @@ def prototype_scores(query: torch.Tensor, support: torch.Tensor, anchors: torch.
 def evaluate_prototype(world: World, split: str, shots: int, cfg: Config | None = None,
                        batch_size: int = 64) -> tuple[dict, dict]:
     """Score prototype matching on the fixed episodes exactly like a trained model."""
-    cfg = cfg or Config(feature_dim=world.meta.feature_dim)
+    cfg = cfg or Config().replace(feature_dim=world.meta.feature_dim)
     episodes = world.episodes(split, shots)
-    anchors = make_anchors(cfg.T, cfg.anchor_lengths, cfg.anchor_stride_frac)
+    anchors = make_anchors(cfg.data.T, cfg.model.anchor_lengths, cfg.model.anchor_stride_frac)
     results = {}
-    loader = DataLoader(EpisodeDataset(world, episodes, cfg.T, cfg.T_S), batch_size=batch_size,
+    loader = DataLoader(EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S), batch_size=batch_size,
                         collate_fn=collate)
     for batch in loader:
         scores = prototype_scores(batch["query"], batch["support"], anchors, cfg)

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from .config import ABLATIONS, PRESETS
+from .runtime import configure_process
 
 
 def _generate(args):
@@ -86,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     try:
         rc = args.func(args)
     except ValueError as e:  # FscalError and friends: a clear message, no traceback

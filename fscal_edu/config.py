@@ -1,4 +1,12 @@
-"""One config dataclass with named presets (``tiny`` for tests, ``quick`` for CPU, ``full`` for GPU)."""
+"""The configuration: one ``Config`` made of six sections, and named presets.
+
+The sections follow the notebooks: ``data`` (what one episode looks like), ``model`` (the network's
+sizes), ``switches`` (the choices we made and the ablations), ``loss``, ``optim`` (the training
+loop) and ``post`` (post-processing). Presets: ``tiny`` for tests, ``quick`` for CPU, ``full`` for GPU.
+
+A field is read as ``cfg.model.d``. Overrides may name a field flat (``d=32``: each name belongs
+to exactly one section) or with its section (``model__d=32`` or ``"model.d"``).
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -6,12 +14,15 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class Config:
-    # --- input -------------------------------------------------------------------------------
+class DataConfig:
     feature_dim: int = 64          # C_in, width of the per-snippet features on disk
     T: int = 128                   # query snippets after resampling
     T_S: int = 16                  # snippets per support clip after resampling
-    # --- model -------------------------------------------------------------------------------
+    shots: int = 5                 # K, support clips per episode
+
+
+@dataclass
+class ModelConfig:
     d: int = 64                    # width of every token after the temporal embedding
     embed_layers: int = 2          # Conv1d layers of the shared temporal embedding
     anchor_lengths: tuple = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
@@ -20,7 +31,11 @@ class Config:
     roi_context: int = 2           # RoIAlign points in each side's context
     roi_context_frac: float = 0.25  # context width on each side, as a share of the length
     granularities: tuple = (2, 4)  # Dynamics-CA kernel = stride sizes; () turns the stage off
-    # --- switches (choices of DESIGN.md, and the ablations) ----------------------------------
+    dropout: float = 0.0
+
+
+@dataclass
+class SwitchConfig:
     qtos: bool = True              # stage 1 on
     stoq: bool = True              # stage 3 on
     joint: bool = False            # stage 1 treats all supports as one clip (ablation)
@@ -31,44 +46,105 @@ class Config:
     layernorm: bool = True         # LayerNorm after each residual
     support_summary: str = "aligned"  # "aligned" (ordered, like a proposal) or "mean" (bag)
     blind: bool = False            # control: no stage and no head ever sees the supports
-    relation: bool = True          # auxiliary relation module in training
-    # --- losses ------------------------------------------------------------------------------
-    pos_iou: float = 0.5
-    neg_iou: float = 0.3
-    lambda_reg: float = 1.0
-    lambda_rel: float = 0.5
+    relation: bool = True          # auxiliary relation module in training (always off when blind)
+
+    def __post_init__(self):
+        # the one place of the rule "blind implies no relation module": nothing to relate to
+        if self.blind and self.relation:
+            self.relation = False
+
+
+@dataclass
+class LossConfig:
+    pos_iou: float = 0.5           # tIoU at or above which a proposal is positive
+    neg_iou: float = 0.3           # tIoU below which it is negative (in between: ignored)
+    lambda_reg: float = 1.0        # weight of the boundary regression
+    lambda_rel: float = 0.5        # weight of the relation module
     rel_neg_frac: float = 0.1      # share of negative proposals the relation loss samples
-    # --- training ----------------------------------------------------------------------------
-    shots: int = 5
-    steps: int = 600
-    batch_size: int = 16
-    lr: float = 1e-3
+
+
+@dataclass
+class OptimConfig:
+    steps: int = 600               # optimiser steps (batches of episodes)
+    batch_size: int = 16           # episodes per batch
+    lr: float = 1e-3               # AdamW's peak learning rate
     weight_decay: float = 1e-2
-    warmup: int = 50
-    grad_clip: float = 1.0
-    eval_every: int = 200
-    val_episodes: int = 100
-    dropout: float = 0.0
-    # --- post-processing ---------------------------------------------------------------------
-    soft_nms_sigma: float = 0.5
-    top_k: int = 100
-    score_floor: float = 1e-3
-    preset: str = "quick"
+    warmup: int = 50               # linear warm-up steps, then cosine decay
+    grad_clip: float = 1.0         # max gradient norm
+    eval_every: int = 200          # validate (and checkpoint) every that many steps
+    val_episodes: int = 100        # fixed val episodes per validation
+
+
+@dataclass
+class PostConfig:
+    soft_nms_sigma: float = 0.5    # Gaussian Soft-NMS width
+    top_k: int = 100               # detections kept per episode
+    score_floor: float = 1e-3      # detections below this score are dropped
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "switches": SwitchConfig, "loss": LossConfig,
+            "optim": OptimConfig, "post": PostConfig}
+SECTION_OF = {f.name: s for s, c in SECTIONS.items() for f in dataclasses.fields(c)}   # flat name -> section
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    switches: SwitchConfig = field(default_factory=SwitchConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    post: PostConfig = field(default_factory=PostConfig)
+    preset: str = "quick"          # the preset this config started from
 
     def replace(self, **changes) -> "Config":
-        return dataclasses.replace(self, **changes)
+        """A copy with fields changed: flat names (``steps=40``), ``section__field`` or ``"section.field"``."""
+        by_section = {}
+        for key, value in changes.items():
+            if key == "preset" or key in SECTIONS:
+                by_section.setdefault(None, {})[key] = value
+                continue
+            section, name = _locate(key)
+            by_section.setdefault(section, {})[name] = _tuples(value)
+        top = by_section.pop(None, {})
+        # every section is copied, so that two configs never share a section object
+        sections = {s: dataclasses.replace(getattr(self, s), **by_section.get(s, {})) for s in SECTIONS}
+        return dataclasses.replace(self, **(sections | top))
 
     def to_dict(self) -> dict:
+        """The nested form: ``{"data": {...}, "model": {...}, ..., "preset": ...}``."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
+        """Read the nested form of :meth:`to_dict`, or the flat form of older checkpoints and runs."""
+        unknown = [k for k in d if k not in SECTIONS and k != "preset" and k not in SECTION_OF]
         if unknown:
             raise ValueError(f"config: unknown field(s) {sorted(unknown)}")
-        d = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
-        return cls(**d)
+        flat = {k: v for k, v in d.items() if k not in SECTIONS}
+        for section in SECTIONS:
+            if section in d:
+                if not isinstance(d[section], dict):
+                    raise ValueError(f"config: section {section!r} must be an object")
+                flat |= {f"{section}__{k}": v for k, v in d[section].items()}
+        return cls().replace(**flat)
+
+
+def _locate(key: str) -> tuple[str, str]:
+    """``"d"``, ``"model__d"`` or ``"model.d"`` -> ``("model", "d")``; unknown names raise ``ValueError``."""
+    for sep in ("__", "."):
+        if sep in key:
+            section, name = key.split(sep, 1)
+            if section in SECTIONS and name in {f.name for f in dataclasses.fields(SECTIONS[section])}:
+                return section, name
+            raise ValueError(f"config: unknown field {key!r}")
+    if key not in SECTION_OF:
+        raise ValueError(f"config: unknown field {key!r}")
+    return SECTION_OF[key], key
+
+
+def _tuples(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 PRESETS = {
@@ -91,7 +167,7 @@ ABLATIONS = {
     "column": dict(softmax_axis="column"),       # softmax down each column in every stage
     "no_relation": dict(relation=False),         # no auxiliary relation module in training
     "mean_summary": dict(support_summary="mean"),  # bag-of-features support summary
-    "blind": dict(blind=True, relation=False),   # the support-blind control
+    "blind": dict(blind=True),                   # the support-blind control (implies no relation)
 }
 
 
@@ -99,7 +175,7 @@ def get_config(preset: str = "quick", ablate=(), **overrides) -> Config:
     """A named preset, with ablations (names of ``ABLATIONS``) and any field overridden by keyword."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-    cfg = Config(**PRESETS[preset])
+    cfg = Config().replace(**PRESETS[preset])
     for name in ([ablate] if isinstance(ablate, str) else ablate):
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")

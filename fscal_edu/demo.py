@@ -15,8 +15,9 @@ from pathlib import Path
 from .baselines import evaluate_prototype
 from .config import get_config
 from .data.episodes import World
+from .checkpoints import load_model
 from .inference import evaluate_model
-from .train import load_model, train
+from .train import train
 
 DATA_SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
 SHIPPED = {"full": DATA_SAMPLES / "checkpoints" / "full.pt", "blind": DATA_SAMPLES / "checkpoints" / "blind.pt"}
@@ -48,7 +49,8 @@ def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: 
         return load_model(SHIPPED[name], feature_dim=world.meta.feature_dim, device=device), None
     print(f"{name}: training the {preset} preset from scratch (seed {seed})")
     t0 = time.perf_counter()
-    train(get_config(preset, ablate=["blind"] if name == "blind" else []), world, out, seed=seed, device=device)
+    train(get_config(preset, ablate=["blind"] if name == "blind" else []), world, out, seed=seed, device=device,
+          feature_dim="data")
     return load_model(Path(out) / "best.pt", device=device), time.perf_counter() - t0
 
 

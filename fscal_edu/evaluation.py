@@ -19,7 +19,7 @@ predictions one by one in python; here the matching runs rank by rank for all (c
 groups at once, which gives the same numbers (tests compare with a line-by-line port) in a
 fraction of the time.
 
-**FS-CAL protocol** (DESIGN.md section 1, Yang et al. 2020): the ground truth of an episode is
+**FS-CAL protocol** (Yang et al. 2020): the ground truth of an episode is
 the query's instances of the episode's class. The headline pools every episode's predictions into
 one ranking under one label, ``"common"``; the per-class variant groups the episodes by their
 hidden class and averages AP over classes.
@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .proposals import tiou
-from .utils import FscalError, where
+from .utils import FscalError, read_json, where
 
 TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 COMMON = "common"
@@ -45,10 +45,7 @@ COMMON = "common"
 def _load(obj, what: str):
     """A parsed JSON dict, or the path of one (then errors name the file)."""
     if isinstance(obj, (str, Path)):
-        try:
-            return json.loads(Path(obj).read_text()), str(obj)
-        except (OSError, json.JSONDecodeError) as e:
-            raise FscalError(f"{where(file=obj)}: cannot read the {what} JSON ({e})") from None
+        return read_json(obj, f"the {what} JSON"), str(obj)
     return obj, None
 
 
@@ -374,6 +371,22 @@ def evaluate_fscal(episodes, annotations: dict, results: dict, tiou_thresholds=N
 # ---------------------------------------------------------------------------------------------
 # fscal-edu score GT.json PRED.json
 # ---------------------------------------------------------------------------------------------
+
+def episode_ap(episodes, annotations: dict, results: dict, *, tiou: float = 0.5) -> dict:
+    """AP of every episode on its own, ``{episode id: AP}`` at one tIoU threshold.
+
+    Each episode becomes its own "class" in the ActivityNet evaluator, so its AP ranks only its
+    own detections against its own instances: 1.0 when the best-scored detections find every
+    instance before any false positive, 0.0 when none reaches the threshold.
+    """
+    gt = fscal_ground_truth(episodes, annotations)
+    for eid, video in gt["database"].items():
+        video["annotations"] = [{**a, "label": eid} for a in video["annotations"]]
+    preds = fscal_predictions(results, episodes)
+    preds["results"] = {eid: [{**d, "label": eid} for d in dets] for eid, dets in preds["results"].items()}
+    ap = evaluate_detection(gt, preds, [tiou])["ap_per_class"]
+    return {eid: ap[eid][0] for eid in gt["database"]}
+
 
 def format_table(result: dict) -> str:
     """A small text table of mAP per threshold, the average, and the counts."""

@@ -129,7 +129,7 @@ def check_interpolated_ap(fn) -> bool:
 from einops import reduce  # noqa: E402
 
 from .attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_attend  # noqa: E402
-from .viz import granularity_mass  # noqa: E402
+from .viz.attention import granularity_mass  # noqa: E402
 
 
 def _attention_inputs(B=2, K=3, T_S=8, N_Q=7, d=6, seed=0):
@@ -221,12 +221,13 @@ def _relation_batch():
         for p in model.head.g.parameters():
             p.mul_(4)
     B, K = 4, 3
-    query, support = torch.randn(B, cfg.T, 8, dtype=torch.float64), torch.randn(B, K, cfg.T_S, 8, dtype=torch.float64)
+    query = torch.randn(B, cfg.data.T, 8, dtype=torch.float64)
+    support = torch.randn(B, K, cfg.data.T_S, 8, dtype=torch.float64)
     gt = torch.tensor([[[2.0, 10.0], [20.0, 28.0]], [[4.0, 20.0], [0.0, 0.0]],
                        [[10.0, 14.0], [0.0, 0.0]], [[0.0, 16.0], [17.0, 31.0]]], dtype=torch.float64)
     batch = {"query": query, "support": support, "gt": gt, "gt_mask": gt[..., 1] > 0,
              "label": torch.tensor([0, 1, 1, 2])}
-    return model, model(query, support), batch
+    return model, model(query, support, relation=True), batch
 
 
 def check_relation_targets(fn) -> bool:
@@ -242,16 +243,15 @@ def check_relation_targets(fn) -> bool:
     from .proposals import assign_labels
     model, out, batch = _relation_batch()
     with torch.no_grad():
-        want = fscal_loss(model, out, batch)["rel"]
-        labels = assign_labels(out.anchors, batch["gt"], batch["gt_mask"], model.cfg.pos_iou, model.cfg.neg_iou)[0]
+        want = fscal_loss(out, batch, model.cfg.loss)["rel"]
+        labels = assign_labels(out.anchors, batch["gt"], batch["gt_mask"], 
+                               model.cfg.loss.pos_iou, model.cfg.loss.neg_iou)[0]
         own, cross = fn(labels.clone(), batch["label"].clone())
         own, cross = torch.as_tensor(own).double(), torch.as_tensor(cross).bool()
         if own.shape != labels.shape or cross.shape != labels.shape:
             print(f"own {tuple(own.shape)} and cross {tuple(cross.shape)} should both be {tuple(labels.shape)}")
             return False
-        other = torch.roll(torch.arange(len(labels)), 1)
-        rho_own = model.relation_logits(out)                                         # (B, N, K)
-        rho_x = model.relation_logits(out, out.support_tokens[other])                # (B, N, K)
+        rho_own, rho_x = out.relation, out.relation_cross                            # (B, N, K) each
         used = own >= 0
         logits = torch.cat([rho_own[used].flatten(), rho_x[cross].flatten()])
         t = torch.cat([own[used][:, None].expand(-1, rho_own.shape[-1]).flatten(),
@@ -266,8 +266,9 @@ def check_lr_factor(fn) -> bool:
     from .train import lr_factor
     ok = True
     for cfg in (get_config("quick"), get_config("tiny"), get_config("quick", steps=30, warmup=0)):
-        steps = range(cfg.steps + 5)
-        ok = compare(f"lr_factor, {cfg.steps} steps, warm-up {cfg.warmup}", np.array([fn(s, cfg) for s in steps]),
+        steps = range(cfg.optim.steps + 5)
+        ok = compare(f"lr_factor, {cfg.optim.steps} steps, warm-up {cfg.optim.warmup}",
+                     np.array([fn(s, cfg) for s in steps]),
                      np.array([lr_factor(s, cfg) for s in steps])) and ok
     return ok
 

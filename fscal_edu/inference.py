@@ -1,26 +1,19 @@
 """Inference on fixed episodes: scores and boundaries -> Soft-NMS -> seconds -> results JSON -> mAP."""
 from __future__ import annotations
 
+import json
+
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data.episodes import EpisodeDataset, World, collate
+from .baselines import evaluate_prototype
+from .checkpoints import load_model
+from .data.episodes import EpisodeDataset, World, collate, episode_tensors
 from .evaluation import evaluate_fscal
-from .postprocess import soft_nms_1d, to_seconds
-from .proposals import decode
-
-
-def detections_to_results(batch: dict, segments: torch.Tensor, scores: torch.Tensor, cfg, world: World,
-                          results: dict) -> None:
-    """Soft-NMS each episode's scored segments (snippet coordinates) and add them in seconds."""
-    for b, eid in enumerate(batch["id"]):
-        seg, sc = soft_nms_1d(segments[b], scores[b], sigma=cfg.soft_nms_sigma,
-                              score_floor=cfg.score_floor, top_k=cfg.top_k)
-        sec = to_seconds(seg, duration=batch["duration"][b], num_snippets=cfg.T, meta=world.meta,
-                         feat_len=len(world.features(batch["video"][b])))
-        results[eid] = [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
-                        for (a, e), s in zip(sec.tolist(), sc.tolist()) if e > a]
+from .postprocess import detections_to_results
+from .proposals import decode, proposal_names
+from .utils import get_device
 
 
 @torch.no_grad()
@@ -30,7 +23,7 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     cfg = model.cfg
     device = device or next(model.parameters()).device
     model.eval()
-    loader = DataLoader(EpisodeDataset(world, episodes, cfg.T, cfg.T_S), batch_size=batch_size,
+    loader = DataLoader(EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S), batch_size=batch_size,
                         collate_fn=collate)
     results = {}
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
@@ -49,14 +42,20 @@ def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | 
     return evaluate_fscal(episodes, world.annotations, results), results
 
 
+def episode_outputs(model, world: World, episode: dict) -> dict:
+    """Run ``model`` on one episode: ``{"attention": {stage: StageAttention}, "detections": [...]
+    (its results-JSON entry, Soft-NMS applied), "proposals": names of the N_Q anchors, "top":
+    index of the best-scored proposal}`` (what the attention explorer of notebook 08 draws)."""
+    cfg = model.cfg
+    t = episode_tensors(world, episode, cfg.data.T, cfg.data.T_S)
+    with torch.no_grad():
+        out = model.eval()(t["query"][None], t["support"][None])
+    return {"attention": out.attention, "detections": predict(model, world, [episode])["results"][episode["id"]],
+            "proposals": proposal_names(out.anchors), "top": int(out.logits[0].argmax())}
+
+
 def main_evaluate(args) -> int:
     """``fscal-edu evaluate``: print the metric table, then one JSON object as the last line."""
-    import json
-
-    from .baselines import evaluate_prototype
-    from .train import load_model
-    from .utils import get_device
-
     world = World(args.data)
     if args.baseline:
         metrics, results = evaluate_prototype(world, args.split, args.shots)

@@ -1,6 +1,6 @@
 """The full FS-CAL model: embedding, proposals, the three cross-attention stages, the relation head.
 
-Pipeline (DESIGN.md section 2), shapes for one batch of B episodes with K supports:
+Pipeline (see docs/architecture.md), shapes for one batch of B episodes with K supports:
 
     query features (B, T, C)  --embed-->  (B, T, d)  --anchors + RoIAlign + MLP-->  X_Q (B, N_Q, d)
     support clips (B, K, T_S, C) --embed-->  X_S (B, K, T_S, d)
@@ -8,7 +8,7 @@ Pipeline (DESIGN.md section 2), shapes for one batch of B episodes with K suppor
     stage 2  Dynamics-CA:       X~_S -> Y~_S      (coarse tokens of all supports -> each support)
     stage 3  StoQ Context-CA:   X_Q  -> X~_Q      (all supports at once -> the proposals)
     relation classifier head:   X~_Q, Y~_S -> action logit (B, N_Q), offsets (B, N_Q, 2)
-                                (+ relation logits (B, N_Q, K) in training only)
+                                (+ relation logits (B, N_Q, K), own and cross-episode, in training only)
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from einops import rearrange, reduce, repeat
 from .attention import DynamicsCA, QtoSContextCA, StoQContextCA
 from .config import Config
 from .proposals import make_anchors, roi_align_1d
-from .utils import FscalError, fast_cpu, where
+from .utils import FscalError, where
 
 
 class TemporalEmbedding(nn.Module):
@@ -49,7 +49,7 @@ def mlp(d_in: int, d_hidden: int, d_out: int, dropout: float = 0.0) -> nn.Sequen
 
 
 class RelationHead(nn.Module):
-    """The relation classifier (DESIGN.md section 5, our reconstruction).
+    """The relation classifier (our reconstruction; the paper leaves its exact form open).
 
     action classifier: ``p_n = sigmoid(MLP([x~_n; s; x~_n * s; |x~_n - s|]))`` with ``s`` the
     support summary (see :meth:`FSCAL.support_summary`); boundary regression: ``MLP([x~_n; s])`` -> (delta-centre, delta-log-width);
@@ -84,55 +84,61 @@ class FSCALOutput:
     X_Q: torch.Tensor                    # (B, N_Q, d) fused proposal tokens X~_Q
     support_tokens: torch.Tensor         # (B, K, T_S, d) Y~_S (zeros for the blind control)
     attention: dict                      # stage name -> the stage's attention structure
+    relation: torch.Tensor | None = None        # (B, N_Q, K) rho logits against the episode's own supports
+    relation_cross: torch.Tensor | None = None  # (B, N_Q, K) rho logits against episode b-1's supports
 
 
 class FSCAL(nn.Module):
     """Few-shot common action localization with three-stage cross-attention (Lee et al., 2023).
 
-    ``cfg.blind`` builds the *support-blind control*: no stage runs and the head compares the
+    ``cfg.switches.blind`` builds the *support-blind control*: no stage runs and the head compares the
     proposals with a learned constant instead of the supports, so nothing about the supports can
     reach the output. It measures how far "finding some action" goes on its own.
     """
 
     def __init__(self, cfg: Config):
         super().__init__()
-        fast_cpu()   # attention produces denormal floats that would slow CPU steps down sevenfold
         self.cfg = cfg
-        d = cfg.d
-        self.embed = TemporalEmbedding(cfg.feature_dim, d, cfg.embed_layers, cfg.dropout)
-        self.register_buffer("anchors", make_anchors(cfg.T, cfg.anchor_lengths, cfg.anchor_stride_frac),
+        m, sw = cfg.model, cfg.switches
+        d = m.d
+        self.embed = TemporalEmbedding(cfg.data.feature_dim, d, m.embed_layers, m.dropout)
+        self.register_buffer("anchors", make_anchors(cfg.data.T, m.anchor_lengths, m.anchor_stride_frac),
                              persistent=False)
-        n_points = cfg.roi_inside + 2 * cfg.roi_context
-        self.proposal_mlp = mlp(n_points * d, 2 * d, d, cfg.dropout)
+        n_points = m.roi_inside + 2 * m.roi_context
+        self.proposal_mlp = mlp(n_points * d, 2 * d, d, m.dropout)
         self.proposal_norm = nn.LayerNorm(d)
-        opts = dict(axis=cfg.softmax_axis, temperature=cfg.temperature, mass_norm=cfg.mass_norm,
-                    layernorm=cfg.layernorm)
-        self.qtos = QtoSContextCA(d, joint=cfg.joint, **opts) if cfg.qtos and not cfg.blind else None
-        self.dynamics = (DynamicsCA(d, tuple(cfg.granularities), own_only=cfg.own_only, **opts)
-                         if cfg.granularities and not cfg.blind else None)
-        self.stoq = StoQContextCA(d, **opts) if cfg.stoq and not cfg.blind else None
-        self.head = RelationHead(d, cfg.dropout)
-        self.blind_s = nn.Parameter(torch.zeros(d)) if cfg.blind else None
+        opts = dict(axis=sw.softmax_axis, temperature=sw.temperature, mass_norm=sw.mass_norm, layernorm=sw.layernorm)
+        self.qtos = QtoSContextCA(d, joint=sw.joint, **opts) if sw.qtos and not sw.blind else None
+        self.dynamics = (DynamicsCA(d, tuple(m.granularities), own_only=sw.own_only, **opts)
+                         if m.granularities and not sw.blind else None)
+        self.stoq = StoQContextCA(d, **opts) if sw.stoq and not sw.blind else None
+        self.head = RelationHead(d, m.dropout)
+        self.blind_s = nn.Parameter(torch.zeros(d)) if sw.blind else None
 
     def proposals(self, query: torch.Tensor) -> torch.Tensor:
         """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)`` by 1-D RoIAlign."""
-        cfg = self.cfg
+        m = self.cfg.model
         E_Q = self.embed(query)                                                          # (B, T, d)
-        R = roi_align_1d(E_Q, self.anchors, inside=cfg.roi_inside, context=cfg.roi_context,
-                         context_frac=cfg.roi_context_frac)                              # (B, N, P, d)
+        R = roi_align_1d(E_Q, self.anchors, inside=m.roi_inside, context=m.roi_context,
+                         context_frac=m.roi_context_frac)                                # (B, N, P, d)
         return self.proposal_norm(self.proposal_mlp(rearrange(R, "b n p d -> b n (p d)")))  # (B, N, d)
 
-    def forward(self, query: torch.Tensor, support: torch.Tensor) -> FSCALOutput:
-        """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`."""
-        C = self.cfg.feature_dim
+    def forward(self, query: torch.Tensor, support: torch.Tensor, *, relation: bool | None = None) -> FSCALOutput:
+        """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`.
+
+        The relation logits (``out.relation``, ``out.relation_cross``) are computed when the model
+        has a relation module (``cfg.switches.relation``) and ``relation`` is True; by default
+        (``None``) in training mode only, so inference costs nothing extra.
+        """
+        C = self.cfg.data.feature_dim
         if query.shape[-1] != C or support.shape[-1] != C:
             raise FscalError(f"{where(field='feature_dim')}: the model takes {C} features per snippet, "
                              f"got query {tuple(query.shape)} and support {tuple(support.shape)}")
         B, K = support.shape[:2]
         X_Q = self.proposals(query)                                                      # (B, N, d)
         attention = {}
-        if self.cfg.blind:   # the control: the supports are never read
-            Y_S = X_Q.new_zeros(B, K, self.cfg.T_S, self.cfg.d)
+        if self.cfg.switches.blind:   # the control: the supports are never read
+            Y_S = X_Q.new_zeros(B, K, self.cfg.data.T_S, self.cfg.model.d)
             s = repeat(self.blind_s, "d -> b d", b=B)
         else:
             X_S = rearrange(self.embed(rearrange(support, "b k t c -> (b k) t c")),
@@ -144,36 +150,44 @@ class FSCAL(nn.Module):
                 Y_S, attention["dynamics"] = self.dynamics(X_S)
             if self.stoq is not None:        # stage 3, eq. (6)
                 X_Q, attention["stoq"] = self.stoq(Y_S, X_Q)
-            s = reduce(self.support_summary(Y_S), "b k d -> b d", "mean")               # (B, d)
+            s_l = self.support_summary(Y_S)                                              # (B, K, d)
+            s = reduce(s_l, "b k d -> b d", "mean")                                      # (B, d)
         logits, deltas = self.head(X_Q, s)
-        return FSCALOutput(logits, deltas, self.anchors, X_Q, Y_S, attention)
+        out = FSCALOutput(logits, deltas, self.anchors, X_Q, Y_S, attention)
+        if self.cfg.switches.relation and (self.training if relation is None else relation):
+            out.relation, out.relation_cross = self.relations(X_Q, s_l)
+        return out
+
+    def relations(self, X_Q: torch.Tensor, s_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The auxiliary relation module's logits, ``X~_Q (B, N_Q, d)``, ``s^(l) (B, K, d)`` ->
+        own ``(B, N_Q, K)`` and cross ``(B, N_Q, K)``.
+
+        own: ``rho_{n,l}`` of every proposal n with every support l of its own episode b.
+        cross: the same proposals with the supports of episode b-1 (``torch.roll`` over the
+        batch), the cross-episode negatives of the relation loss when the two classes differ.
+        """
+        own = self.head.relation(X_Q, s_l)                                               # (B, N_Q, K)
+        cross = self.head.relation(X_Q, torch.roll(s_l, 1, dims=0))                      # (B, N_Q, K)
+        return own, cross
 
     def support_summary(self, Y_S: torch.Tensor) -> torch.Tensor:
         """Per-support summaries ``s^(l)``: ``Y~_S (B, K, T_S, d)`` -> ``(B, K, d)``.
 
-        ``"mean"`` (DESIGN.md's literal reading): the mean of the support's tokens, a bag of
+        ``"mean"`` (the literal reading): the mean of the support's tokens, a bag of
         features that forgets temporal order. ``"aligned"`` (**choice**, the default): the support
         clip is read like a proposal spanning the whole clip (the same RoIAlign points and MLP
         as the query's proposals), so ``s^(l)`` is ordered and lives in the proposal-token space
         that the classifier compares it with. Twin classes differ only in order, so this matters.
         """
-        if self.cfg.support_summary == "mean":
+        if self.cfg.switches.support_summary == "mean":
             return reduce(Y_S, "b k t d -> b k d", "mean")
         B, K, T_S, _ = Y_S.shape
         whole = Y_S.new_tensor([[0.0, float(T_S)]])                                   # (1, 2)
-        R = roi_align_1d(rearrange(Y_S, "b k t d -> (b k) t d"), whole, inside=self.cfg.roi_inside,
-                         context=self.cfg.roi_context, context_frac=self.cfg.roi_context_frac)
+        m = self.cfg.model
+        R = roi_align_1d(rearrange(Y_S, "b k t d -> (b k) t d"), whole, inside=m.roi_inside,
+                         context=m.roi_context, context_frac=m.roi_context_frac)
         s_l = self.proposal_norm(self.proposal_mlp(rearrange(R, "bk 1 p d -> bk (p d)")))  # (B*K, d)
         return rearrange(s_l, "(b k) d -> b k d", b=B)
-
-    def relation_logits(self, out: FSCALOutput, support_tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """Relation logits ``(B, N_Q, K)`` between each proposal and each support's summary ``s^(l)``.
-
-        ``support_tokens`` (default: the episode's own ``Y~_S``) lets you pair proposals with the
-        supports of *another* episode, as the training's cross-episode negatives do.
-        """
-        Y_S = out.support_tokens if support_tokens is None else support_tokens
-        return self.head.relation(out.X_Q, self.support_summary(Y_S))
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -4,7 +4,7 @@ Neighbouring anchors overlap, so a good detector scores many near-copies of each
 Non-maximum suppression keeps the best of each cluster: **hard NMS** deletes every segment that
 overlaps an already kept one by more than a threshold; **Gaussian Soft-NMS** (Bodla et al., 2017)
 only lowers their scores, by ``exp(-tIoU^2 / sigma)``, so that a second instance next to the first
-is demoted rather than lost (DESIGN.md section 6: sigma 0.5, top 100). Then snippet coordinates
+is demoted rather than lost (sigma 0.5, top 100). Then snippet coordinates
 become seconds through the one conversion of :mod:`fscal_edu.data.features`, and the detections
 of many videos (or episodes) become an ActivityNet results JSON.
 """
@@ -114,3 +114,15 @@ def predictions_to_results(detections: dict, label: str = "common", version: str
                         for (a, b), sc in zip(segs.reshape(-1, 2), scores.reshape(-1))]
     return {"version": version, "external_data": {"used": False, "details": "fscal-edu"},
             "results": results}
+
+
+def detections_to_results(batch: dict, segments: torch.Tensor, scores: torch.Tensor, cfg, world,
+                          results: dict) -> None:
+    """Soft-NMS each episode's scored segments (snippet coordinates) and add them in seconds."""
+    for b, eid in enumerate(batch["id"]):
+        seg, sc = soft_nms_1d(segments[b], scores[b], sigma=cfg.post.soft_nms_sigma,
+                              score_floor=cfg.post.score_floor, top_k=cfg.post.top_k)
+        sec = to_seconds(seg, duration=batch["duration"][b], num_snippets=cfg.data.T, meta=world.meta,
+                         feat_len=len(world.features(batch["video"][b])))
+        results[eid] = [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
+                        for (a, e), s in zip(sec.tolist(), sc.tolist()) if e > a]

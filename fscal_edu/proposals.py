@@ -4,7 +4,7 @@ Everything here lives in snippet coordinates (see :mod:`fscal_edu.data.features`
 ``T`` snippets is the line ``[0, T]``, snippet ``i`` covers ``[i, i + 1)`` and sits at ``i + 0.5``.
 A segment is a float pair ``(start, end)`` with ``start <= end``.
 
-The pipeline (DESIGN.md section 6): lay a few hundred windows of a geometric set of lengths over
+The pipeline: lay a few hundred windows of a geometric set of lengths over
 the query (:func:`make_anchors`), read a fixed number of feature points inside and around each
 window (:func:`roi_align_1d`) so that every proposal becomes one fixed-size token, and, for
 training, say which anchors are foreground and how their boundaries should move
@@ -221,3 +221,8 @@ def average_recall(proposals: dict, ground_truth: dict, num_proposals=tuple(rang
     ar = recall.mean(axis=1)                                            # (A,)
     auc = 100.0 * float(np.trapezoid(ar, an)) / float(an[-1])
     return {"an": an, "ar": ar, "recall": recall, "auc": auc}
+
+
+def proposal_names(segments) -> list:
+    """``[start, end)`` labels for proposals given as ``(N, 2)`` snippet coordinates."""
+    return [f"[{s:.0f}, {e:.0f})" for s, e in np.asarray(segments, dtype=float)]

@@ -1,7 +1,12 @@
-"""Small helpers shared by the whole package: device, seeds, quick mode, showing source."""
+"""Small helpers shared by the whole package: device, seeds, quick mode, JSON files, showing source.
+
+Process-wide settings (threads, denormal flushing) are not here: they belong to the entry points,
+see :mod:`fscal_edu.runtime`.
+"""
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import random
 
@@ -9,8 +14,11 @@ import numpy as np
 import torch
 
 
-def get_device(name: str | None = None) -> torch.device:
-    """The one device helper: ``cuda`` if present, then ``mps``, then ``cpu``; ``name`` overrides."""
+def get_device(name=None) -> torch.device:
+    """The one device helper: ``cuda`` if present, then ``mps``, then ``cpu``; ``name`` (a string or
+    a ``torch.device``) overrides."""
+    if isinstance(name, torch.device):
+        return name
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
@@ -25,11 +33,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def fast_cpu() -> None:
-    """Flush denormal floats to zero. Tiny gradients can otherwise slow a CPU step down sevenfold."""
-    torch.set_flush_denormal(True)
 
 
 def is_quick() -> bool:
@@ -56,3 +59,19 @@ def where(file=None, video=None, field=None) -> str:
     if field is not None:
         parts.append(f"field {field!r}")
     return ", ".join(parts) if parts else "input"
+
+
+def read_json(path, what: str = "file"):
+    """The one JSON reader: the parsed content of ``path``, or an :class:`FscalError` naming the file.
+
+    ``what`` names the file in the messages (``"features.json"``, ``"the annotations file"``): a
+    missing file, unreadable bytes (not UTF-8) and invalid JSON each say so.
+    """
+    from pathlib import Path
+    path = Path(path)
+    if not path.is_file():
+        raise FscalError(f"{where(file=path, field='path')}: {what} is missing")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise FscalError(f"{where(file=path, field='path')}: not readable JSON, {what} ({e})") from None

@@ -1,4 +1,4 @@
-"""Thin ipywidgets wrappers around the figures of ``viz.py``: they only pick what to draw."""
+"""Thin ipywidgets wrappers around the figures of ``fscal_edu.viz``: they only pick what to draw."""
 from __future__ import annotations
 
 # ---------------------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def episode_browser(world, episodes: list, *, T: int = 128, T_S: int = 16) -> "i
     import ipywidgets
 
     from .data.episodes import episode_tensors
-    from .viz import episode_heatmaps_figure, episode_timeline_figure, instances_in_snippets
+    from .viz.data import episode_heatmaps_figure, episode_timeline_figure, instances_in_snippets
 
     def draw(episode):
         ep = episodes[episode]
@@ -56,12 +56,12 @@ def knob_explorer(draw, **sliders) -> "ipywidgets.VBox":
 
 def nms_explorer(segments, scores, *, gt=()):
     """Sliders for the hard-NMS threshold and the Soft-NMS sigma / top-k; redraws
-    :func:`fscal_edu.viz.nms_figure` on the same scored proposals."""
+    :func:`fscal_edu.viz.proposals.nms_figure` on the same scored proposals."""
     import ipywidgets as w
     from IPython.display import display
 
     from .postprocess import nms_1d, soft_nms_1d
-    from .viz import nms_figure
+    from .viz.proposals import nms_figure
 
     def draw(iou_threshold, sigma, top_k):
         soft = soft_nms_1d(segments, scores, sigma=sigma, top_k=top_k)
@@ -81,10 +81,10 @@ def nms_explorer(segments, scores, *, gt=()):
 
 def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
     """Pick the episode, the support, the granularity (Dynamics-CA) or the proposal (QtoS,
-    StoQ) and redraw :func:`fscal_edu.viz.fig_stage_attention`."""
+    StoQ) and redraw :func:`fscal_edu.viz.attention.fig_stage_attention`."""
     import ipywidgets
 
-    from .viz import fig_stage_attention
+    from .viz.attention import fig_stage_attention
 
     def dropdown(name, labels, none=None):
         options = ([(none, None)] if none else []) + [(str(v), i) for i, v in enumerate(labels)]
@@ -110,11 +110,11 @@ def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
 
 def label_assignment_explorer(anchors, gt, *, others=()) -> "ipywidgets.VBox":
     """Sliders for ``pos_iou`` and ``neg_iou``: reassign the labels of ``anchors (N, 2)`` against
-    the instances ``gt (G, 2)`` and redraw :func:`fscal_edu.viz.label_assignment_figure`."""
+    the instances ``gt (G, 2)`` and redraw :func:`fscal_edu.viz.training.label_assignment_figure`."""
     import torch
 
     from .proposals import assign_labels
-    from .viz import label_assignment_figure
+    from .viz.training import label_assignment_figure
 
     gt = torch.as_tensor(gt, dtype=torch.float32).reshape(1, -1, 2)
 
@@ -138,7 +138,7 @@ def live_loss_plot(keys=None, *, every: int = 5, smooth: int = 1):
     import ipywidgets
     import plotly.graph_objects as go
 
-    from .viz import LOSS_KEYS, loss_curve_figure
+    from .viz.training import LOSS_KEYS, loss_curve_figure
 
     keys, records = list(keys or LOSS_KEYS), []
     try:
@@ -165,11 +165,11 @@ def live_loss_plot(keys=None, *, every: int = 5, smooth: int = 1):
 
 
 def detections_browser(world, episodes: list, predictions: dict, *, top: int = 3) -> "ipywidgets.VBox":
-    """Step through ``episodes`` and draw :func:`fscal_edu.viz.detections_timeline_figure` with
+    """Step through ``episodes`` and draw :func:`fscal_edu.viz.training.detections_timeline_figure` with
     the detections of every model in ``predictions = {name: results JSON}``."""
     import ipywidgets
 
-    from .viz import detections_timeline_figure
+    from .viz.training import detections_timeline_figure
 
     def draw(episode):
         ep = episodes[episode]
@@ -185,11 +185,12 @@ def detections_browser(world, episodes: list, predictions: dict, *, top: int = 3
 
 def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets.VBox":
     """Pick an episode, a model ``{name: FSCAL}``, a stage, a support and a granularity: the
-    stage's attention (:func:`fscal_edu.viz.fig_stage_attention`) beside the model's detections
-    (:func:`fscal_edu.viz.detections_timeline_figure`). Each (episode, model) runs once, then is cached."""
+    stage's attention (:func:`fscal_edu.viz.attention.fig_stage_attention`) beside the model's detections
+    (:func:`fscal_edu.viz.training.detections_timeline_figure`). Each (episode, model) runs once, then is cached."""
     import ipywidgets
 
-    from .viz import STAGE_TITLES, episode_outputs, explorer_figures
+    from .inference import episode_outputs
+    from .viz.evaluation import STAGE_TITLES, explorer_figures
 
     K = len(episodes[0]["support"])
     controls = [ipywidgets.IntSlider(0, 0, len(episodes) - 1, description="episode"),
@@ -198,7 +199,7 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
                 ipywidgets.Dropdown(options=[(str(l), l) for l in range(K)] + [("all (StoQ)", None)],
                                     description="support"),
                 ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in sorted(
-                    {k for m in models.values() for k in m.cfg.granularities})], description="granularity")]
+                    {k for m in models.values() for k in m.cfg.model.granularities})], description="granularity")]
     panels = [ipywidgets.Output(layout=ipywidgets.Layout(width="50%")) for _ in range(2)]
     cache = {}
 

@@ -279,7 +279,7 @@ def test_score_cli(tmp_path, capsys):
 # --- figure and exercise (notebook 02) ----------------------------------------------------------
 
 def test_pr_curve_figure():
-    from fscal_edu.viz import pr_curve_figure
+    from fscal_edu.viz.proposals import pr_curve_figure
     t = ranking_table(*files(GT, FIVE), "jump")
     fig = pr_curve_figure(t["precision"], t["recall"])
     assert f"AP = {t['ap']:.4f}" in fig.layout.title.text

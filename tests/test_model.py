@@ -8,7 +8,8 @@ from fscal_edu.config import ABLATIONS, get_config
 from fscal_edu.data.episodes import RandomEpisodes, World, collate
 from fscal_edu.losses import fscal_loss
 from fscal_edu.model import FSCAL, count_parameters
-from fscal_edu.train import load_model, read_checkpoint, save_checkpoint, train
+from fscal_edu.checkpoints import load_model, read_checkpoint, save_checkpoint
+from fscal_edu.train import train
 from fscal_edu.utils import FscalError, seed_everything
 
 from conftest import DATA
@@ -22,7 +23,7 @@ def world():
 
 
 def batch_of(world, cfg, shots, n=4, seed=0):
-    ds = RandomEpisodes(world, "base", shots, n, cfg.T, cfg.T_S, seed=seed)
+    ds = RandomEpisodes(world, "base", shots, n, cfg.data.T, cfg.data.T_S, seed=seed)
     return collate([ds[i] for i in range(n)])
 
 
@@ -36,9 +37,9 @@ def test_forward_backward_shapes(world, shots):
     N = len(model.anchors)
     assert out.logits.shape == (4, N)
     assert out.deltas.shape == (4, N, 2)
-    assert out.support_tokens.shape == (4, shots, cfg.T_S, cfg.d)
+    assert out.support_tokens.shape == (4, shots, cfg.data.T_S, cfg.model.d)
     assert set(out.attention) == {"qtos", "dynamics", "stoq"}
-    terms = fscal_loss(model, out, b)
+    terms = fscal_loss(out, b, cfg.loss)
     assert set(terms) == {"cls", "reg", "rel", "loss"}
     terms["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None]
@@ -49,11 +50,11 @@ def test_overfit_one_batch(world):
     cfg = get_config("tiny")
     seed_everything(0)
     model = FSCAL(cfg)
-    b = batch_of(world, cfg, cfg.shots)
+    b = batch_of(world, cfg, cfg.data.shots)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(60):
-        terms = fscal_loss(model, model(b["query"], b["support"]), b)
+        terms = fscal_loss(model(b["query"], b["support"]), b, cfg.loss)
         opt.zero_grad()
         terms["loss"].backward()
         opt.step()
@@ -65,7 +66,7 @@ def test_blind_model_ignores_supports(world):
     cfg = get_config("tiny", ablate="blind")
     seed_everything(0)
     model = FSCAL(cfg).eval()
-    b = batch_of(world, cfg, cfg.shots)
+    b = batch_of(world, cfg, cfg.data.shots)
     out1 = model(b["query"], b["support"])
     out2 = model(b["query"], torch.randn_like(b["support"]) * 5)
     assert torch.equal(out1.logits, out2.logits) and torch.equal(out1.deltas, out2.deltas)
@@ -80,10 +81,10 @@ def test_blind_model_ignores_supports(world):
 def test_every_ablation_builds_and_trains_a_step(world, name):
     cfg = get_config("tiny", ablate=name)
     model = FSCAL(cfg)
-    b = batch_of(world, cfg, cfg.shots, n=2)
-    terms = fscal_loss(model, model(b["query"], b["support"]), b)
+    b = batch_of(world, cfg, cfg.data.shots, n=2)
+    terms = fscal_loss(model(b["query"], b["support"]), b, cfg.loss)
     assert torch.isfinite(terms["loss"])
-    assert ("rel" in terms) == (cfg.relation and not cfg.blind)
+    assert ("rel" in terms) == cfg.switches.relation     # blind implies no relation module
 
 
 def test_unknown_ablation_and_preset():
@@ -99,7 +100,7 @@ def test_save_load_identical_outputs(world, tmp_path):
     model = FSCAL(cfg).eval()
     save_checkpoint(tmp_path / "m.pt", model)
     again = load_model(tmp_path / "m.pt", device="cpu")
-    b = batch_of(world, cfg, cfg.shots)
+    b = batch_of(world, cfg, cfg.data.shots)
     assert torch.equal(model(b["query"], b["support"]).logits, again(b["query"], b["support"]).logits)
     assert count_parameters(again) == count_parameters(model)
 
@@ -135,7 +136,7 @@ def test_wrong_feature_width_for_checkpoint(tmp_path):
 def test_weights_that_do_not_fit_the_config(tmp_path):
     save_checkpoint(tmp_path / "m.pt", FSCAL(get_config("tiny")))
     state = read_checkpoint(tmp_path / "m.pt")
-    state["config"]["d"] = 32
+    state["config"]["model"]["d"] = 32
     torch.save(state, tmp_path / "m2.pt")
     with pytest.raises(FscalError, match="m2.pt.*field 'model'"):
         load_model(tmp_path / "m2.pt")

@@ -92,7 +92,7 @@ def test_predictions_to_results_is_scorable():
 # --- figure and widget (notebook 02) ------------------------------------------------------------
 
 def test_nms_figure_and_explorer():
-    from fscal_edu.viz import nms_figure
+    from fscal_edu.viz.proposals import nms_figure
     from fscal_edu.widgets import nms_explorer
     segs = torch.tensor([[0.0, 10.0], [1.0, 11.0], [20.0, 30.0]])
     scores = torch.tensor([0.9, 0.8, 0.5])

@@ -180,7 +180,7 @@ def test_average_recall_perfect_empty_and_monotone():
 # --- figures and exercise (notebook 02) ---------------------------------------------------------
 
 def test_anchors_figure():
-    from fscal_edu.viz import anchors_figure
+    from fscal_edu.viz.proposals import anchors_figure
     fig = anchors_figure(make_anchors(64, lengths=(4, 16)), 64, gt=[[10.0, 20.0]])
     assert [t.name for t in fig.data] == ["length 4 (61)", "length 16 (13)"]
     assert np.nanmax(np.asarray(fig.data[1].x, float)) == 64 and len(fig.layout.shapes) == 1
@@ -188,7 +188,7 @@ def test_anchors_figure():
 
 
 def test_ar_an_and_roi_align_figures():
-    from fscal_edu.viz import ar_an_figure, roi_align_figure
+    from fscal_edu.viz.proposals import ar_an_figure, roi_align_figure
     gt = {"a": np.array([[0.0, 10.0]])}
     r = average_recall({"a": np.array([[0.0, 10.0]])}, gt, num_proposals=(1, 2))
     fig = ar_an_figure({"perfect": r})

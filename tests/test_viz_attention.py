@@ -7,9 +7,10 @@ from einops import rearrange, reduce
 
 from fscal_edu import exercises as ex
 from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_correlation
-from fscal_edu.viz import (
+from fscal_edu.proposals import proposal_names
+from fscal_edu.viz.attention import (
     attention_view, fig_attention_matrix, fig_granularity_mass, fig_query_mass, fig_stage_attention,
-    granularity_mass, proposal_names,
+    granularity_mass,
 )
 from fscal_edu.widgets import attention_explorer
 

@@ -3,9 +3,10 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from fscal_edu import exercises, viz, widgets
+from fscal_edu import exercises, widgets
 from fscal_edu.data.episodes import episode_tensors, load_world
 from fscal_edu.data.features import FeatureMeta, seconds_to_index
+from fscal_edu.viz import data as viz
 
 from conftest import DATA
 

@@ -8,9 +8,10 @@ from fscal_edu import exercises as ex
 from fscal_edu.config import get_config
 from fscal_edu.data.episodes import World
 from fscal_edu.model import FSCAL
-from fscal_edu.viz import (
-    ablation_figure, episode_ap, episode_outputs, explorer_figures, per_class_ap_figure, stoq_added_term,
-)
+from fscal_edu.diagnostics import stoq_added_term
+from fscal_edu.evaluation import episode_ap
+from fscal_edu.inference import episode_outputs
+from fscal_edu.viz.evaluation import ablation_figure, explorer_figures, per_class_ap_figure
 from fscal_edu.widgets import model_attention_explorer
 
 from conftest import DATA
@@ -106,7 +107,7 @@ def test_stoq_added_term_is_all_shared_when_attention_is_uniform():
     torch.manual_seed(0)
     cfg = get_config("tiny")
     model = FSCAL(cfg).eval()
-    query, support = torch.randn(2, cfg.T, cfg.feature_dim), torch.randn(2, 5, cfg.T_S, cfg.feature_dim)
+    query, support = torch.randn(2, cfg.data.T, cfg.data.feature_dim), torch.randn(2, 5, cfg.data.T_S, cfg.data.feature_dim)
     m = stoq_added_term(model, query, support)
     assert m["relative_size"] > 0 and 0 <= m["shared_energy"] < 0.999
     with torch.no_grad():

@@ -13,7 +13,7 @@ from fscal_edu.losses import balanced_bce
 from fscal_edu.model import FSCAL, count_parameters
 from fscal_edu.proposals import assign_labels, make_anchors
 from fscal_edu.train import lr_factor
-from fscal_edu.viz import (
+from fscal_edu.viz.training import (
     detection_verdicts, detections_timeline_figure, label_assignment_figure, loss_curve_figure,
     loss_terms_figure, lr_schedule_figure, metrics_by_tiou_figure, parameter_counts, parameters_figure,
     relation_scores_figure,
@@ -119,9 +119,9 @@ def test_lr_schedule_figure_follows_lr_factor():
     cfg = get_config("tiny")
     fig = lr_schedule_figure({"tiny": cfg, "quick": get_config("quick")})
     tiny = fig.data[0]
-    assert list(tiny.x) == list(range(1, cfg.steps + 1))
-    assert tiny.y[cfg.warmup - 1] == pytest.approx(cfg.lr)                        # warm-up ends at lr
-    assert tiny.y[-1] == pytest.approx(cfg.lr * lr_factor(cfg.steps - 1, cfg))
+    assert list(tiny.x) == list(range(1, cfg.optim.steps + 1))
+    assert tiny.y[cfg.optim.warmup - 1] == pytest.approx(cfg.optim.lr)                        # warm-up ends at lr
+    assert tiny.y[-1] == pytest.approx(cfg.optim.lr * lr_factor(cfg.optim.steps - 1, cfg))
     assert len(fig.data[1].x) <= 400
 
 
@@ -211,8 +211,8 @@ def test_check_relation_targets_passes_the_right_ones():
 
 def test_check_lr_factor():
     assert ex.check_lr_factor(lr_factor)
-    assert not ex.check_lr_factor(lambda s, cfg: 0.5 * (1 + math.cos(math.pi * s / cfg.steps)))   # no warm-up
-    assert not ex.check_lr_factor(lambda s, cfg: min(1.0, (s + 1) / cfg.warmup) if cfg.warmup else 1.0)
+    assert not ex.check_lr_factor(lambda s, cfg: 0.5 * (1 + math.cos(math.pi * s / cfg.optim.steps)))   # no warm-up
+    assert not ex.check_lr_factor(lambda s, cfg: min(1.0, (s + 1) / cfg.optim.warmup) if cfg.optim.warmup else 1.0)
 
 
 def test_check_winner():
@@ -233,16 +233,16 @@ def test_shipped_relation_module_separates_own_from_other_supports():
     if not path.is_file():
         pytest.skip("data_samples/checkpoints/full.pt is not there yet")
     from fscal_edu.data.episodes import World, collate, episode_tensors
-    from fscal_edu.train import load_model
+    from fscal_edu.checkpoints import load_model
     model = load_model(path, device="cpu")
     world = World(DATA / "anet_like")
     eps = world.episodes("test", 5)[:8]
-    batch = collate([episode_tensors(world, e, model.cfg.T, model.cfg.T_S) for e in eps])
+    batch = collate([episode_tensors(world, e, model.cfg.data.T, model.cfg.data.T_S) for e in eps])
     with torch.no_grad():
-        out = model(batch["query"], batch["support"])
+        out = model(batch["query"], batch["support"], relation=True)
         labels = assign_labels(out.anchors, batch["gt"], batch["gt_mask"])[0]
         other = torch.roll(torch.arange(len(eps)), 1)
         cross = (batch["label"] != batch["label"][other])[:, None] & (labels == 1)
-        own = torch.sigmoid(model.relation_logits(out))[labels == 1].mean()
-        alien = torch.sigmoid(model.relation_logits(out, out.support_tokens[other]))[cross].mean()
+        own = torch.sigmoid(out.relation)[labels == 1].mean()
+        alien = torch.sigmoid(out.relation_cross)[cross].mean()
     assert own > alien + 0.1

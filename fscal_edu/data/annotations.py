@@ -28,7 +28,7 @@ import math
 import warnings
 from pathlib import Path
 
-from ..utils import FscalError, where
+from ..utils import FscalError, read_json, where
 
 SPLIT_NAMES = ("base", "val", "test")
 TSP_COLUMNS = ("video-name", "t-start", "t-end", "action-label", "video-duration", "filename",
@@ -106,19 +106,10 @@ def validate_annotations(ann, *, file=None, clip: bool = True) -> dict:
     return out
 
 
-def _read_json(path: Path):
-    if not path.is_file():
-        raise FscalError(f"{where(file=path, field='path')}: file is missing")
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FscalError(f"{where(file=path, field='path')}: not readable JSON ({e})") from None
-
-
 def load_annotations(path, *, clip: bool = True) -> dict:
     """Read and validate an ActivityNet JSON file (see :func:`validate_annotations`)."""
     path = Path(path)
-    return validate_annotations(_read_json(path), file=path, clip=clip)
+    return validate_annotations(read_json(path, "the annotations file"), file=path, clip=clip)
 
 
 def _ordered(ann: dict) -> dict:
@@ -274,7 +265,7 @@ def load_splits(path, *, classes=None, dataset: str | None = None) -> dict:
     (``{"activitynet-1.3": {...}, "thumos14": {...}}``).
     """
     path = Path(path)
-    raw = _read_json(path)
+    raw = read_json(path, "the splits file")
     if dataset is not None:
         raw = _require(raw, dataset, dict, file=path)
     return validate_splits(raw, classes=classes, file=path)

@@ -1,6 +1,6 @@
 """Few-shot episodes: the sampler, ``episodes.json``, the world loader, and a torch Dataset.
 
-An episode (DESIGN.md section 1) is K trimmed support clips of one class c, cut from videos other
+An episode is K trimmed support clips of one class c, cut from videos other
 than the query, and one untrimmed query video that holds c. The model never sees the name c:
 it is kept in the episode only so that evaluation knows which instances count.
 """
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..utils import FscalError, where
+from ..utils import FscalError, read_json, where
 from .annotations import instances_by_class, labels, load_annotations, load_splits
 from .features import FeatureMeta, crop, find_feature_file, read_features, resample, seconds_to_index
 
@@ -67,10 +67,7 @@ def save_episodes(episodes: list[dict], path) -> Path:
 def load_episodes(path, annotations: dict | None = None, *, shots: int | None = None) -> list[dict]:
     """Read ``episodes.json`` and check every episode (:func:`validate_episode`)."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise FscalError(f"{where(file=path, field='path')}: not readable JSON ({e})") from None
+    raw = read_json(path, "the episodes file")
     if not isinstance(raw, dict) or not isinstance(raw.get("episodes"), list):
         raise FscalError(f"{where(file=path, field='episodes')}: expected {{\"episodes\": [...]}}")
     episodes = raw["episodes"]

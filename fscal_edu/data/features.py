@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils import FscalError, where
+from ..utils import FscalError, read_json, where
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".csv", ".pt")
 
@@ -46,12 +46,7 @@ class FeatureMeta:
         path = Path(path)
         if path.is_dir():
             path = path / "features.json"
-        if not path.is_file():
-            raise FscalError(f"{where(file=path, field='path')}: features.json is missing")
-        try:
-            raw = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise FscalError(f"{where(file=path, field='path')}: not readable JSON ({e})") from None
+        raw = read_json(path, "features.json")
         if not isinstance(raw, dict) or "feature_dim" not in raw:
             raise FscalError(f"{where(file=path, field='feature_dim')}: required key is missing")
         known = {"feature_dim", "fps", "feat_stride", "num_frames", "resize_length"}

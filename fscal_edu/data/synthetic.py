@@ -18,7 +18,7 @@ The world is built so that few-shot common action localization is a *real* probl
   snippet says little; a segment of them says a lot.
 
 Every knob is a field of :class:`WorldConfig`; ``fscal-edu generate`` writes a world in the
-field's formats (DESIGN.md section 7). Same seed, same bytes.
+field's formats. Same seed, same bytes.
 """
 from __future__ import annotations
 

@@ -1,0 +1,162 @@
+"""Figures of the three attention stages (notebooks 03-05).
+
+Every function returns a ``go.Figure`` (or the data one draws) and is tested in pytest.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ..utils import FscalError, where
+
+
+class AttentionView(NamedTuple):
+    """One support's slice of a stage's attention: ``A (sources, targets)`` and axis labels."""
+
+    A: np.ndarray
+    sources: list
+    targets: list
+    source_name: str
+    target_name: str
+
+
+def coarse_names(coarse) -> list:
+    """Labels ``S<l> k=<k> [a, b)`` of Dynamics-CA's coarse tokens (a ``CoarseTokens``)."""
+    return [f"S{l} k={k} [{s}, {s + k})" for l, k, s in
+            zip(coarse.support.tolist(), coarse.granularity.tolist(), coarse.start.tolist())]
+
+
+def attention_view(att, *, batch: int = 0, support: int | None = 0, granularity: int | None = None,
+                   proposal_labels=None) -> AttentionView:
+    """Cut what concerns support ``support`` out of a ``StageAttention`` as a numpy matrix.
+
+    - QtoS (also joint): proposals (rows) -> the T_S snippets of the support (columns).
+    - Dynamics: coarse tokens of all supports (rows; only granularity ``granularity`` if given)
+      -> the snippets of the support.
+    - StoQ: the snippets of the support (all K*T_S rows if ``support`` is None) -> proposals.
+    """
+    A = att.A.detach().float().cpu().numpy()[batch]
+    K, T_S = att.K, att.T_S
+    if support is not None and not 0 <= support < K:
+        raise FscalError(f"{where(field='support')}: {support} is out of range, this episode "
+                         f"has K = {K}")
+    snippets = [f"t{j}" for j in range(T_S)]
+    N_Q = A.shape[-1] if att.stage == "stoq" else A.shape[-2]
+    proposals = list(proposal_labels) if proposal_labels is not None else [f"p{n}" for n in range(N_Q)]
+    own = slice(None) if support is None else slice(support * T_S, (support + 1) * T_S)
+    if att.stage == "qtos":
+        return AttentionView(A[support], proposals, snippets, "proposal", f"support {support} snippet")
+    if att.stage == "qtos_joint":
+        return AttentionView(A[:, own], proposals, snippets, "proposal", f"support {support} snippet")
+    if att.stage == "dynamics":
+        keep = np.ones(A.shape[-2], dtype=bool) if granularity is None else \
+            att.coarse.granularity.numpy() == granularity
+        names = [n for n, k in zip(coarse_names(att.coarse), keep) if k]
+        return AttentionView(A[support][keep], names, snippets, "coarse token",
+                             f"support {support} snippet")
+    if att.stage == "stoq":
+        rows = [f"S{l} t{j}" for l in range(K) for j in range(T_S)][own]
+        return AttentionView(A[own], rows, proposals, "support snippet", "proposal")
+    raise FscalError(f"{where(field='stage')}: unknown stage {att.stage!r}")
+
+
+def fig_attention_matrix(A, *, sources=None, targets=None, title: str = "attention A",
+                         source_name: str = "source", target_name: str = "target",
+                         annotate: bool = True) -> go.Figure:
+    """A small attention matrix with its numbers: rows are sources i, columns are targets j."""
+    A = np.asarray(A, dtype=float)
+    sources = sources if sources is not None else [f"{source_name} {i}" for i in range(A.shape[0])]
+    targets = targets if targets is not None else [f"{target_name} {j}" for j in range(A.shape[1])]
+    fig = go.Figure(go.Heatmap(z=A.round(4), x=targets, y=sources, colorscale="Viridis",
+                               texttemplate="%{z:.2f}" if annotate else None,
+                               hovertemplate="A[%{y}, %{x}] = %{z:.3f}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title=f"target: {target_name}",
+                      yaxis_title=f"source: {source_name}", yaxis_autorange="reversed",
+                      height=120 + 30 * len(sources), margin=dict(t=50, b=40))
+    return fig
+
+
+def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
+                        granularity: int | None = None, proposal: int | None = None,
+                        proposal_labels=None) -> go.Figure:
+    """A stage's attention for one support (heatmap) and the mass each target receives (bars).
+
+    The bars are ``sum_i A[i, j]``: how many units of attention target j gathers, the weight of
+    what eq. (2)/(5)/(6) adds to it. ``proposal`` (QtoS, StoQ) outlines one proposal: its row
+    (QtoS, where it is a source) or its column (StoQ, where it is a target).
+    """
+    view = attention_view(att, batch=batch, support=support, granularity=granularity,
+                          proposal_labels=proposal_labels)
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.75, 0.25],
+                        vertical_spacing=0.05)
+    fig.add_trace(go.Heatmap(z=view.A.round(4), x=view.targets, y=view.sources,
+                             colorscale="Viridis", colorbar=dict(title="A", len=0.7, y=0.65),
+                             hovertemplate=f"{view.source_name} %{{y}}<br>{view.target_name} "
+                                           f"%{{x}}<br>A = %{{z:.3f}}<extra></extra>"), 1, 1)
+    fig.add_trace(go.Bar(x=view.targets, y=view.A.sum(0).round(4), name="mass received",
+                         marker_color="gray"), 2, 1)
+    if proposal is not None and att.stage != "dynamics":
+        name = (view.sources if att.stage.startswith("qtos") else view.targets)[proposal]
+        if att.stage.startswith("qtos"):     # a source: its row, and where its unit goes
+            fig.add_trace(go.Scatter(x=view.targets, y=[name] * len(view.targets), mode="lines",
+                                     line=dict(color="red"), name=f"proposal {name}"), 1, 1)
+            fig.add_trace(go.Bar(x=view.targets, y=view.A[proposal].round(4),
+                                 name=f"from proposal {name}", marker_color="red"), 2, 1)
+        else:                                # a target: its column
+            fig.add_trace(go.Scatter(x=[name] * len(view.sources), y=view.sources, mode="lines",
+                                     line=dict(color="red"), name=f"proposal {name}"), 1, 1)
+    stage = {"qtos": "QtoS Context-CA", "qtos_joint": "QtoS Context-CA (joint)",
+             "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}[att.stage]
+    what = "all supports" if support is None else f"support {support}"
+    if granularity is not None:
+        what += f", granularity k={granularity}"
+    fig.update_layout(title=f"{stage}: {what}", height=560, showlegend=proposal is not None,
+                      barmode="overlay", margin=dict(t=50, b=40))
+    fig.update_yaxes(title_text=f"source: {view.source_name}", autorange="reversed", row=1, col=1)
+    fig.update_yaxes(title_text="mass received", row=2, col=1)
+    fig.update_xaxes(title_text=f"target: {view.target_name}", row=2, col=1)
+    return fig
+
+
+def fig_query_mass(att, segments, *, batch: int = 0, gt=None, others=None) -> go.Figure:
+    """StoQ Context-CA on the query's time line: each proposal ``[start, end)`` drawn at the
+    height of the mass it receives from all support snippets. ``gt (G, 2)``, the instances of
+    the common action, are shaded green; ``others``, instances of other classes, red."""
+    if att.stage != "stoq":
+        raise FscalError(f"{where(field='stage')}: fig_query_mass draws StoQ Context-CA, got "
+                         f"{att.stage!r}")
+    mass = att.A.detach().float().cpu().numpy()[batch].sum(0)                        # (N_Q,)
+    seg = np.asarray(segments, dtype=float)
+    gap = np.full(len(seg), np.nan)                 # NaN breaks the line between two proposals
+    fig = go.Figure(go.Scatter(x=np.stack([seg[:, 0], seg[:, 1], gap], 1).ravel(),
+                               y=np.stack([mass, mass, gap], 1).ravel().round(4), mode="lines",
+                               name="proposals", hoverinfo="x+y"))
+    for spans, color, text in [(gt, "green", "common action"), (others, "red", "other class")]:
+        for s, e in ([] if spans is None else np.asarray(spans, dtype=float).reshape(-1, 2)):
+            fig.add_vrect(x0=s, x1=e, fillcolor=color, opacity=0.15, line_width=0,
+                          annotation_text=text, annotation_position="top left")
+    fig.update_layout(title="StoQ Context-CA: mass each proposal receives from the supports",
+                      xaxis_title="query time (snippets)", yaxis_title="mass received", height=360)
+    return fig
+
+
+def granularity_mass(att, *, batch: int = 0, support: int = 0) -> dict:
+    """Dynamics-CA: for each granularity k, the mass each snippet of ``support`` receives from
+    the coarse tokens of granularity k (of all supports): ``{k: (T_S,) array}``."""
+    return {k: attention_view(att, batch=batch, support=support, granularity=k).A.sum(0)
+            for k in sorted(set(att.coarse.granularity.tolist()))}
+
+
+def fig_granularity_mass(att, *, batch: int = 0, support: int = 0) -> go.Figure:
+    """Dynamics-CA: one line per granularity k, the mass the snippets of a support receive."""
+    fig = go.Figure()
+    for k, mass in granularity_mass(att, batch=batch, support=support).items():
+        fig.add_trace(go.Scatter(x=list(range(att.T_S)), y=mass.round(4), mode="lines+markers",
+                                 name=f"k = {k}"))
+    fig.update_layout(title=f"Dynamics-CA: mass received by the snippets of support {support}, "
+                            f"by granularity", xaxis_title="snippet t of the support",
+                      yaxis_title="mass received", height=360)
+    return fig

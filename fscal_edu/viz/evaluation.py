@@ -1,0 +1,86 @@
+"""Figures of evaluation, ablations and the attention explorer (notebook 08).
+
+Every function returns a ``go.Figure`` (or the data one draws) and is tested in pytest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+
+from ..utils import FscalError, where
+from .attention import fig_stage_attention
+from .data import OTHER, SUPPORT
+from .training import detections_timeline_figure
+
+
+ABLATION_COLOURS = {"full": SUPPORT, "blind": OTHER, "prototype": OTHER}
+
+
+def ablation_figure(summary: list, *, shots: int = 5, metric: str = "mAP@0.5", title: str | None = None) -> go.Figure:
+    """One bar per model of ``bench/ablations.py``'s ``summary`` at ``shots``: the mean of ``metric``
+    (``"mAP@0.5"`` or ``"average_mAP"``) over seeds, the standard deviation as an error bar, the
+    full model's mean as a dashed line. Blue: the full model; grey: the controls (support-blind,
+    prototype matching); orange: the ablations. A bar below the line is a switch that hurts."""
+    rows = [s for s in summary if s["shots"] == shots]
+    if not rows:
+        raise FscalError(f"{where(field='shots')}: the summary has no {shots}-shot rows "
+                         f"(it has {sorted({s['shots'] for s in summary})})")
+    several = len({s["steps"] for s in rows if s["steps"]}) > 1
+    names = [s["model"] + (f" ({s['steps']} steps)" if several and s["steps"] else "") for s in rows]
+    fig = go.Figure(go.Bar(
+        x=names, y=[round(s[metric]["mean"], 4) for s in rows],
+        error_y=dict(type="data", array=[round(s[metric]["sd"], 4) for s in rows], visible=True),
+        marker_color=[ABLATION_COLOURS.get(s["model"], "#ff7f0e") for s in rows],
+        customdata=[[s["what"], s[metric]["n"], round(s[metric]["sd"], 4)] for s in rows],
+        hovertemplate="%{x}: %{customdata[0]}<br>" + metric + " %{y:.3f} ± %{customdata[2]:.3f} "
+                      "(%{customdata[1]} seeds)<extra></extra>"))
+    full = [s for s in rows if s["model"] == "full"]
+    if full:
+        fig.add_hline(y=full[0][metric]["mean"], line_dash="dash", line_color=SUPPORT,
+                      annotation_text=f"full {full[0][metric]['mean']:.3f}", annotation_position="top right")
+    fig.update_layout(title=title or f"ablations, {shots}-shot: test {metric} (mean ± sd over seeds)",
+                      yaxis_title=metric, yaxis_range=[0, 1], height=400, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def per_class_ap_figure(ap_per_class: dict, tiou_thresholds, *, title: str | None = None) -> go.Figure:
+    """AP of each hidden test class (the per-class variant of the protocol, ``evaluate_fscal(...)
+    ["per_class"]["ap_per_class"]``): AP at tIoU 0.5 and averaged over all thresholds, classes
+    sorted by AP@0.5. Twins sit next to each other in name (``..a`` / ``..b``)."""
+    thr = np.asarray(tiou_thresholds, float)
+    at_05 = int(np.argmin(np.abs(thr - 0.5)))
+    names = sorted(ap_per_class, key=lambda c: -ap_per_class[c][at_05])
+    fig = go.Figure([go.Bar(x=names, y=[round(ap_per_class[c][at_05], 4) for c in names], name="AP@0.5",
+                            marker_color=SUPPORT),
+                     go.Bar(x=names, y=[round(float(np.mean(ap_per_class[c])), 4) for c in names],
+                            name=f"average AP (tIoU {thr[0]:.2f}:{thr[-1]:.2f})", marker_color="#9ecae1")])
+    fig.update_layout(title=title or "AP per hidden test class", yaxis_title="AP", yaxis_range=[0, 1],
+                      barmode="group", height=380, legend_orientation="h", legend_y=-0.3,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+STAGE_TITLES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
+
+
+def explorer_figures(outputs: dict, episode: dict, annotations: dict, *, model: str = "model",
+                     stage: str = "qtos", support: int | None = 0, granularity: int | None = None,
+                     top: int = 5) -> tuple:
+    """The attention explorer's two panels for one episode and one model (``outputs`` from
+    :func:`episode_outputs`): the stage's attention for ``support`` (``None``: all supports, StoQ
+    only), with the best-scored proposal outlined, and the model's ``top`` detections on the
+    query's time line. A model without that stage (the blind control, an ablation) gets an empty
+    panel that says so."""
+    att = outputs["attention"].get(stage)
+    if att is None:
+        left = go.Figure().update_layout(
+            title=f"{model}: no {STAGE_TITLES[stage]} (this model switches it off; the blind control "
+                  f"never reads the supports)", height=200)
+    else:
+        support = 0 if support is None and stage != "stoq" else support
+        left = fig_stage_attention(att, support=support, granularity=granularity if stage == "dynamics" else None,
+                                   proposal=None if stage == "dynamics" else outputs["top"],
+                                   proposal_labels=outputs["proposals"])
+        left.update_layout(title=f"{model}: {left.layout.title.text}")
+    right = detections_timeline_figure(episode, annotations, {model: outputs["detections"]}, top=top)
+    return left, right

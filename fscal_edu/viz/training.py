@@ -1,0 +1,233 @@
+"""Figures of the relation classifier, the losses and training (notebooks 06-07).
+
+Every function returns a ``go.Figure`` (or the data one draws) and is tested in pytest.
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .data import COMMON, OTHER, VIDEO, _bars
+from .proposals import _gt_boxes, _segment_lines
+
+
+LABEL_COLOURS = {1: COMMON, -1: "#ff7f0e", 0: OTHER}    # positive, ignored, negative
+LABEL_NAMES = {1: "positive", -1: "ignored", 0: "negative"}
+HIT, ON_DISTRACTOR, MISS = "#2ca02c", "#ff7f0e", "#7f7f7f"
+LOSS_KEYS = ("loss", "cls", "reg", "rel")
+
+
+def label_assignment_figure(anchors, labels, best_iou, *, gt=(), others=(), pos_iou: float = 0.5,
+                            neg_iou: float = 0.3, title: str | None = None) -> go.Figure:
+    """Label assignment on one query's time line (snippet coordinates).
+
+    Every anchor is a horizontal line ``[start, end]`` at the height of its best tIoU with an
+    instance of the common class, coloured by its label (``fscal_edu.proposals.assign_labels``):
+    positive (red), ignored (orange, between the two dashed thresholds), negative (grey).
+    ``gt`` (the common class) is shaded red, ``others`` (instances of other classes, which are
+    negatives too) grey. Positives below ``pos_iou`` are the best anchors of short instances.
+    """
+    anchors, labels = np.asarray(anchors, float).reshape(-1, 2), np.asarray(labels).reshape(-1)
+    best_iou = np.asarray(best_iou, float).reshape(-1)
+    fig = go.Figure()
+    for lab in (0, -1, 1):
+        rows = np.flatnonzero(labels == lab)
+        x, y = _segment_lines(anchors[rows], best_iou[rows])
+        fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{LABEL_NAMES[lab]} ({len(rows)})",
+                                 line=dict(color=LABEL_COLOURS[lab], width=2 if lab == 1 else 1),
+                                 hoverinfo="skip"))
+    for s, e in np.asarray(others, float).reshape(-1, 2):
+        fig.add_vrect(x0=s, x1=e, fillcolor=OTHER, opacity=0.15, line_width=0)
+    _gt_boxes(fig, gt)
+    for t, text in ((pos_iou, f"pos_iou {pos_iou:g}"), (neg_iou, f"neg_iou {neg_iou:g}")):
+        fig.add_hline(y=t, line_dash="dash", line_color="black", annotation_text=text,
+                      annotation_position="top left")
+    fig.update_layout(title=title or f"label assignment: {int((labels == 1).sum())} positives, "
+                      f"{int((labels == -1).sum())} ignored, {int((labels == 0).sum())} negatives",
+                      xaxis_title="query time (snippets)", yaxis_title="best tIoU with the common class",
+                      yaxis_range=[-0.02, 1.02], height=420, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def relation_scores_figure(groups: dict, *, bins: int = 20, title: str | None = None) -> go.Figure:
+    """Histograms of relation scores ``rho`` in [0, 1], one row per group ``{name: scores}`` (e.g.
+    foreground proposals with their own supports, with another episode's supports, background
+    with their own). Each histogram sums to one; a dashed line marks the group's mean."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    groups = {name: np.asarray(v, float).reshape(-1) for name, v in groups.items()}
+    names = [f"{name} (n = {len(v)}" + (f", mean {v.mean():.3f})" if len(v) else ")") for name, v in groups.items()]
+    fig = make_subplots(rows=len(groups), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=names)
+    for row, (name, scores) in enumerate(zip(names, groups.values()), start=1):
+        counts = np.histogram(scores, bins=edges)[0] / max(1, len(scores))
+        fig.add_trace(go.Bar(x=np.round((edges[:-1] + edges[1:]) / 2, 4), y=np.round(counts, 4),
+                             width=1.0 / bins, name=name), row, 1)
+        if len(scores):
+            fig.add_vline(x=float(scores.mean()), line_dash="dash", line_color="black", row=row, col=1)
+    fig.update_layout(title=title or "relation scores rho", height=140 + 150 * len(groups), showlegend=False,
+                      margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_xaxes(range=[0, 1])
+    fig.update_xaxes(title_text="rho (dashed: the mean)", row=len(groups), col=1)
+    fig.update_yaxes(title_text="share")
+    return fig
+
+
+def loss_terms_figure(terms: dict, *, lambda_reg: float = 1.0, lambda_rel: float = 0.5) -> go.Figure:
+    """One batch's loss ``L = L_cls + lambda_reg L_reg + lambda_rel L_rel`` as a waterfall: each
+    weighted term adds its bar, the last bar is the total (``terms`` from ``fscal_loss``)."""
+    parts = [("L_cls", 1.0, "cls"), (f"{lambda_reg:g} x L_reg", lambda_reg, "reg"),
+             (f"{lambda_rel:g} x L_rel", lambda_rel, "rel")]
+    parts = [(name, w * float(terms[k])) for name, w, k in parts if k in terms]
+    fig = go.Figure(go.Waterfall(
+        x=[n for n, _ in parts] + ["L"], y=[round(v, 4) for _, v in parts] + [round(float(terms["loss"]), 4)],
+        measure=["relative"] * len(parts) + ["total"], texttemplate="%{y:.3f}", textposition="outside"))
+    fig.update_layout(title="the loss of one batch, term by term", yaxis_title="loss", height=360,
+                      showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def parameter_counts(model) -> dict:
+    """Trainable parameters of each top-level part of a model, ``{name: count}`` (parts with none left out)."""
+    from ..model import count_parameters
+    return {name: n for name, part in model.named_children() if (n := count_parameters(part))} | \
+        {name: p.numel() for name, p in model.named_parameters(recurse=False) if p.requires_grad}
+
+
+def parameters_figure(models: dict) -> go.Figure:
+    """Grouped bars: trainable parameters of each part, one group per model ``{name: model}``."""
+    fig = go.Figure([go.Bar(x=list(counts), y=list(counts.values()),
+                            name=f"{name} ({sum(counts.values()):,} in all)")
+                     for name, counts in ((n, parameter_counts(m)) for n, m in models.items())])
+    fig.update_layout(title="trainable parameters by part", yaxis_title="parameters", yaxis_type="log",
+                      barmode="group", height=420, legend_orientation="h", legend_y=-0.3,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def loss_curve_figure(records, *, keys=None, smooth: int = 1, title: str = "training") -> go.Figure:
+    """Training curves from ``train``'s records (its ``callback`` or the lines of ``metrics.jsonl``).
+
+    One line per loss term in ``keys`` (default: those of ``LOSS_KEYS`` that the records hold)
+    against the step, as a trailing mean over ``smooth`` steps; the validation mAP@0.5 (right
+    axis) where it was logged. Every key gets a trace even with no record yet, so a live plot
+    can fill the traces in place.
+    """
+    records = list(records)
+    keys = keys or [k for k in LOSS_KEYS if any(k in r for r in records)] or list(LOSS_KEYS)
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    for k in keys:
+        steps = np.array([r["step"] for r in records if k in r], float)
+        y = np.array([r[k] for r in records if k in r], float)
+        w = max(1, min(smooth, len(y)))
+        if len(y):
+            steps, y = steps[w - 1:], np.convolve(y, np.ones(w) / w, mode="valid")
+        fig.add_trace(go.Scatter(x=steps, y=np.round(y, 4), mode="lines", name=k), secondary_y=False)
+    val = [r for r in records if "val_mAP@0.5" in r]
+    fig.add_trace(go.Scatter(x=[r["step"] for r in val], y=[round(r["val_mAP@0.5"], 4) for r in val],
+                             mode="lines+markers", name="val mAP@0.5", line=dict(color="black", dash="dot")),
+                  secondary_y=True)
+    fig.update_layout(title=title + (f" (mean over {smooth} steps)" if smooth > 1 else ""), height=380,
+                      legend_orientation="h", legend_y=-0.2, margin=dict(l=10, r=10, t=50, b=10))
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss", secondary_y=False)
+    fig.update_yaxes(title_text="val mAP@0.5", range=[0, 1], tickmode="auto", showgrid=False, secondary_y=True)
+    return fig
+
+
+def lr_schedule_figure(configs: dict) -> go.Figure:
+    """The learning rate at every step of each config ``{name: Config}``: linear warm-up, then
+    cosine decay to 5% (``fscal_edu.train.lr_factor`` times ``cfg.optim.lr``)."""
+    from ..train import lr_factor
+    fig = go.Figure()
+    for name, cfg in configs.items():
+        steps = np.unique(np.linspace(0, cfg.optim.steps - 1, min(cfg.optim.steps, 400)).astype(int))
+        fig.add_trace(go.Scatter(x=steps + 1, y=[round(cfg.optim.lr * lr_factor(int(s), cfg), 10) for s in steps],
+                                 mode="lines", name=f"{name}: {cfg.optim.steps} steps, warm-up {cfg.optim.warmup}"))
+    fig.update_layout(title="learning rate: linear warm-up, cosine decay to 5%", xaxis_title="step",
+                      yaxis_title="learning rate", height=360, legend_orientation="h", legend_y=-0.25,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def metrics_by_tiou_figure(metrics: dict, *, per_class: bool = False) -> go.Figure:
+    """mAP against the tIoU threshold, one line per model ``{name: evaluate_fscal result}``
+    (pooled protocol, or the per-class variant); the legend carries each average mAP."""
+    fig = go.Figure()
+    for name, m in metrics.items():
+        m_ = m["per_class"] if per_class else m
+        fig.add_trace(go.Scatter(x=m["tiou_thresholds"], y=np.round(m_["mAP"], 4), mode="lines+markers",
+                                 name=f"{name} (average {m_['average_mAP']:.3f})"))
+    fig.update_layout(title=f"{'per-class' if per_class else 'pooled'} mAP by tIoU threshold",
+                      xaxis_title="tIoU threshold", yaxis_title="mAP", yaxis_range=[0, 1], height=360,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+def detection_verdicts(episode: dict, annotations: dict, detections: list, *, iou: float = 0.5) -> list:
+    """For each detection ``{"segment", "score"}``: ``("hit", tIoU)`` if it covers an instance of
+    the episode's class at ``iou`` or more, else ``("<label>", tIoU)`` of the other instance it
+    covers best at ``iou`` or more, else ``("miss", best tIoU with the common class)``."""
+    import torch
+
+    from ..proposals import tiou
+    inst = annotations["database"][episode["query"]]["annotations"]
+    segs = torch.tensor([a["segment"] for a in inst], dtype=torch.float64).reshape(-1, 2)
+    dets = torch.tensor([d["segment"] for d in detections], dtype=torch.float64).reshape(-1, 2)
+    overlap = tiou(dets, segs).numpy()                                        # (D, I)
+    common = np.array([a["label"] == episode["label"] for a in inst])
+    out = []
+    for row in overlap:
+        best_c = row[common].max(initial=0.0)
+        best_o = int(np.argmax(np.where(common, -1.0, row)))
+        if best_c >= iou:
+            out.append(("hit", float(best_c)))
+        elif not common[best_o] and row[best_o] >= iou:
+            out.append((inst[best_o]["label"], float(row[best_o])))
+        else:
+            out.append(("miss", float(best_c)))
+    return out
+
+
+def detections_timeline_figure(episode: dict, annotations: dict, detections: dict, *, top: int = 3,
+                               iou: float = 0.5, title: str | None = None) -> go.Figure:
+    """One query on a time axis (seconds): its instances, then each model's ``top`` detections.
+
+    ``detections = {model name: [{"segment", "score"}, ...]}`` (a results JSON's entry for this
+    episode). Ground-truth row: the common class (red) and other classes (grey; the common
+    class's twin is named "twin"). Each detection gets its own row, labelled with its score and
+    coloured green when it hits an instance of the common class (tIoU >= ``iou``), orange when it
+    lands on a distractor instead, grey otherwise.
+    """
+    db = annotations["database"]
+    video = db[episode["query"]]
+    twins = {t.get("nodeName"): t.get("twin") for t in annotations.get("taxonomy", []) if isinstance(t, dict)}
+    gt_row = "ground truth"
+    fig = go.Figure(_bars([gt_row], [0.0], [video["duration"]], [""], "query video", VIDEO, width=0.8,
+                          hoverinfo="skip", hovertemplate=None, customdata=None))
+    for legend, colour, keep in (("common class", COMMON, True), ("other classes", OTHER, False)):
+        items = [(gt_row, *a["segment"], "twin" if a["label"] == twins.get(episode["label"]) else a["label"])
+                 for a in video["annotations"] if (a["label"] == episode["label"]) == keep]
+        if items:
+            fig.add_trace(_bars(*zip(*items), legend, colour))
+    rows = [gt_row]
+    shown = {}
+    for name, dets in detections.items():
+        dets = sorted(dets, key=lambda d: -d["score"])[:top]
+        for rank, (d, (verdict, t)) in enumerate(zip(dets, detection_verdicts(episode, annotations, dets, iou=iou))):
+            row = f"{name} #{rank + 1}"
+            rows.append(row)
+            kind = "hit" if verdict == "hit" else "miss" if verdict == "miss" else "on a distractor"
+            colour = {"hit": HIT, "miss": MISS, "on a distractor": ON_DISTRACTOR}[kind]
+            text = f"{d['score']:.2f} " + (f"hit ({t:.2f})" if verdict == "hit" else
+                                           "miss" if verdict == "miss" else
+                                           "twin" if verdict == twins.get(episode["label"]) else verdict)
+            fig.add_trace(_bars([row], [d["segment"][0]], [d["segment"][1]], [text], f"detection: {kind}",
+                                colour, showlegend=kind not in shown, legendgroup=kind))
+            shown[kind] = True
+    fig.update_layout(barmode="overlay", title=title or f"episode {episode['id']}: top {top} detections "
+                      f"(hidden class {episode['label']})", xaxis_title="time (s)", height=120 + 32 * len(rows),
+                      legend_orientation="h", legend_y=-0.15, margin=dict(l=10, r=90, t=50, b=10))
+    fig.update_traces(textposition="outside", cliponaxis=False, selector=lambda t: t.name.startswith("detection"))
+    fig.update_xaxes(range=[0, video["duration"]])
+    fig.update_yaxes(categoryorder="array", categoryarray=rows[::-1])
+    return fig
