@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from einops import rearrange, reduce, repeat
+from einops import einsum, rearrange, reduce, repeat
 
 from .attention import DynamicsCA, QtoSContextCA, StoQContextCA
 from .config import Config
@@ -70,10 +70,13 @@ class RelationHead(nn.Module):
         return logit, deltas
 
     def relation(self, X_Q, s_l):                    # X_Q (B, N, d), s_l (B, K, d) -> (B, N, K)
-        N, K = X_Q.shape[1], s_l.shape[1]
-        x = repeat(X_Q, "b n d -> b n k d", k=K)
-        s = repeat(s_l, "b k d -> b n k d", n=N)
-        return self.g(torch.cat([x, s, x * s], -1)).squeeze(-1)
+        # g's first layer on [x; s; x * s] is W_x x + W_s s + W_xs (x * s) + b: the first two terms
+        # are computed once per proposal and once per support, only the third once per pair
+        first, rest = self.g[0], self.g[1:]
+        W_x, W_s, W_xs = first.weight.split(X_Q.shape[-1], dim=1)                # (h, d) each
+        h = (rearrange(X_Q @ W_x.T, "b n h -> b n 1 h") + rearrange(s_l @ W_s.T, "b k h -> b 1 k h")
+             + einsum(X_Q, s_l, W_xs, "b n d, b k d, h d -> b n k h") + first.bias)  # (B, N, K, h)
+        return rest(h).squeeze(-1)
 
 
 @dataclass
