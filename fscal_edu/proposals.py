@@ -127,6 +127,32 @@ def roi_align_1d(feats: torch.Tensor, segments: torch.Tensor, inside: int = 8, c
     return rearrange(x, "b (n p) c -> b n p c", p=P)                            # (B, N, P, C)
 
 
+def roi_align_matrix(segments: torch.Tensor, T: int, inside: int = 8, context: int = 2,
+                     context_frac: float = 0.25) -> torch.Tensor:
+    """1-D RoIAlign as a matrix: ``segments (N, 2)`` -> a sparse ``Phi (N * P, T)``.
+
+    Reading a point between two snippet centres is linear in the features, so RoIAlign over
+    fixed segments is one matrix with two non-zeros per row (weights ``1 - w`` and ``w`` on the
+    two neighbouring snippets, the same rule as :func:`fscal_edu.data.features.interpolate_at`):
+
+        roi_align_1d(E, segments)[b]  ==  (Phi @ E[b]).reshape(N, P, C)
+
+    Row ``n * P + p`` is point ``p`` of segment ``n``. The model uses it to apply the proposal
+    MLP's first layer to the T snippets *before* reading the proposals (see
+    :meth:`fscal_edu.model.FSCAL.tokens`).
+    """
+    pos = roi_positions(segments, inside, context, context_frac)             # (N, P)
+    N, P = pos.shape
+    x = (pos - 0.5).clamp(0, T - 1)                                         # on the centre grid
+    lo = x.floor().long().clamp(max=T - 1)
+    hi = (lo + 1).clamp(max=T - 1)
+    w = x - lo.to(x.dtype)                                                  # (N, P)
+    rows = torch.arange(N * P, device=segments.device)
+    index = torch.stack([torch.cat([rows, rows]), torch.cat([lo.flatten(), hi.flatten()])])
+    values = torch.cat([(1 - w).flatten(), w.flatten()])
+    return torch.sparse_coo_tensor(index, values, (N * P, T), check_invariants=True).coalesce()  # (N*P, T)
+
+
 def encode(anchors: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     """Regression targets of ``gt`` relative to ``anchors`` (both ``(..., 2)``) -> ``(..., 2)``.
 
