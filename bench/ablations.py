@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from fscal_edu.baselines import evaluate_prototype  # noqa: E402
-from fscal_edu.checkpoints import load_model  # noqa: E402
+from fscal_edu.checkpoints import load_model, read_checkpoint  # noqa: E402
 from fscal_edu.config import PRESETS, Config, get_config  # noqa: E402
 from fscal_edu.data.episodes import EpisodeDataset, World, collate  # noqa: E402
 from fscal_edu.diagnostics import stoq_added_term  # noqa: E402
@@ -77,7 +77,8 @@ def reusable_seed_run(name: str, seed: int, shots: int, cfg) -> Path | None:
     if name not in ("full", "blind") or not (run / "best.pt").is_file() or not (run / "config.json").is_file():
         return None
     saved = read_json(run / "config.json", "the run's config.json")
-    saved = Config.from_dict({k: v for k, v in saved.items() if k not in ("seed", "data")})   # flat or nested
+    saved = Config.from_dict({k: v for k, v in saved.items()      # flat or nested; older runs: "data" = path
+                              if k not in ("seed", "dataset", "threads") and not (k == "data" and isinstance(v, str))})
     lines = (run / "metrics.jsonl").read_text().splitlines()
     same = (saved.preset, saved.optim.steps, saved.data.shots) == (cfg.preset, cfg.optim.steps, shots)
     return run if same and lines and json.loads(lines[-1])["step"] == cfg.optim.steps else None
@@ -93,11 +94,12 @@ def one_run(job: dict) -> dict:
     device = job["device"]
     if reused is not None:
         run = reused
-        train_s = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["time_s"]
+        last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])   # older runs logged time_s
+        train_s = last.get("time_s") or read_checkpoint(run / "last.pt")["extra"].get("time_s")
     else:
         run = Path(job["runs"]) / Path(job["result"]).stem
         t0 = time.perf_counter()
-        train(cfg, world, run, seed=job["seed"], device=device, progress=False)
+        train(cfg, world, run, seed=job["seed"], device=device, progress=False, overwrite=True)
         train_s = time.perf_counter() - t0
     metrics, _ = evaluate_model(load_model(run / "best.pt", device=device), world, "test", job["shots"],
                                 limit=job["limit"], device=torch.device(device))
@@ -115,7 +117,7 @@ def timed_training(job: dict) -> float:
     configure_process(threads=job["threads"])
     cfg = get_config(job["preset"], ablate=MODELS[job["model"]], steps=job["steps"], val_episodes=8)
     t0 = time.perf_counter()
-    train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", progress=False)
+    train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", progress=False, overwrite=True)
     return time.perf_counter() - t0
 
 

@@ -69,7 +69,7 @@ def main() -> None:
                 continue
             t0 = time.perf_counter()
             train(get_config("quick", ablate=["blind"] if name == "blind" else []), world, run, seed=seed,
-                  device="cpu", progress=False)
+                  device="cpu", progress=False, overwrite=True)
             secs = time.perf_counter() - t0
             m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
             rows.append({"model": name, "seed": seed, "mAP@0.5": m["mAP@0.5"], "average_mAP": m["average_mAP"],

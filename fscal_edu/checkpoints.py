@@ -39,11 +39,15 @@ def read_checkpoint(path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FscalError(f"{where(file=path)}: checkpoint file is missing")
+    if path.stat().st_size == 0:
+        raise FscalError(f"{where(file=path)}: the checkpoint file is empty (0 bytes; a copy or a "
+                         f"write that did not finish)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - any failure to unpickle means the same to the user
+        first = next((ln for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         raise FscalError(f"{where(file=path)}: not a readable checkpoint (corrupt or not a torch "
-                         f"file): {str(e).splitlines()[0][:200]}") from None
+                         f"file): {first[:200]}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise FscalError(f"{where(file=path, field='format')}: not an fscal-edu checkpoint "

@@ -1,15 +1,69 @@
 """The ``fscal-edu`` command line: one argparse subcommand per job.
 
-Each subcommand's work lives in the module that teaches it; this file only wires arguments.
+Each subcommand's work lives in the module that teaches it; this file only wires arguments, checks
+them (argparse types: counts >= 1, seeds >= 0, devices that exist), and turns every bad input into
+one line on stderr, ``fscal-edu CMD: error: file '...', video '...', field '...': what is wrong``,
+with exit code 2 (a Ctrl-C: one line saying where the run can resume, exit code 130).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from pathlib import Path
 
 from .config import ABLATIONS, PRESETS
 from .runtime import configure_process
+from .utils import FscalError, check_device, where
 
+
+# ---------------------------------------------------------------------------------------------
+# Argument types
+# ---------------------------------------------------------------------------------------------
+
+def int_at_least(minimum: int):
+    """An argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {value}")
+        return value
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def device_arg(text: str) -> str | None:
+    """An argparse type: ``auto`` (None: the best available), ``cpu``, ``cuda``, ``cuda:N`` or
+    ``mps``, and present on this machine."""
+    try:
+        return check_device(text)
+    except FscalError as e:
+        raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
+
+
+def _out_file(path, *, data=None, protect=()) -> None:
+    """``evaluate --out``: its folder exists and it is not a file of the dataset or the checkpoint."""
+    path = Path(path)
+    at = where(file=path, field="--out")
+    if not path.parent.is_dir():
+        raise FscalError(f"{at}: the folder {str(path.parent)!r} does not exist")
+    if path.is_dir():
+        raise FscalError(f"{at}: is a directory; give a file name such as PRED.json")
+    target = path.resolve()
+    if data is not None and Path(data).resolve() in target.parents:
+        raise FscalError(f"{at}: lies inside the dataset directory {str(data)!r}; write predictions "
+                         f"elsewhere, never over the dataset's files")
+    for p in protect:
+        if p is not None and Path(p).resolve() == target:
+            raise FscalError(f"{at}: would overwrite the input file {str(p)!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Subcommands
+# ---------------------------------------------------------------------------------------------
 
 def _generate(args):
     from .data.synthetic import main_generate
@@ -27,11 +81,15 @@ def _train(args):
 
 
 def _evaluate(args):
+    if args.out:
+        _out_file(args.out, data=args.data, protect=[args.checkpoint])
     from .inference import main_evaluate
     return main_evaluate(args)
 
 
 def _score(args):
+    if getattr(args, "out", None):
+        _out_file(args.out, protect=[args.ground_truth, args.predictions])
     from .evaluation import main_score
     return main_score(args)
 
@@ -39,16 +97,17 @@ def _score(args):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fscal-edu", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    count, seed = int_at_least(1), int_at_least(0)
 
     g = sub.add_parser("generate", help="write the synthetic feature world")
     g.add_argument("--profile", choices=["anet", "thumos"], default="anet")
     g.add_argument("--out", required=True)
-    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--seed", type=seed, default=0)
     g.set_defaults(func=_generate)
 
     d = sub.add_parser("demo", help="the main job: a tour of the shipped world and the model")
     d.add_argument("--data", default=None, help="world directory (default: the shipped anet_like)")
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--seed", type=seed, default=0)
     d.add_argument("--train", action="store_true", help="train from scratch even if checkpoints are shipped")
     d.add_argument("--out", default="runs/demo", help="where --train writes its runs")
     d.set_defaults(func=_demo)
@@ -56,14 +115,20 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train the model on the base classes of a world")
     t.add_argument("--data", required=True, help="world directory (features, annotations, splits)")
     t.add_argument("--preset", choices=list(PRESETS), default="quick")
-    t.add_argument("--shots", type=int, default=5)
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--shots", type=count, default=5)
+    t.add_argument("--seed", type=seed, default=0)
     t.add_argument("--out", required=True, help="run directory for best.pt, last.pt, metrics.jsonl")
     t.add_argument("--ablate", choices=sorted(ABLATIONS), action="append", default=[],
                    help="switch a part off (repeatable)")
-    t.add_argument("--steps", type=int, default=None, help="override the preset's step count")
-    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
-    t.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly")
+    t.add_argument("--steps", type=count, default=None, help="override the preset's step count")
+    t.add_argument("--device", type=device_arg, default=None,
+                   help="auto, cpu, cuda, cuda:N or mps (default auto: the best available)")
+    t.add_argument("--threads", type=count, default=None,
+                   help="torch's CPU threads (stored in the run; a resume uses the run's own)")
+    run = t.add_mutually_exclusive_group()
+    run.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly")
+    run.add_argument("--overwrite", action="store_true",
+                     help="replace the run in --out (the old one is moved aside to OUT.replaced-N first)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint or a baseline on fixed episodes")
@@ -72,9 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--checkpoint")
     src.add_argument("--baseline", choices=["prototype"])
     e.add_argument("--split", choices=["val", "test"], default="test")
-    e.add_argument("--shots", type=int, default=5)
+    e.add_argument("--shots", type=count, default=5)
     e.add_argument("--out", default=None, help="write the predictions (ActivityNet results JSON)")
-    e.add_argument("--device", default=None)
+    e.add_argument("--device", type=device_arg, default=None)
+    e.add_argument("--threads", type=count, default=None, help="torch's CPU threads")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("score", help="score an ActivityNet results JSON against ground truth")
@@ -85,15 +151,69 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# ---------------------------------------------------------------------------------------------
+# One line per failure
+# ---------------------------------------------------------------------------------------------
+
+def _close_bars() -> None:
+    """End any progress bar left open by an exception, so the message starts on its own line."""
+    try:
+        from tqdm import tqdm
+        for bar in list(getattr(tqdm, "_instances", [])):
+            bar.close()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+
+
+def _resume_hint(args) -> str:
+    """Where an interrupted ``train`` can resume from."""
+    if args.command != "train":
+        return ""
+    out = Path(args.out)
+    if (out / "last.pt").is_file():
+        try:
+            from .checkpoints import read_checkpoint
+            step = f"step {read_checkpoint(out / 'last.pt')['step']}"
+        except (FscalError, KeyError):
+            step = "its last checkpoint"
+        return (f"; the run can resume from {step} ({str(out / 'last.pt')!r}): repeat the command with "
+                f"--resume" + (" instead of --overwrite" if args.overwrite else ""))
+    if (out / "config.json").is_file():
+        return ("; no checkpoint was written yet: repeat the command with --resume to start the run "
+                "again from step 0")
+    return "; nothing of the run was written"
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    configure_process()
-    try:
-        rc = args.func(args)
-    except ValueError as e:  # FscalError and friends: a clear message, no traceback
-        print(f"fscal-edu {args.command}: error: {e}", file=sys.stderr)
+    command = args.command
+
+    def fail(message: str) -> int:
+        _close_bars()
+        print(f"fscal-edu {command}: error: {message}", file=sys.stderr)
         return 2
-    return int(rc or 0)
+
+    old_format = warnings.formatwarning
+    warnings.formatwarning = lambda message, *a, **k: f"fscal-edu {command}: warning: {message}\n"
+    try:
+        configure_process(threads=getattr(args, "threads", None))
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        _close_bars()
+        print(f"fscal-edu {command}: interrupted{_resume_hint(args)}", file=sys.stderr)
+        return 130
+    except ValueError as e:    # FscalError and friends: a clear message, no traceback
+        if isinstance(e, UnicodeDecodeError):
+            return fail(f"{where(field='encoding')}: a file is not UTF-8 text ({_one_line(e)})")
+        return fail(_one_line(e))
+    except OSError as e:       # a folder that cannot be created, a full disk, no permission
+        return fail(f"{where(file=e.filename, field='path')}: {e.strerror or _one_line(e)}")
+    finally:
+        warnings.formatwarning = old_format
 
 
 if __name__ == "__main__":

@@ -13,12 +13,25 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+def _at_least(section, name: str, fields, minimum: int) -> None:
+    """Counts of a section must be integers >= ``minimum`` (``shots=0`` or ``T=0`` would fail later,
+    cryptically)."""
+    from .utils import FscalError, where
+    for f in fields:
+        value = getattr(section, f)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise FscalError(f"{where(field=f'{name}.{f}')}: must be an integer >= {minimum}, got {value!r}")
+
+
 @dataclass
 class DataConfig:
     feature_dim: int = 64          # C_in, width of the per-snippet features on disk
     T: int = 128                   # query snippets after resampling
     T_S: int = 16                  # snippets per support clip after resampling
     shots: int = 5                 # K, support clips per episode
+
+    def __post_init__(self):
+        _at_least(self, "data", ("feature_dim", "T", "T_S", "shots"), 1)
 
 
 @dataclass
@@ -73,6 +86,10 @@ class OptimConfig:
     grad_clip: float = 1.0         # max gradient norm
     eval_every: int = 200          # validate (and checkpoint) every that many steps
     val_episodes: int = 100        # fixed val episodes per validation
+
+    def __post_init__(self):
+        _at_least(self, "optim", ("steps", "batch_size", "eval_every", "val_episodes"), 1)
+        _at_least(self, "optim", ("warmup",), 0)
 
 
 @dataclass

@@ -50,6 +50,7 @@ def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: 
     print(f"{name}: training the {preset} preset from scratch (seed {seed})")
     t0 = time.perf_counter()
     train(get_config(preset, ablate=["blind"] if name == "blind" else []), world, out, seed=seed, device=device,
+          overwrite=True,
           feature_dim="data")
     return load_model(Path(out) / "best.pt", device=device), time.perf_counter() - t0
 

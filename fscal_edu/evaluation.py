@@ -64,11 +64,32 @@ def _fields(entry, keys, file, video, index):
     return [entry[k] for k in keys]
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
+
+
+def check_thresholds(tiou_thresholds) -> np.ndarray:
+    """tIoU thresholds as a float array: at least one, each in (0, 1]."""
+    if tiou_thresholds is None:
+        return TIOU_THRESHOLDS
+    values = list(np.atleast_1d(np.asarray(tiou_thresholds, dtype=object)))
+    if not values or not all(_is_number(t) and 0 < t <= 1 for t in values):
+        raise FscalError(f"{where(field='tiou_thresholds')}: need one or more tIoU thresholds, each "
+                         f"in (0, 1], got {list(values)!r}")
+    return np.asarray(values, dtype=np.float64)
+
+
 def _numbers(values, owners, file, field):
     """A float64 array from a list, or an error naming the first bad entry's video."""
     shape = (2,) if field == "segment" else ()
     if not values:
         return np.zeros((0, *shape))
+    # JSON numbers only: np.asarray would turn "0.9" and true into numbers without a word
+    for i, v in enumerate(values):
+        parts = v if shape and isinstance(v, (list, tuple)) and len(v) == 2 else [v]
+        if shape and parts is not v or not all(_is_number(p) for p in parts):
+            raise FscalError(f"{where(file=file, video=owners[i], field=field)}: expected "
+                             f"{'[start, end], two numbers' if shape else 'a number'}, got {v!r}")
     try:
         x = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
@@ -226,7 +247,7 @@ def interpolated_ap(precision, recall) -> float:
 
 def _ranked(ground_truth, predictions, tiou_thresholds, subset):
     """Everything AP needs: classes, n_gt per class, and per class its ranked tp matrix."""
-    thr = TIOU_THRESHOLDS if tiou_thresholds is None else np.atleast_1d(np.asarray(tiou_thresholds, float))
+    thr = check_thresholds(tiou_thresholds)
     classes, videos, g_label, g_video, g_seg = read_ground_truth(ground_truth, subset)
     if not classes:
         raise FscalError(f"{where(field='database')}: the ground truth has no instance"

@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from .checkpoints import read_checkpoint, save_checkpoint
+from .checkpoints import save_checkpoint
 from .config import Config, get_config
 from .data.episodes import RandomEpisodes, World, collate
 from .inference import evaluate_model
 from .losses import fscal_loss
 from .model import FSCAL
+from .runs import check_positive, open_run, validate_training_data
 from .runtime import configure_process
 from .utils import FscalError, get_device, seed_everything, where
 
@@ -32,7 +33,8 @@ def lr_factor(step: int, cfg: Config) -> float:
 
 
 def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = False,
-          progress: bool = True, callback=None, stop_at: int | None = None, feature_dim: str | None = None) -> dict:
+          overwrite: bool = False, threads: int | None = None, progress: bool = True, callback=None,
+          stop_at: int | None = None, feature_dim: str | None = None) -> dict:
     """Train ``FSCAL(cfg)`` on the base classes of ``data``; write ``out/{best,last}.pt``,
     ``out/config.json`` and ``out/metrics.jsonl``. Returns the last validation metrics.
 
@@ -41,8 +43,14 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     ``stop_at`` ends the loop early at that step, as an interruption would (tests of resume).
     ``feature_dim="data"`` takes the data's feature width; otherwise a config whose
     ``data.feature_dim`` differs from the data's is an error.
+
+    The run directory is owned (:mod:`fscal_edu.runs`): one that holds a run is an error unless
+    ``resume`` (which must be this very run: same config, seed, data) or ``overwrite`` (the old
+    run is moved aside first); every file the run reads is checked before anything is written.
+    ``threads``: torch's CPU thread count, stored in the run (a resume uses the stored one).
     """
-    configure_process()
+    if stop_at is not None:
+        check_positive("stop_at", stop_at)
     world = data if isinstance(data, World) else World(data)
     if feature_dim == "data":
         cfg = cfg.replace(feature_dim=world.meta.feature_dim)
@@ -53,34 +61,28 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
                          f"features of width {world.meta.feature_dim}, the config's data.feature_dim is "
                          f"{cfg.data.feature_dim} (pass feature_dim=\"data\" to take the data's width)")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     device = get_device(device)
+    threads = threads if threads is not None else torch.get_num_threads()   # recorded in the run
+    run = open_run(out, cfg, seed=seed, dataset=world.root, threads=threads, resume=resume, overwrite=overwrite)
+    configure_process(threads=run.threads)
+    validate_training_data(world, cfg, progress=progress)
+    run.begin()                  # the first write: the inputs are valid
     seed_everything(seed)
     model = FSCAL(cfg).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
-    step, best = 0, -1.0
-    log_path = out / "metrics.jsonl"
-    if resume:
-        state = read_checkpoint(out / "last.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        step, best = state["step"], state["best"]
-        kept = [ln for ln in log_path.read_text().splitlines() if json.loads(ln)["step"] <= step]
-        log_path.write_text("".join(ln + "\n" for ln in kept))
-    else:
-        log_path.write_text("")
-    (out / "config.json").write_text(json.dumps({**cfg.to_dict(), "seed": seed, "data": str(world.root)},
-                                                indent=1) + "\n")
+    step, best = run.step, run.best
+    if run.state is not None:
+        model.load_state_dict(run.state["model"])
+        optimizer.load_state_dict(run.state["optimizer"])
+        scheduler.load_state_dict(run.state["scheduler"])
+        torch.set_rng_state(run.state["torch_rng"])
     opt = cfg.optim
     episodes = RandomEpisodes(world, "base", cfg.data.shots, opt.steps * opt.batch_size, cfg.data.T, cfg.data.T_S, seed)
     amp = device.type == "cuda"
 
     def log(record):
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        run.log(record)
         if callback is not None:
             callback(record)
 
@@ -109,11 +111,12 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
         bar.set_postfix(loss=f"{record['loss']:.3f}")
         if (step + 1) % cfg.optim.eval_every == 0 or step + 1 == cfg.optim.steps:
             record.update(validate())
-            record["time_s"] = round(time.perf_counter() - start, 2)
             if record["val_mAP@0.5"] > best:
                 best = record["val_mAP@0.5"]
                 save_checkpoint(out / "best.pt", model, step=step + 1, best=best)
-            save_checkpoint(out / "last.pt", model, optimizer, scheduler, step=step + 1, best=best)
+            # last.pt carries every record so far, this one included: a kill before log() loses nothing
+            save_checkpoint(out / "last.pt", model, optimizer, scheduler, step=step + 1, best=best,
+                            extra=run.checkpoint_extra(record))
         log(record)
     return {"best_val_mAP@0.5": best, "steps": cfg.optim.steps, "train_time_s": round(time.perf_counter() - start, 2),
             "cpu_time_s": round(time.process_time() - cpu_start, 2)}
@@ -124,7 +127,9 @@ def main_train(args) -> int:
     overrides = {"shots": args.shots} | ({"steps": args.steps} if args.steps else {})
     cfg = get_config(args.preset, ablate=args.ablate, **overrides)
     summary = train(cfg, args.data, args.out, seed=args.seed, device=args.device, resume=args.resume,
-                    feature_dim="data")
-    print(f"wrote {args.out}/best.pt, last.pt, config.json, metrics.jsonl")
+                    overwrite=args.overwrite, threads=args.threads, feature_dim="data")
+    written = [name for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl")
+               if (Path(args.out) / name).is_file()]
+    print(f"wrote {args.out}/: {', '.join(written)}")
     print(json.dumps(summary))
     return 0

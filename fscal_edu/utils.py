@@ -9,16 +9,45 @@ import inspect
 import json
 import os
 import random
+import re
 
 import numpy as np
 import torch
 
 
+def check_device(name) -> str | None:
+    """A device name checked: ``None``/``"auto"`` -> None (the best available), else ``cpu``,
+    ``cuda``, ``cuda:N`` or ``mps``, present on this machine; anything else is an
+    :class:`FscalError` naming the field ``device``."""
+    if name is None or isinstance(name, torch.device):
+        return None if name is None else str(name)
+    text = str(name).strip().lower()
+    if text in ("", "auto"):
+        return None
+    if text == "cpu":
+        return text
+    m = re.fullmatch(r"cuda(?::(\d+))?", text)
+    if m:
+        if not torch.cuda.is_available():
+            why = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise FscalError(f"{where(field='device')}: {name!r} is not available ({why}); use cpu or auto")
+        if m.group(1) is not None and int(m.group(1)) >= torch.cuda.device_count():
+            raise FscalError(f"{where(field='device')}: {name!r} is not available (this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s))")
+        return text
+    if text == "mps":
+        if getattr(torch.backends, "mps", None) is None or not torch.backends.mps.is_available():
+            raise FscalError(f"{where(field='device')}: 'mps' is not available on this machine; use cpu or auto")
+        return text
+    raise FscalError(f"{where(field='device')}: unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
+
+
 def get_device(name=None) -> torch.device:
     """The one device helper: ``cuda`` if present, then ``mps``, then ``cpu``; ``name`` (a string or
-    a ``torch.device``) overrides."""
+    a ``torch.device``) overrides, checked by :func:`check_device`."""
     if isinstance(name, torch.device):
         return name
+    name = check_device(name)
     if name:
         return torch.device(name)
     if torch.cuda.is_available():

@@ -7,6 +7,8 @@ it is kept in the episode only so that evaluation knows which instances count.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +24,17 @@ from .features import FeatureMeta, crop, find_feature_file, read_features, resam
 # Sampling and episode files
 # ---------------------------------------------------------------------------------------------
 
+def check_shots(shots) -> int:
+    """K, the support clips per episode: an integer >= 1."""
+    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
+        raise FscalError(f"{where(field='shots')}: K (support clips per episode) must be an integer "
+                         f">= 1, got {shots!r}")
+    return int(shots)
+
+
 def sample_episode(by_class: dict, label: str, shots: int, rng: np.random.Generator, eid: str) -> dict:
     """One episode of class ``label``: a query video holding it, ``shots`` supports from other videos."""
+    check_shots(shots)
     clips = by_class[label]
     videos = sorted({v for v, _ in clips})
     query = videos[rng.integers(len(videos))]
@@ -39,6 +50,7 @@ def sample_episode(by_class: dict, label: str, shots: int, rng: np.random.Genera
 def sample_episodes(annotations: dict, classes, shots: int, n: int, *, seed: int = 0,
                     prefix: str = "ep") -> list[dict]:
     """``n`` episodes balanced over ``classes`` (class ``i % len(classes)`` of a shuffled order)."""
+    check_shots(shots)
     by_class = instances_by_class(annotations)
     classes = list(classes)
     if not classes:
@@ -64,25 +76,52 @@ def save_episodes(episodes: list[dict], path) -> Path:
     return path
 
 
-def load_episodes(path, annotations: dict | None = None, *, shots: int | None = None) -> list[dict]:
-    """Read ``episodes.json`` and check every episode (:func:`validate_episode`)."""
+def load_episodes(path, annotations: dict | None = None, *, shots: int | None = None,
+                  split: str | None = None, splits: dict | None = None, meta=None) -> list[dict]:
+    """Read ``episodes.json`` and check every episode (:func:`validate_episode`).
+
+    With ``annotations``, a support segment that ends past its video is clipped to the video's
+    duration and one shorter than one snippet (``meta``, the :class:`FeatureMeta`) is kept; each
+    case gives one warning naming the file and the videos, like the annotation loader's clipping.
+    """
     path = Path(path)
     raw = read_json(path, "the episodes file")
     if not isinstance(raw, dict) or not isinstance(raw.get("episodes"), list):
         raise FscalError(f"{where(file=path, field='episodes')}: expected {{\"episodes\": [...]}}")
     episodes = raw["episodes"]
+    clipped, short = [], []
     for ep in episodes:
-        validate_episode(ep, annotations, file=path, shots=shots)
+        validate_episode(ep, annotations, file=path, shots=shots, split=split, splits=splits)
+        if annotations is None:
+            continue
+        for clip in ep["support"]:
+            start, end = clip["segment"]
+            duration = float(annotations["database"][clip["video"]]["duration"])
+            if end > duration:
+                clip["segment"] = [start, duration]
+                clipped.append(clip["video"])
+            if meta is not None and min(end, duration) - start < meta.snippet_seconds(duration):
+                short.append(clip["video"])
+    for videos, what in ((clipped, "clipped {n} support segment(s) that end past their video to its duration"),
+                         (short, "{n} support segment(s) are shorter than one feature snippet")):
+        if videos:
+            names = sorted(set(videos))
+            warnings.warn(f"{where(file=path, field='support.segment')}: {what.format(n=len(videos))}, in "
+                          f"{len(names)} video(s): {', '.join(names[:5])}" + (", ..." if len(names) > 5 else ""),
+                          stacklevel=2)
     return episodes
 
 
-def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: int | None = None) -> None:
+def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: int | None = None,
+                     split: str | None = None, splits: dict | None = None) -> None:
     """Clear errors for malformed episodes, naming the file, the video and the field.
 
-    Always: the keys ``id, label, query, support``, at least ``shots`` support clips, each a dict
-    with ``video`` and a finite ``segment`` with ``0 <= start < end``. With ``annotations``: the
-    query and support videos exist, the query holds the class, no support comes from the query,
-    and each support starts before its video's end.
+    Always: the keys ``id, label, query, support``, exactly ``shots`` support clips (at least one
+    if ``shots`` is None), each a dict with ``video`` and a finite ``segment`` with
+    ``0 <= start < end``. With ``split`` and ``splits``: the class belongs to that split (a stale
+    episodes file whose classes moved is an error). With ``annotations``: the query and support
+    videos exist, the query holds the class, no support comes from the query, and each support
+    starts before its video's end.
     """
     if not isinstance(ep, dict):
         raise FscalError(f"{where(file=file, field='episodes')}: an episode must be a dict, got {ep!r:.60}")
@@ -90,10 +129,20 @@ def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: in
         if key not in ep:
             raise FscalError(f"{where(file=file, video=ep.get('query'), field=key)}: episode "
                              f"{ep.get('id')!r} lacks {key!r}")
-    name, query, support, k = ep["id"], ep["query"], ep["support"], shots or 1
-    if not isinstance(support, list) or len(support) < k:
+    name, query, support = ep["id"], ep["query"], ep["support"]
+    if not isinstance(support, list) or len(support) < (shots or 1):
         raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} needs a "
-                         f"list of at least K = {k} support clip(s), got {support!r:.80}")
+                         f"list of {'K = ' + str(shots) if shots else 'at least 1'} support clip(s), "
+                         f"got {support!r:.80}")
+    if shots is not None and len(support) != shots:
+        raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} has "
+                         f"{len(support)} support clips; a {shots}-shot episode file needs exactly K = {shots}")
+    if splits is not None and split is not None and ep["label"] not in splits.get(split, ()):
+        home = next((s for s, names in splits.items() if ep["label"] in names), None)
+        raise FscalError(f"{where(file=file, video=query, field='label')}: episode {name!r} has class "
+                         f"{ep['label']!r}, which is not in split {split!r}"
+                         + (f" (splits.json puts it in {home!r})" if home else "")
+                         + "; the episodes file does not match splits.json: sample it again")
     for clip in support:
         if not isinstance(clip, dict) or "video" not in clip or "segment" not in clip:
             raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} has "
@@ -148,6 +197,8 @@ class World:
         self.splits = load_splits(self.root / "splits.json", classes=self.labels)
         self.label_index = {c: i for i, c in enumerate(self.labels)}
         self._cache: dict[str, np.ndarray] = {}
+        self._clips: OrderedDict = OrderedDict()    # (video, segment, length) -> resampled clip
+        self._clip_bytes = 0
 
     def features(self, video_id: str) -> np.ndarray:
         """``(T, C)`` float32 features of one video (validated: width, NaN, length)."""
@@ -159,6 +210,26 @@ class World:
             self._cache[video_id] = read_features(path, expected_dim=self.meta.feature_dim, video_id=video_id)
         return self._cache[video_id]
 
+    CLIP_CACHE_BYTES = 512 * 2**20
+
+    def clip(self, video_id: str, segment, length: int) -> np.ndarray:
+        """``(length, C)`` float32: ``segment`` (seconds; ``None``: the whole video) resampled to
+        ``length`` snippets. Kept in a cache (least recently used out past 512 MB), since
+        training episodes draw the same videos and instances again and again; read-only."""
+        key = (video_id, None if segment is None else tuple(segment), length)
+        if key in self._clips:
+            self._clips.move_to_end(key)
+            return self._clips[key]
+        x = self.features(video_id)                                                # (T_video, C)
+        start, end = (0.0, float(len(x))) if segment is None else self.to_index(video_id, segment, len(x))
+        clip = crop(x, float(start), float(end), length)                           # (length, C)
+        clip.flags.writeable = False
+        self._clips[key] = clip
+        self._clip_bytes += clip.nbytes
+        while self._clip_bytes > self.CLIP_CACHE_BYTES and len(self._clips) > 1:
+            self._clip_bytes -= self._clips.popitem(last=False)[1].nbytes
+        return clip
+
     def duration(self, video_id: str) -> float:
         return float(self.annotations["database"][video_id]["duration"])
 
@@ -167,7 +238,8 @@ class World:
         if not path.is_file():
             raise FscalError(f"{where(file=path, field='path')}: no fixed {shots}-shot episodes for "
                              f"split {split!r}")
-        return load_episodes(path, self.annotations, shots=shots)
+        return load_episodes(path, self.annotations, shots=shots, split=split, splits=self.splits,
+                             meta=self.meta)
 
     def to_index(self, video_id: str, t, num_snippets: int):
         """Seconds -> snippet coordinates on an axis of ``num_snippets`` snippets of this video."""
@@ -191,13 +263,11 @@ def episode_tensors(world: World, ep: dict, T: int, T_S: int) -> dict:
     snippet coordinates of the resampled query.
     """
     q = ep["query"]
-    X_Q = resample(world.features(q), T)                                       # (T, C)
-    X_S = np.stack([crop(world.features(c["video"]), *world.to_index(c["video"], c["segment"],
-                                                                   len(world.features(c["video"]))), T_S)
-                    for c in ep["support"]])                                  # (K, T_S, C)
+    X_Q = world.clip(q, None, T)                                               # (T, C)
+    X_S = np.stack([world.clip(c["video"], c["segment"], T_S) for c in ep["support"]])  # (K, T_S, C)
     gt = [a["segment"] for a in world.annotations["database"][q]["annotations"] if a["label"] == ep["label"]]
     gt = np.asarray(world.to_index(q, np.asarray(gt, dtype=np.float64).reshape(-1, 2), T), dtype=np.float32)
-    return {"query": torch.from_numpy(X_Q), "support": torch.from_numpy(X_S), "gt": torch.from_numpy(gt),
+    return {"query": torch.tensor(X_Q), "support": torch.from_numpy(X_S), "gt": torch.from_numpy(gt),
             "label": world.label_index[ep["label"]], "id": ep["id"], "video": q,
             "duration": world.duration(q)}
 
@@ -222,7 +292,7 @@ class RandomEpisodes(Dataset):
     """
 
     def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0):
-        self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, shots, length, T, T_S, seed
+        self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, check_shots(shots), length, T, T_S, seed
         if not world.splits.get(split):
             raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
                              f"{split!r} to draw training episodes from")
@@ -245,6 +315,16 @@ def collate(items: list[dict]) -> dict:
     query ``(B, T, C)``, support ``(B, K, T_S, C)``, gt ``(B, G, 2)``, gt_mask ``(B, G)``,
     label ``(B,)`` (class index, used only by the training losses), plus lists of ids and durations.
     """
+    if not items:
+        raise FscalError(f"{where(field='batch')}: no episode to collate")
+    for key, what in (("support", "support clips (K, T_S, C)"), ("query", "query snippets (T, C)")):
+        first = items[0]
+        for it in items[1:]:
+            if it[key].shape != first[key].shape:
+                raise FscalError(f"{where(video=it['video'], field=key)}: episode {it['id']!r} has "
+                                 f"{what} {tuple(it[key].shape)}, episode {first['id']!r} has "
+                                 f"{tuple(first[key].shape)}; one batch needs one shape (K = "
+                                 f"{len(first['support'])})")
     B, G = len(items), max(1, max(len(it["gt"]) for it in items))
     gt = torch.zeros(B, G, 2)
     gt_mask = torch.zeros(B, G, dtype=torch.bool)

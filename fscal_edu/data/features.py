@@ -11,6 +11,7 @@ continuous line from 0 to T on which snippet ``i`` covers ``[i, i + 1)`` and sit
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,9 +50,18 @@ class FeatureMeta:
         raw = read_json(path, "features.json")
         if not isinstance(raw, dict) or "feature_dim" not in raw:
             raise FscalError(f"{where(file=path, field='feature_dim')}: required key is missing")
-        known = {"feature_dim", "fps", "feat_stride", "num_frames", "resize_length"}
-        meta = cls(**{k: v for k, v in raw.items() if k in known})
-        if not isinstance(meta.feature_dim, int) or meta.feature_dim <= 0:
+        kinds = {"feature_dim": int, "fps": float, "feat_stride": int, "num_frames": int, "resize_length": int}
+        for key, kind in kinds.items():
+            value = raw.get(key)
+            if value is None and key != "feature_dim":
+                continue
+            number = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if not number or (kind is int and not float(value).is_integer()) or not math.isfinite(value):
+                raise FscalError(f"{where(file=path, field=key)}: must be a positive {'integer' if kind is int else 'number'}"
+                                 f" (a JSON number, not a string), got {value!r}")
+        meta = cls(**{k: (int(v) if kinds[k] is int else v) for k, v in raw.items()
+                      if k in kinds and v is not None})
+        if meta.feature_dim <= 0:
             raise FscalError(f"{where(file=path, field='feature_dim')}: must be a positive integer")
         if meta.resize_length is None:
             for key in ("fps", "feat_stride", "num_frames"):
@@ -62,6 +72,10 @@ class FeatureMeta:
         elif meta.resize_length <= 0:
             raise FscalError(f"{where(file=path, field='resize_length')}: must be positive")
         return meta
+
+    def snippet_seconds(self, duration: float) -> float:
+        """How many seconds one snippet of a video of ``duration`` seconds covers."""
+        return self.feat_stride / self.fps if self.strided else duration / self.resize_length
 
     def save(self, directory) -> Path:
         path = Path(directory) / "features.json"
@@ -174,6 +188,9 @@ def crop(x, start: float, end: float, length: int):
 
     The ``length`` new snippets sit at the centres of ``length`` equal bins of the window.
     """
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise FscalError(f"{where(field='length')}: features are cut or resampled to a positive number "
+                         f"of snippets, got {length!r}")
     is_np = isinstance(x, np.ndarray)
     t = torch.as_tensor(x, dtype=torch.float32)
     pos = start + (torch.arange(length, dtype=torch.float32) + 0.5) * (end - start) / length

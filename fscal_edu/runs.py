@@ -1,0 +1,304 @@
+"""Run directories: who owns them, what a resume must match, and the data check before step 1.
+
+A run directory ``RUN`` holds ``config.json`` (the config, the seed, the data, the thread count),
+``metrics.jsonl`` (one record per step), ``last.pt`` (everything an exact resume needs, *and every
+record logged so far*) and ``best.pt``. The rules:
+
+* **A run directory is owned.** Training into a directory that already holds a run is an error
+  unless the caller resumes it (``resume=True``, ``--resume``) or replaces it (``overwrite=True``,
+  ``--overwrite``: the old directory is moved aside to ``RUN.replaced-N``, never deleted).
+* **Nothing is written before the inputs are validated**: :func:`open_run` only reads and checks,
+  :func:`validate_training_data` reads every feature file the run will touch, and only then
+  :meth:`Run.begin` writes.
+* **A resume checks what it resumes**: the checkpoint's config, seed, data directory and feature
+  width must equal the request's (an error lists the fields that differ); the thread count is
+  the one stored in the run (it is part of the numbers a CPU run produces).
+* **A kill at any instant leaves a resumable, consistent pair.** ``last.pt`` is written atomically
+  and carries every record up to its step; a resume rewrites ``metrics.jsonl`` from it, so a torn
+  last line, a lost record or a missing log cannot survive a resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import Config
+from .utils import FscalError, where
+
+RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
+RUN_KEYS = ("seed", "dataset", "threads")     # what config.json holds beside the config sections
+
+
+# ---------------------------------------------------------------------------------------------
+# Small file helpers
+# ---------------------------------------------------------------------------------------------
+
+def write_atomic(path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def run_files(out) -> list[str]:
+    """The run files present in ``out`` (empty if ``out`` holds no run)."""
+    out = Path(out)
+    return [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    """``{"data": {"shots": 5}}`` -> ``{"data.shots": 5}`` (lists and tuples compare as lists)."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flat(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def config_differences(stored: dict, requested: dict) -> list[str]:
+    """``["optim.steps: run 20, request 40", ...]`` for every field whose value differs."""
+    a, b = _flat(stored), _flat(requested)
+    return [f"{k}: run {a.get(k, '(absent)')!r}, request {b.get(k, '(absent)')!r}"
+            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def run_config(cfg: Config, *, seed: int, dataset, threads: int | None) -> dict:
+    """What ``config.json`` holds: the config sections, then ``seed``, ``dataset`` (the data
+    directory, resolved) and ``threads`` (torch's intra-op thread count, None = torch's default)."""
+    return {**cfg.to_dict(), "seed": seed, "dataset": str(Path(dataset).resolve()), "threads": threads}
+
+
+def read_run_config(path) -> dict:
+    """``config.json`` of a run, with a clear error for a missing or corrupt file."""
+    from .utils import read_json
+    raw = read_json(path, "the run's config.json")
+    if not isinstance(raw, dict):
+        raise FscalError(f"{where(file=path, field='config')}: expected a JSON object")
+    return raw
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening a run: ownership and resume checks (reads only)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    """A run directory about to be trained into; :func:`open_run` makes one, :meth:`begin` writes."""
+
+    out: Path
+    config: dict                              # run_config(...) of this run
+    resume: bool = False
+    overwrite: bool = False
+    state: dict | None = None                 # the last.pt to continue from (resume only)
+    records: list = field(default_factory=list)
+    elapsed_s: float = 0.0                    # wall time of earlier sessions (from last.pt)
+    moved_to: Path | None = None
+    _t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def step(self) -> int:
+        return int(self.state["step"]) if self.state else 0
+
+    @property
+    def best(self) -> float:
+        return float(self.state["best"]) if self.state else -1.0
+
+    @property
+    def threads(self) -> int | None:
+        return self.config.get("threads")
+
+    @property
+    def log_path(self) -> Path:
+        return self.out / "metrics.jsonl"
+
+    def begin(self) -> "Run":
+        """Write the run's start: move an old run aside (``overwrite``), ``config.json``, and
+        ``metrics.jsonl`` (empty, or rewritten from ``last.pt``'s records when resuming)."""
+        if self.overwrite and run_files(self.out):
+            n = 1
+            while (aside := self.out.with_name(f"{self.out.name}.replaced-{n}")).exists():
+                n += 1
+            os.replace(self.out, aside)
+            self.moved_to = aside
+            warnings.warn(f"{where(file=self.out, field='out')}: moved the run that was there aside "
+                          f"to {str(aside)!r}", stacklevel=2)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.out / "config.json", json.dumps(self.config, indent=1) + "\n")
+        write_atomic(self.log_path, "".join(json.dumps(r) + "\n" for r in self.records))
+        self._t0 = time.perf_counter()
+        return self
+
+    def log(self, record: dict) -> None:
+        """Append one record to ``metrics.jsonl`` (and to the records the next last.pt carries)."""
+        self.records.append(record)
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def checkpoint_extra(self, record: dict | None = None) -> dict:
+        """``extra`` for ``last.pt``: the run's identity, every record so far (plus ``record``, the
+        one being completed) and the wall time so far, so that a resume can rebuild the log."""
+        records = self.records + ([record] if record is not None else [])
+        return {"run": {k: self.config.get(k) for k in RUN_KEYS}, "metrics": records,
+                "time_s": round(self.elapsed(), 2)}
+
+    def elapsed(self) -> float:
+        """Wall time of the run so far, over all its sessions."""
+        return self.elapsed_s + time.perf_counter() - self._t0
+
+
+def open_run(out, cfg: Config, *, seed: int, dataset, threads: int | None = None, resume: bool = False,
+             overwrite: bool = False) -> Run:
+    """Check that ``out`` may be trained into, and, for a resume, that it is this very run.
+
+    Reads only. Errors (:class:`FscalError`, naming the file and the field): ``out`` is a file;
+    ``out`` holds a run and neither ``resume`` nor ``overwrite`` is given; ``resume`` with nothing
+    to resume; an unreadable or empty ``last.pt``; a checkpoint whose config, seed, data directory
+    or feature width differs from the request (all differing fields are listed). A resume takes
+    the thread count stored in the run (``threads`` is then ignored).
+    """
+    out = Path(out)
+    if resume and overwrite:
+        raise FscalError(f"{where(file=out, field='out')}: resume and overwrite exclude each other")
+    if out.exists() and not out.is_dir():
+        raise FscalError(f"{where(file=out, field='out')}: exists and is not a directory")
+    request = run_config(cfg, seed=seed, dataset=dataset, threads=threads)
+    present = run_files(out)
+    if not resume:
+        if present and not overwrite:
+            raise FscalError(f"{where(file=out, field='out')}: already holds a run ({', '.join(present)}); "
+                             f"continue it with --resume (resume=True) or replace it with --overwrite "
+                             f"(overwrite=True)")
+        return Run(out, request, overwrite=overwrite)
+    if not present:
+        raise FscalError(f"{where(file=out, field='out')}: nothing to resume (no last.pt, no config.json); "
+                         f"train without --resume to start this run")
+    stored_cfg, stored_run, state, records, elapsed = None, {}, None, [], 0.0
+    if (out / "last.pt").exists():
+        from .checkpoints import read_checkpoint
+        path = out / "last.pt"
+        state = read_checkpoint(path)
+        missing = [k for k in ("model", "optimizer", "scheduler", "step", "best", "torch_rng") if k not in state]
+        if missing:
+            raise FscalError(f"{where(file=path, field=missing[0])}: not a resumable checkpoint "
+                             f"(lacks {', '.join(missing)}; best.pt-style files cannot be resumed)")
+        stored_cfg, extra = state.get("config"), state.get("extra") or {}
+        stored_run = dict(extra.get("run") or {})
+        records = extra.get("metrics")
+        elapsed = float(extra.get("time_s") or 0.0)
+        if records is None:                       # a checkpoint of an older version: read the log
+            records = _legacy_records(out / "metrics.jsonl", int(state["step"]))
+        if not stored_run and (out / "config.json").is_file():
+            stored_run = {k: v for k, v in read_run_config(out / "config.json").items() if k in RUN_KEYS}
+        source = path
+    else:                                          # killed before the first checkpoint: start again
+        raw = read_run_config(out / "config.json")
+        stored_cfg = {k: v for k, v in raw.items() if k not in RUN_KEYS}
+        stored_run = {k: v for k, v in raw.items() if k in RUN_KEYS}
+        source = out / "config.json"
+    try:
+        stored = Config.from_dict(stored_cfg).to_dict()
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise FscalError(f"{where(file=source, field='config')}: {e}") from None
+    request["threads"] = stored_run.get("threads", threads)     # the run's thread count wins
+    mine, asked = dict(stored), {k: v for k, v in request.items() if k not in RUN_KEYS}
+    for k in ("seed", "dataset"):
+        if k in stored_run:
+            mine[k], asked[k] = stored_run[k], request[k]
+    diffs = [d for d in config_differences(mine, asked) if not d.split(":")[0].endswith("threads")]
+    if diffs:
+        raise FscalError(f"{where(file=source, field='config')}: this run cannot be resumed with "
+                         f"other settings; {len(diffs)} field(s) differ: {'; '.join(diffs)} "
+                         f"(resume with the run's own options, or train into another --out)")
+    return Run(out, request, resume=True, state=state, records=list(records), elapsed_s=elapsed)
+
+
+def _legacy_records(path: Path, step: int) -> list[dict]:
+    """The records of ``metrics.jsonl`` up to ``step`` (checkpoints written before the records
+    travelled inside last.pt); a torn line after ``step`` is dropped, one before it is an error."""
+    if not path.is_file():
+        raise FscalError(f"{where(file=path, field='path')}: the run's metrics log is missing and "
+                         f"its last.pt (an older format) does not carry the records")
+    records = []
+    for i, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        try:
+            record = json.loads(line)
+            if not isinstance(record.get("step"), int):
+                raise ValueError("no integer 'step'")
+        except (ValueError, AttributeError) as e:
+            if len(records) >= step:              # a torn line past the checkpoint: redone anyway
+                break
+            raise FscalError(f"{where(file=path, field=f'line {i}')}: not a metrics record ({e})") from None
+        if record["step"] <= step:
+            records.append(record)
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
+# The data check before step 1
+# ---------------------------------------------------------------------------------------------
+
+def check_class_counts(world, classes, shots: int) -> None:
+    """Every class can make a ``shots``-shot episode whichever of its videos is the query."""
+    from .data.annotations import instances_by_class
+    by_class = instances_by_class(world.annotations)
+    ann = world.root / "annotations.json"
+    for c in classes:
+        clips = by_class.get(c, [])
+        per_video: dict[str, int] = {}
+        for v, _ in clips:
+            per_video[v] = per_video.get(v, 0) + 1
+        for v, n in sorted(per_video.items()):
+            if len(clips) - n < shots:
+                raise FscalError(f"{where(file=ann, video=v, field='label')}: class {c!r} has {len(clips)} "
+                                 f"clip(s) in {len(per_video)} video(s); an episode whose query is this "
+                                 f"video finds only {len(clips) - n} clip(s) in other videos, fewer than "
+                                 f"K = {shots}")
+
+
+def training_videos(world, cfg: Config, val_episodes: list[dict]) -> list[str]:
+    """Every video a run reads: those holding a base class, and the fixed val episodes' videos."""
+    base = set(world.splits["base"])
+    videos = {v for v, entry in world.annotations["database"].items()
+              if any(a["label"] in base for a in entry["annotations"])}
+    for ep in val_episodes:
+        videos |= {ep["query"], *(c["video"] for c in ep["support"])}
+    return sorted(videos)
+
+
+def validate_training_data(world, cfg: Config, *, progress: bool = True) -> None:
+    """Everything a run will read, checked once before its first step (errors name file, video, field).
+
+    * the base split is not empty and every base class can make a K-shot episode from any of its
+      videos (:func:`check_class_counts`);
+    * the fixed val episodes (``episodes_val_<K>shot.json``) exist, have exactly K supports, and
+      belong to the val split (:meth:`World.episodes`);
+    * every feature file of a base-class video or a val episode reads as ``(T, C)`` with the
+      right width and finite values (read once, so training reuses the cache).
+    """
+    from tqdm.auto import tqdm
+    shots = cfg.data.shots
+    if not world.splits.get("base"):
+        raise FscalError(f"{where(file=world.root / 'splits.json', field='base')}: no base classes to "
+                         f"train on")
+    check_class_counts(world, world.splits["base"], shots)
+    val = world.episodes("val", shots)
+    for v in tqdm(training_videos(world, cfg, val), desc="check data", disable=not progress, leave=False):
+        world.features(v)
+
+
+def check_positive(name: str, value, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``, else an error naming the argument ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise FscalError(f"{where(field=name)}: must be an integer >= {minimum}, got {value!r}")
+    return value

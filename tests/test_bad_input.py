@@ -1,0 +1,234 @@
+"""Bad input (issue 10, items 5-10, 12, 13): one line naming the file, the video or the option and
+the field, exit code 2, no traceback, nothing lost; or handled (warned, refused) as the item says."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fscal_edu.config import get_config
+from fscal_edu.data.annotations import load_annotations
+from fscal_edu.data.episodes import RandomEpisodes, World, collate, episode_tensors, sample_episodes
+from fscal_edu.data.features import FeatureMeta, resample
+from fscal_edu.evaluation import evaluate_detection
+from fscal_edu.train import train
+from fscal_edu.utils import FscalError, get_device
+
+from worlds import SHIPPED, assert_error, base_video, copy_world, edit_json, run_cli, write_features
+
+
+@pytest.fixture
+def world_dir(tmp_path):
+    return copy_world(tmp_path / "w")
+
+
+def first_episode(path):
+    return json.loads(path.read_text())["episodes"][0]
+
+
+# --- item 5: more supports than K -----------------------------------------------------------------
+
+def test_episode_with_more_supports_than_k(world_dir, capsys):
+    path = world_dir / "episodes_test_5shot.json"
+    ep = first_episode(path)
+    edit_json(path, lambda d: d["episodes"][0]["support"].append(d["episodes"][1]["support"][0]))
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 str(path), f"video '{ep['query']}'", "field 'support'", "6", "K = 5")
+
+
+def test_collate_refuses_episodes_of_different_shapes():
+    world = World(SHIPPED)
+    eps = world.episodes("test", 5)[:2]
+    a = episode_tensors(world, eps[0], 32, 8)
+    b = episode_tensors(world, {**eps[1], "support": eps[1]["support"] + eps[0]["support"][:1]}, 32, 8)
+    with pytest.raises(FscalError, match=f"video '{eps[1]['query']}', field 'support'.*6.*5"):
+        collate([a, b])
+
+
+# --- item 6: episodes checked against their split -------------------------------------------------
+
+def test_stale_episode_file_whose_classes_are_now_base(world_dir, capsys):
+    ep = first_episode(world_dir / "episodes_test_5shot.json")
+
+    def move(splits):
+        splits["test"].remove(ep["label"])
+        splits["base"].append(ep["label"])
+    edit_json(world_dir / "splits.json", move)
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 "episodes_test_5shot.json", f"video '{ep['query']}'", "field 'label'", "'test'", "base")
+
+
+# --- item 7: training data checked before the first step -----------------------------------------
+
+def test_nan_in_one_base_video_stops_before_anything_is_written(world_dir, tmp_path):
+    video = base_video(world_dir)
+    x = np.load(SHIPPED / "features" / f"{video}.npy")
+    x[5, 3] = np.nan
+    write_features(world_dir, video, x)
+    out = tmp_path / "run"
+    with pytest.raises(FscalError, match=f"{video}.npy.*video '{video}', field 'feats'.*NaN"):
+        train(get_config("tiny", steps=300), world_dir, out, device="cpu", progress=False)
+    assert not out.exists()
+
+
+def test_base_class_in_one_video_only(world_dir, tmp_path, capsys):
+    ann = json.loads((world_dir / "annotations.json").read_text())
+    label = json.loads((world_dir / "splits.json").read_text())["base"][0]
+    keep = next(v for v, e in sorted(ann["database"].items()) if any(a["label"] == label for a in e["annotations"]))
+    for v, e in ann["database"].items():
+        if v != keep:
+            e["annotations"] = [a for a in e["annotations"] if a["label"] != label]
+    (world_dir / "annotations.json").write_text(json.dumps(ann))
+    out = tmp_path / "run"
+    assert_error(run_cli(capsys, "train", "--data", world_dir, "--preset", "tiny", "--out", out), "train",
+                 "annotations.json", f"video '{keep}'", "field 'label'", repr(label), "K = 5")
+    assert not out.exists()
+
+
+# --- item 8: devices ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu"] + ([] if torch.cuda.is_available() else ["cuda", "cuda:0"]))
+def test_bad_or_absent_device(tmp_path, capsys, command, device):
+    args = (["--preset", "tiny", "--out", tmp_path / "r"] if command == "train" else ["--baseline", "prototype"])
+    assert_error(run_cli(capsys, command, "--data", SHIPPED, *args, "--device", device), command,
+                 "--device", device)
+    assert not (tmp_path / "r").exists()
+
+
+def test_get_device_names_the_field():
+    with pytest.raises(FscalError, match="field 'device'.*'gpu'"):
+        get_device("gpu")
+    assert get_device("cpu") == torch.device("cpu")
+
+
+# --- item 9: evaluate --out ----------------------------------------------------------------------
+
+def test_evaluate_out_into_a_missing_folder_fails_before_evaluating(tmp_path, capsys, monkeypatch):
+    import fscal_edu.inference as inference
+    monkeypatch.setattr(inference, "evaluate_prototype", lambda *a, **k: pytest.fail("evaluated first"))
+    out = tmp_path / "no_such_dir" / "pred.json"
+    assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--baseline", "prototype", "--out", out),
+                 "evaluate", str(out), "field '--out'", "folder")
+
+
+def test_evaluate_out_never_overwrites_the_dataset(world_dir, capsys):
+    before = (world_dir / "annotations.json").read_bytes()
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype", "--out",
+                         world_dir / "annotations.json"), "evaluate", "annotations.json", "field '--out'", "dataset")
+    assert (world_dir / "annotations.json").read_bytes() == before
+
+
+# --- item 10: features.json with quoted numbers -------------------------------------------------
+
+@pytest.mark.parametrize("raw, field", [
+    ({"feature_dim": 64, "fps": "30", "feat_stride": 4, "num_frames": 16}, "fps"),
+    ({"feature_dim": "64", "resize_length": 128}, "feature_dim"),
+    ({"feature_dim": 64, "resize_length": "128"}, "resize_length"),
+    ({"feature_dim": 64, "fps": 30, "feat_stride": True, "num_frames": 16}, "feat_stride"),
+])
+def test_features_json_with_quoted_numbers(world_dir, capsys, raw, field):
+    (world_dir / "features.json").write_text(json.dumps(raw))
+    with pytest.raises(FscalError, match=f"features.json.*field '{field}'"):
+        FeatureMeta.load(world_dir)
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 "features.json", f"field '{field}'")
+
+
+# --- item 12: cryptic messages ------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value", [("--shots", 0), ("--shots", -2), ("--seed", -1), ("--threads", 0)])
+def test_train_options_are_checked_by_argparse(tmp_path, capsys, option, value):
+    assert_error(run_cli(capsys, "train", "--data", SHIPPED, "--preset", "tiny", "--out", tmp_path / "r",
+                         option, value), "train", f"argument {option}", str(value))
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("option, value", [("--shots", 0), ("--shots", -2)])
+def test_evaluate_shots_checked_by_argparse(capsys, option, value):
+    assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--baseline", "prototype", option, value),
+                 "evaluate", f"argument {option}")
+
+
+LATIN1 = '{"note": "caf\xe9"}'.encode("latin-1")
+
+
+def test_non_utf8_episode_file_and_features_json(world_dir, capsys):
+    (world_dir / "episodes_test_5shot.json").write_bytes(LATIN1)
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 "episodes_test_5shot.json", "utf-8")
+    (world_dir / "features.json").write_bytes(LATIN1)
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 "features.json", "utf-8")
+
+
+def test_non_utf8_score_input(tmp_path, capsys):
+    pred = tmp_path / "pred.json"
+    pred.write_bytes(LATIN1)
+    assert_error(run_cli(capsys, "score", SHIPPED / "annotations.json", pred), "score", str(pred), "utf-8")
+
+
+def test_oserror_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert_error(run_cli(capsys, "train", "--data", SHIPPED, "--preset", "tiny", "--out", blocker / "run"),
+                 "train", str(blocker))
+
+
+# --- item 13: no longer accepted silently --------------------------------------------------------
+
+def test_support_past_the_video_end_or_shorter_than_a_snippet_warns(world_dir):
+    path = world_dir / "episodes_test_5shot.json"
+    ann = load_annotations(world_dir / "annotations.json")
+    ep = first_episode(path)
+    v0, v1 = ep["support"][0]["video"], ep["support"][1]["video"]
+    d0 = ann["database"][v0]["duration"]
+
+    def change(d):
+        d["episodes"][0]["support"][0]["segment"] = [d0 - 1.0, d0 + 5.0]      # ends past the video
+        d["episodes"][0]["support"][1]["segment"] = [1.0, 1.01]               # far below one snippet
+    edit_json(path, change)
+    world = World(world_dir)
+    with pytest.warns(UserWarning) as caught:
+        eps = world.episodes("test", 5)
+    text = " ".join(str(w.message) for w in caught)
+    assert "episodes_test_5shot.json" in text and v0 in text and v1 in text
+    assert "snippet" in text and "clipped" in text
+    assert eps[0]["support"][0]["segment"] == [d0 - 1.0, d0]
+
+
+@pytest.mark.parametrize("score", [True, "0.9", None])
+def test_prediction_scores_must_be_numbers(score):
+    gt = {"database": {"v": {"duration": 10.0, "annotations": [{"label": "a", "segment": [1.0, 2.0]}]}}}
+    pred = {"results": {"v": [{"label": "a", "score": score, "segment": [1.0, 2.0]}]}}
+    with pytest.raises(FscalError, match="video 'v', field 'score'"):
+        evaluate_detection(gt, pred)
+
+
+@pytest.mark.parametrize("thresholds", [[], [1.5], [float("nan")], [0.5, -0.1]])
+def test_tiou_thresholds_are_checked(thresholds):
+    gt = {"database": {"v": {"duration": 10.0, "annotations": [{"label": "a", "segment": [1.0, 2.0]}]}}}
+    pred = {"results": {"v": [{"label": "a", "score": 0.5, "segment": [1.0, 2.0]}]}}
+    with pytest.raises(FscalError, match="field 'tiou_thresholds'"):
+        evaluate_detection(gt, pred, thresholds)
+
+
+def test_stop_at_zero_is_refused(tmp_path):
+    with pytest.raises(FscalError, match="stop_at"):
+        train(get_config("tiny"), SHIPPED, tmp_path / "r", device="cpu", progress=False, stop_at=0)
+    assert not (tmp_path / "r").exists()
+
+
+def test_zero_shots_and_zero_snippets_are_refused():
+    world = World(SHIPPED)
+    for bad in (dict(shots=0), dict(T=0), dict(T_S=0), dict(shots=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            get_config("tiny", **bad)
+    with pytest.raises(FscalError, match="shots"):
+        sample_episodes(world.annotations, world.splits["test"], 0, 3)
+    with pytest.raises(FscalError, match="shots"):
+        RandomEpisodes(world, "base", 0, 4, 32, 8)
+    with pytest.raises(FscalError, match="length"):
+        resample(np.ones((10, 4), np.float32), 0)
+    assert math.isfinite(float(resample(np.ones((10, 4), np.float32), 1)[0, 0]))

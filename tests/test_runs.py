@@ -1,0 +1,247 @@
+"""Run directories (issue 10): owned, resumed only as themselves, never losing records; Ctrl-C and
+SIGKILL leave a resumable run; the numbers do not depend on the machine's load.
+
+Each test is one numbered item of issue 10 (items 1-4, 11, 14 and the Ctrl-C / kill cases).
+"""
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fscal_edu.checkpoints import read_checkpoint
+from fscal_edu.config import get_config
+from fscal_edu.data.episodes import RandomEpisodes, World, collate
+from fscal_edu.losses import fscal_loss
+from fscal_edu.model import FSCAL
+from fscal_edu.train import train
+from fscal_edu.utils import FscalError
+
+from worlds import SHIPPED, assert_error, copy_world, run_cli
+
+TINY = ["--data", SHIPPED, "--preset", "tiny", "--steps", 4, "--threads", 1]
+
+
+def snapshot(run):
+    """The bytes of every file in a run directory."""
+    return {p.name: p.read_bytes() for p in sorted(run.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A finished 4-step tiny run, written by the CLI."""
+    run = tmp_path_factory.mktemp("runs") / "A"
+    from fscal_edu.cli import main
+    assert main([str(a) for a in ["train", *TINY, "--out", run]]) == 0
+    return run
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    dst = tmp_path / "A"
+    shutil.copytree(finished, dst)
+    return dst
+
+
+# --- item 1: train --out never destroys a run ---------------------------------------------------
+
+def test_train_refuses_a_directory_that_holds_a_run(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert_error(run_cli(capsys, "train", *TINY, "--out", run_copy, "--shots", 100), "train",
+                 str(run_copy), "already holds a run", "--resume", "--overwrite")
+    assert snapshot(run_copy) == before
+
+
+def test_overwrite_with_bad_inputs_leaves_the_old_run_in_place(run_copy, capsys):
+    before = snapshot(run_copy)
+    assert_error(run_cli(capsys, "train", *TINY, "--out", run_copy, "--shots", 100, "--overwrite"), "train",
+                 "K = 100")
+    assert snapshot(run_copy) == before
+    assert not run_copy.with_name("A.replaced-1").exists()
+
+
+def test_overwrite_moves_the_old_run_aside_first(run_copy, capsys):
+    before = snapshot(run_copy)
+    rc, out, err = run_cli(capsys, "train", *TINY, "--out", run_copy, "--seed", 1, "--overwrite")
+    assert rc == 0, err
+    assert snapshot(run_copy.with_name("A.replaced-1")) == before
+    assert json.loads((run_copy / "config.json").read_text())["seed"] == 1
+
+
+# --- item 2: resume checks the checkpoint against the request -----------------------------------
+
+@pytest.mark.parametrize("change, fields", [
+    (["--shots", 1], ["data.shots"]),
+    (["--seed", 3], ["seed"]),
+    (["--ablate", "blind"], ["switches.blind", "switches.relation"]),
+    (["--steps", 8], ["optim.steps"]),
+])
+def test_resume_names_the_fields_that_differ(run_copy, capsys, change, fields):
+    before = snapshot(run_copy)
+    line = assert_error(run_cli(capsys, "train", *TINY, "--out", run_copy, "--resume", *change), "train",
+                        "last.pt", "field 'config'", *fields)
+    assert snapshot(run_copy) == before, line
+
+
+def test_resume_with_another_preset_or_data_width(run_copy, tmp_path, capsys):
+    args = [a if a != "tiny" else "quick" for a in TINY]
+    assert_error(run_cli(capsys, "train", *args, "--out", run_copy, "--resume"), "train",
+                 "preset", "model.d")
+    narrow = copy_world(tmp_path / "narrow", link_features=False)
+    for f in (narrow / "features").iterdir():
+        np.save(f, np.load(f)[:, :32])
+    (narrow / "features.json").write_text(json.dumps({"feature_dim": 32, "resize_length": 128}))
+    args = ["--data" if a == "--data" else (narrow if a == SHIPPED else a) for a in TINY]
+    assert_error(run_cli(capsys, "train", *args, "--out", run_copy, "--resume"), "train",
+                 "data.feature_dim", "run 64, request 32")
+
+
+def test_resume_with_nothing_to_resume(tmp_path, capsys):
+    assert_error(run_cli(capsys, "train", *TINY, "--out", tmp_path / "none", "--resume"), "train",
+                 "nothing to resume")
+    assert not (tmp_path / "none").exists()
+
+
+# --- item 3: an empty checkpoint ------------------------------------------------------------------
+
+def test_zero_byte_checkpoint(run_copy, tmp_path, capsys):
+    empty = tmp_path / "e.pt"
+    empty.write_bytes(b"")
+    assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--checkpoint", empty), "evaluate",
+                 str(empty), "empty")
+    (run_copy / "last.pt").write_bytes(b"")
+    assert_error(run_cli(capsys, "train", *TINY, "--out", run_copy, "--resume"), "train",
+                 str(run_copy / "last.pt"), "empty")
+    with pytest.raises(FscalError, match="e.pt.*empty"):
+        read_checkpoint(empty)
+
+
+# --- item 4: step counts --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [0, -5])
+def test_steps_must_be_positive(tmp_path, capsys, steps):
+    assert_error(run_cli(capsys, "train", "--data", SHIPPED, "--preset", "tiny", "--out", tmp_path / "r",
+                         "--steps", steps), "train", "--steps")
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(ValueError, match="steps"):
+        get_config("tiny", steps=steps)
+
+
+# --- item 11: the metrics log and last.pt always make a consistent pair --------------------------
+
+CFG = dict(steps=6, eval_every=2)
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whole") / "run"
+    train(get_config("tiny", **CFG), SHIPPED, out, seed=2, device="cpu", progress=False, threads=1)
+    return out
+
+
+def same_run(a, b):
+    sa, sb = read_checkpoint(a / "last.pt")["model"], read_checkpoint(b / "last.pt")["model"]
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert (a / "metrics.jsonl").read_text() == (b / "metrics.jsonl").read_text()
+
+
+@pytest.mark.parametrize("damage", ["missing_log", "torn_last_line", "record_lost"])
+def test_resume_rebuilds_the_log(whole, tmp_path, damage):
+    out = tmp_path / "cut"
+    cfg = get_config("tiny", **CFG)
+    train(cfg, SHIPPED, out, seed=2, device="cpu", progress=False, threads=1, stop_at=3)
+    log = out / "metrics.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    assert len(lines) == 3 and read_checkpoint(out / "last.pt")["step"] == 2
+    if damage == "missing_log":
+        log.unlink()
+    elif damage == "torn_last_line":
+        log.write_text("".join(lines[:2]) + lines[2][:17])
+    else:    # killed between writing last.pt at step 2 and appending step 2's record
+        log.write_text(lines[0])
+    train(cfg, SHIPPED, out, seed=2, device="cpu", progress=False, threads=1, resume=True)
+    same_run(whole, out)
+
+
+# --- Ctrl-C and SIGKILL ----------------------------------------------------------------------------
+
+def spawn(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "fscal_edu.cli", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
+
+
+def test_ctrl_c_says_where_the_run_resumes(tmp_path):
+    out = tmp_path / "run"
+    p = spawn(["train", "--data", SHIPPED, "--preset", "tiny", "--steps", 2000, "--threads", 1, "--out", out])
+    deadline = time.monotonic() + 120
+    while not (out / "last.pt").exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    assert p.returncode == 130, err
+    assert "Traceback" not in err
+    assert lines[-1].startswith("fscal-edu train: interrupted") and "--resume" in lines[-1], lines[-1]
+    assert "last.pt" in lines[-1] and "step" in lines[-1]
+
+
+def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
+    """Three SIGKILLs at random instants (start-up, steps, checkpoint writes), each followed by a
+    resume; bench/kill_resume.py does the same with 20 kills."""
+    args = ["train", "--data", SHIPPED, "--preset", "tiny", "--steps", 8, "--threads", 1, "--seed", 0]
+    ref = tmp_path / "ref"
+    p = spawn([*args, "--out", ref])
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+    out, rng, kills = tmp_path / "run", np.random.default_rng(7), 0
+    while True:
+        p = spawn([*args, "--out", out, *(["--resume"] if (out / "config.json").exists() else [])])
+        if kills < 3:
+            time.sleep(rng.uniform(0.5, 6.0))
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+                kills += 1
+                continue
+        assert p.wait(timeout=300) == 0, p.stderr.read()
+        break
+    same_run(ref, out)
+
+
+# --- item 14: the same numbers whatever the load ------------------------------------------------
+
+def test_gradients_do_not_depend_on_the_load():
+    """One forward and backward pass at 2 threads, repeated while two busy processes compete for
+    the cores: the gradients must be bit-identical (a reduction whose order depends on thread
+    timing, like index_put_ with duplicate indices, makes them differ from the first repeat)."""
+    world = World(SHIPPED)
+    cfg = get_config("quick")
+    ds = RandomEpisodes(world, "base", 5, 4, cfg.data.T, cfg.data.T_S, seed=0)
+    batch = collate([ds[i] for i in range(4)])
+    torch.manual_seed(0)
+    model = FSCAL(cfg).train()
+    threads = torch.get_num_threads()
+    busy = [subprocess.Popen(["sh", "-c", "while :; do :; done"]) for _ in range(2)]
+    try:
+        torch.set_num_threads(2)
+        digests = set()
+        for _ in range(5):
+            torch.manual_seed(1)
+            model.zero_grad(set_to_none=True)
+            fscal_loss(model(batch["query"], batch["support"]), batch, cfg.loss)["loss"].backward()
+            h = hashlib.sha256()
+            for p in model.parameters():
+                h.update(p.grad.numpy().tobytes())
+            digests.add(h.hexdigest())
+    finally:
+        for b in busy:
+            b.kill()
+            b.wait()
+        torch.set_num_threads(threads)
+    assert len(digests) == 1
