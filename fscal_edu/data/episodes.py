@@ -7,8 +7,8 @@ it is kept in the episode only so that evaluation knows which instances count.
 from __future__ import annotations
 
 import json
-from collections import OrderedDict
 import warnings
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from ..utils import FscalError, read_json, where
 from .annotations import instances_by_class, labels, load_annotations, load_splits
-from .features import FeatureMeta, crop, find_feature_file, read_features, resample, seconds_to_index
+from .features import FeatureMeta, crop, find_feature_file, read_features, seconds_to_index
 
 
 # ---------------------------------------------------------------------------------------------
