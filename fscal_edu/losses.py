@@ -6,6 +6,7 @@ logits included, comes out of :meth:`fscal_edu.model.FSCAL.forward` (so a wrappe
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -14,19 +15,49 @@ from .model import FSCALOutput
 from .proposals import assign_labels
 
 
-def balanced_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+def balanced_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, dist=None) -> torch.Tensor:
     """BCE in which the positives and the negatives weigh one half each.
 
     A query has a few hundred proposals and only a handful of positives: a plain mean would
     teach "always say no". Entries where ``valid`` is False (the ignored band) do not count.
+    Computed in float32 when the logits are bf16 or fp16 (autocast).
+
+    With several processes (``dist``, :class:`fscal_edu.distributed.Dist`), each mean is this
+    rank's sum over the *global* count: the ranks' values add up to the one-process loss.
     """
-    loss = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    x = _wide(logits)
+    loss = F.binary_cross_entropy_with_logits(x, targets.to(x.dtype), reduction="none")
     pos, neg = valid & (targets > 0.5), valid & (targets <= 0.5)
-    parts = [loss[m].mean() for m in (pos, neg) if m.any()]
-    return sum(parts) / len(parts) if parts else logits.sum() * 0
+    sums = torch.stack([torch.where(pos, loss, 0).sum(), torch.where(neg, loss, 0).sum()])   # (2,)
+    return _mean_of_parts(sums, torch.stack([pos.sum(), neg.sum()]), dist)
 
 
-def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig) -> dict:
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """bf16 / fp16 (autocast's outputs) -> float32; float32 and float64 stay as they are."""
+    return x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+
+
+def _mean_of_parts(sums: torch.Tensor, counts: torch.Tensor, dist=None) -> torch.Tensor:
+    """``mean over the parts present of (sum_i / count_i)``, counts summed over ranks (no gradient)."""
+    counts = counts.float() if dist is None else dist.all_sum(counts.float())        # (P,) global
+    present = counts > 0
+    means = sums / counts.clamp(min=1)                                               # (P,)
+    return torch.where(present, means, 0).sum() / present.sum().clamp(min=1)
+
+
+def relation_draw(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor:
+    """The relation loss's random numbers for one training step: ``(batch_size, N)`` uniforms.
+
+    Drawn on the CPU from a generator seeded by (seed, step) alone, for the *global* batch, so
+    that the share of negatives the relation module sees does not depend on the number of
+    processes (each rank takes its rows), on the device, or on where a run was resumed.
+    """
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, step]).generate_state(1)[0]))
+    return torch.rand(batch_size, n, generator=g)
+
+
+def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Tensor | None = None,
+               dist=None) -> dict:
     """All loss terms for one batch; ``"loss"`` is the weighted sum that training minimises.
 
     * ``cls``: proposals with tIoU >= pos_iou to an instance of the common class are positive,
@@ -38,27 +69,41 @@ def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig) -> dict:
       positive proposals paired with the supports of episode b-1 when its class differs
       (cross-episode negatives). Those negatives are the only term that says "this proposal is
       an action, but not *that* action".
+
+    ``draw`` (B, N): uniforms that pick the relation module's share of negatives (see
+    :func:`relation_draw`; default ``torch.rand``). ``dist``: with several processes, every term
+    is this rank's share of the global batch's term (the shares add up to it; see
+    :mod:`fscal_edu.distributed`), and episode b-1 is taken from the global batch.
     """
     labels, targets, _ = assign_labels(out.anchors, batch["gt"], batch["gt_mask"],
                                        pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou)     # (B, N), (B, N, 2)
     pos, valid = labels == 1, labels >= 0
-    terms = {"cls": balanced_bce(out.logits, pos.float(), valid)}
-    terms["reg"] = (F.smooth_l1_loss(out.deltas[pos], targets[pos]) if pos.any()
-                    else out.deltas.sum() * 0)
+    terms = {"cls": balanced_bce(out.logits, pos.float(), valid, dist=dist)}
+    # SmoothL1, the mean over the positives' 2 offsets: sum over this rank / global count
+    deltas = _wide(out.deltas)
+    reg = F.smooth_l1_loss(deltas, targets.to(deltas.dtype), reduction="none").sum(-1)   # (B, N)
+    terms["reg"] = _mean_of_parts(torch.where(pos, reg, 0).sum()[None], 2 * pos.sum()[None], dist)
     loss = terms["cls"] + cfg.lambda_reg * terms["reg"]
     if out.relation is not None:
         # the relation module looks at every positive and a random share (rel_neg_frac) of the negatives
-        keep = pos | (valid & ~pos & (torch.rand(pos.shape, device=pos.device) < cfg.rel_neg_frac))  # (B, N)
-        other = torch.roll(torch.arange(len(labels), device=labels.device), 1)      # episode b-1
-        differs = (batch["label"] != batch["label"][other]).to(pos.device)          # (B,)
+        draw = torch.rand(pos.shape, device=pos.device) if draw is None else draw
+        keep = pos | (valid & ~pos & (draw.to(pos.device) < cfg.rel_neg_frac))       # (B, N)
+        label = batch["label"].to(pos.device)                                       # (B,)
+        partner = torch.roll(label, 1, 0) if dist is None else dist.roll_global(label)   # episode b-1's class
+        differs = label != partner                                                   # (B,)
         cross = pos & differs[:, None]                                               # (B, N)
-        # own supports: rho towards 1 for positives, 0 for negatives                 (M, K)
-        rho_own = out.relation[keep]
-        # cross-episode negatives: positives of episode b against the supports of episode b-1
-        rho_x = out.relation_cross[cross]                                            # (M_x, K)
-        logits = torch.cat([rho_own.flatten(), rho_x.flatten()])
-        t = torch.cat([pos[keep].float()[:, None].expand_as(rho_own).flatten(), rho_x.new_zeros(rho_x.numel())])
-        terms["rel"] = balanced_bce(logits, t, torch.ones_like(t, dtype=torch.bool))
+        K = out.relation.shape[-1]
+        rho = _wide(out.relation)                                                    # (B, N, K) own supports
+        rho_x = _wide(out.relation_cross)                                            # (B, N, K) episode b-1's
+        own_pos, own_neg = (keep & pos)[..., None], (keep & ~pos)[..., None]        # (B, N, 1)
+        bce = lambda x, t: F.binary_cross_entropy_with_logits(x, torch.full_like(x, t), reduction="none")  # noqa: E731
+        # positives: own supports, rho -> 1; negatives: own supports of negative proposals and
+        # the cross-episode pairs, rho -> 0
+        sums = torch.stack([torch.where(own_pos, bce(rho, 1.0), 0).sum(),
+                            torch.where(own_neg, bce(rho, 0.0), 0).sum()
+                            + torch.where(cross[..., None], bce(rho_x, 0.0), 0).sum()])
+        counts = torch.stack([own_pos.sum() * K, (own_neg.sum() + cross.sum()) * K])
+        terms["rel"] = _mean_of_parts(sums, counts, dist)
         loss = loss + cfg.lambda_rel * terms["rel"]
     terms["loss"] = loss
     return terms

@@ -160,12 +160,16 @@ class FSCAL(nn.Module):
         """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)`` by 1-D RoIAlign + MLP."""
         return self.tokens(self.embed(query), "roi_Q")                                  # (B, N_Q, d)
 
-    def forward(self, query: torch.Tensor, support: torch.Tensor, *, relation: bool | None = None) -> FSCALOutput:
+    def forward(self, query: torch.Tensor, support: torch.Tensor, *, relation: bool | None = None,
+                partners=None) -> FSCALOutput:
         """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`.
 
         The relation logits (``out.relation``, ``out.relation_cross``) are computed when the model
         has a relation module (``cfg.switches.relation``) and ``relation`` is True; by default
-        (``None``) in training mode only, so inference costs nothing extra.
+        (``None``) in training mode only, so inference costs nothing extra. ``partners`` maps the
+        support summaries ``(B, K, d)`` to those of each episode's partner, episode b-1 (default
+        ``torch.roll`` over the batch; with several processes
+        :meth:`fscal_edu.distributed.Dist.roll_global`, the partner in the *global* batch).
         """
         C = self.cfg.data.feature_dim
         if query.shape[-1] != C or support.shape[-1] != C:
@@ -192,19 +196,21 @@ class FSCAL(nn.Module):
         logits, deltas = self.head(X_Q, s)
         out = FSCALOutput(logits, deltas, self.anchors, X_Q, Y_S, attention)
         if self.cfg.switches.relation and (self.training if relation is None else relation):
-            out.relation, out.relation_cross = self.relations(X_Q, s_l)
+            out.relation, out.relation_cross = self.relations(X_Q, s_l, partners)
         return out
 
-    def relations(self, X_Q: torch.Tensor, s_l: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def relations(self, X_Q: torch.Tensor, s_l: torch.Tensor, partners=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The auxiliary relation module's logits, ``X~_Q (B, N_Q, d)``, ``s^(l) (B, K, d)`` ->
         own ``(B, N_Q, K)`` and cross ``(B, N_Q, K)``.
 
         own: ``rho_{n,l}`` of every proposal n with every support l of its own episode b.
-        cross: the same proposals with the supports of episode b-1 (``torch.roll`` over the
-        batch), the cross-episode negatives of the relation loss when the two classes differ.
+        cross: the same proposals with the supports of episode b-1 (``partners(s_l)``, by default
+        ``torch.roll`` over the batch), the cross-episode negatives of the relation loss when the
+        two classes differ.
         """
+        partner_s = partners(s_l) if partners is not None else torch.roll(s_l, 1, dims=0)   # (B, K, d)
         own = self.head.relation(X_Q, s_l)                                               # (B, N_Q, K)
-        cross = self.head.relation(X_Q, torch.roll(s_l, 1, dims=0))                      # (B, N_Q, K)
+        cross = self.head.relation(X_Q, partner_s)                                       # (B, N_Q, K)
         return own, cross
 
     def support_summary(self, Y_S: torch.Tensor) -> torch.Tensor:
