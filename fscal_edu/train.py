@@ -20,7 +20,7 @@ from .inference import evaluate_model
 from .losses import fscal_loss
 from .model import FSCAL
 from .runs import check_positive, open_run, validate_training_data
-from .runtime import configure_process
+from .runtime import asked_threads, configure_process, cores, free_threads
 from .utils import FscalError, get_device, seed_everything, where
 
 
@@ -47,7 +47,9 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     The run directory is owned (:mod:`fscal_edu.runs`): one that holds a run is an error unless
     ``resume`` (which must be this very run: same config, seed, data) or ``overwrite`` (the old
     run is moved aside first); every file the run reads is checked before anything is written.
-    ``threads``: torch's CPU thread count, stored in the run (a resume uses the stored one).
+    ``threads``: torch's CPU thread count, stored in the run (a resume uses the stored one);
+    by default the count given to :func:`~fscal_edu.runtime.configure_process`, else one thread
+    per free core (:func:`~fscal_edu.runtime.free_threads`). Same seed and thread count, same numbers.
     """
     if stop_at is not None:
         check_positive("stop_at", stop_at)
@@ -62,9 +64,14 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
                          f"{cfg.data.feature_dim} (pass feature_dim=\"data\" to take the data's width)")
     out = Path(out)
     device = get_device(device)
-    threads = threads if threads is not None else torch.get_num_threads()   # recorded in the run
+    threads = threads or asked_threads()        # an explicit count, else the process's, else the policy
+    how = "asked" if threads else "one per free core"
+    threads = threads or free_threads()                                        # recorded in the run
     run = open_run(out, cfg, seed=seed, dataset=world.root, threads=threads, resume=resume, overwrite=overwrite)
     configure_process(threads=run.threads)
+    if progress:
+        how = "the run's own" if resume else how
+        print(f"torch threads: {run.threads} ({how}, of {cores()} cores; --threads N to choose)")
     validate_training_data(world, cfg, progress=progress)
     run.begin()                  # the first write: the inputs are valid
     seed_everything(seed)
