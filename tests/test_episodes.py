@@ -239,7 +239,9 @@ def test_world_loader(shipped):
     vid = "test_action_28a_05"
     x = shipped.features(vid)
     assert x.dtype == np.float32 and x.shape == (128, 64)
-    assert shipped.features(vid) is x                                  # read once, cached
+    raw = shipped.raw_features(vid)              # read once into the shared float16 store: a view, no copy
+    assert raw.dtype == np.float16 and np.shares_memory(raw, shipped.store.pack)
+    assert type(x) is np.ndarray and not np.shares_memory(x, shipped.store.pack)
     np.testing.assert_array_equal(x, np.load(SHIPPED / "features" / f"{vid}.npy").astype(np.float32))
     d = shipped.duration(vid)
     np.testing.assert_allclose(shipped.to_index(vid, [0.0, d / 4, d], 128), [0.0, 32.0, 128.0])

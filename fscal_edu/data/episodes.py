@@ -17,7 +17,8 @@ from torch.utils.data import Dataset
 
 from ..utils import FscalError, read_json, where
 from .annotations import instances_by_class, labels, load_annotations, load_splits
-from .features import FeatureMeta, crop, find_feature_file, read_features, seconds_to_index
+from .features import FeatureMeta, crop, find_feature_file, seconds_to_index
+from .store import FeatureStore
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,7 +185,9 @@ class World:
     """A dataset directory in the field's formats (the shipped ``data_samples/anet_like`` or real).
 
     ``annotations.json``, ``splits.json``, ``features.json``, ``features/<video>.<npy|npz|csv|pt>``
-    and optional fixed ``episodes_<split>_<K>shot.json``. Features are read once and cached.
+    and optional fixed ``episodes_<split>_<K>shot.json``. Features are read once, on first use,
+    into the memory-mapped float16 :class:`~fscal_edu.data.store.FeatureStore` (``DIR/.fscal_cache/``),
+    which every process and DataLoader worker shares instead of holding its own copy.
     """
 
     def __init__(self, root):
@@ -196,19 +199,23 @@ class World:
         self.labels = labels(self.annotations)
         self.splits = load_splits(self.root / "splits.json", classes=self.labels)
         self.label_index = {c: i for i, c in enumerate(self.labels)}
-        self._cache: dict[str, np.ndarray] = {}
+        self.store = FeatureStore(self.root, self.meta.feature_dim)        # built on first use
         self._clips: OrderedDict = OrderedDict()    # (video, segment, length) -> resampled clip
         self._clip_bytes = 0
 
+    def raw_features(self, video_id: str) -> np.ndarray:
+        """``(T, C)`` float16 features of one video: a read-only view of the shared store, no copy."""
+        if video_id not in self.annotations["database"]:
+            at = where(file=self.root / "annotations.json", video=video_id, field="database")
+            raise FscalError(f"{at}: unknown video id")
+        if video_id not in self.store:
+            find_feature_file(self.root / "features", video_id)       # raises: no file for this video
+        return self.store[video_id]
+
     def features(self, video_id: str) -> np.ndarray:
-        """``(T, C)`` float32 features of one video (validated: width, NaN, length)."""
-        if video_id not in self._cache:
-            if video_id not in self.annotations["database"]:
-                at = where(file=self.root / "annotations.json", video=video_id, field="database")
-                raise FscalError(f"{at}: unknown video id")
-            path = find_feature_file(self.root / "features", video_id)
-            self._cache[video_id] = read_features(path, expected_dim=self.meta.feature_dim, video_id=video_id)
-        return self._cache[video_id]
+        """``(T, C)`` float32 features of one video (validated: width, NaN, length): a fresh copy
+        of the store's rows (:meth:`raw_features` is the shared float16 view)."""
+        return np.array(self.raw_features(video_id), dtype=np.float32)
 
     CLIP_CACHE_BYTES = 512 * 2**20
 
@@ -244,7 +251,7 @@ class World:
     def to_index(self, video_id: str, t, num_snippets: int):
         """Seconds -> snippet coordinates on an axis of ``num_snippets`` snippets of this video."""
         return seconds_to_index(t, duration=self.duration(video_id), num_snippets=num_snippets,
-                                meta=self.meta, feat_len=len(self.features(video_id)))
+                                meta=self.meta, feat_len=len(self.raw_features(video_id)))
 
 
 def load_world(root) -> World:
