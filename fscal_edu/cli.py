@@ -114,11 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train the model on the base classes of a world")
     t.add_argument("--data", required=True, help="world directory (features, annotations, splits)")
-    t.add_argument("--preset", choices=list(PRESETS), default="quick")
-    t.add_argument("--shots", type=count, default=5)
-    t.add_argument("--seed", type=seed, default=0)
+    t.add_argument("--preset", choices=list(PRESETS), default=None, help="default quick")
+    t.add_argument("--shots", type=count, default=None, help="K (default 5)")
+    t.add_argument("--seed", type=seed, default=None, help="default 0")
     t.add_argument("--out", required=True, help="run directory for best.pt, last.pt, metrics.jsonl")
-    t.add_argument("--ablate", choices=sorted(ABLATIONS), action="append", default=[],
+    t.add_argument("--ablate", choices=sorted(ABLATIONS), action="append", default=None,
                    help="switch a part off (repeatable)")
     t.add_argument("--steps", type=count, default=None, help="override the preset's step count")
     t.add_argument("--device", type=device_arg, default=None,
@@ -126,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=count, default=None,
                    help="torch's CPU threads (stored in the run; a resume uses the run's own)")
     run = t.add_mutually_exclusive_group()
-    run.add_argument("--resume", action="store_true", help="continue RUN/last.pt exactly")
+    run.add_argument("--resume", action="store_true",
+                     help="continue RUN/last.pt exactly; alone, with the run's own options")
     run.add_argument("--overwrite", action="store_true",
                      help="replace the run in --out (the old one is moved aside to OUT.replaced-N first)")
     t.set_defaults(func=_train)

@@ -88,6 +88,29 @@ def read_run_config(path) -> dict:
     return raw
 
 
+def config_from_options(*, out, resume: bool, preset=None, shots=None, steps=None, ablate=None,
+                        seed=None) -> tuple[Config, int]:
+    """The config and seed that ``fscal-edu train`` options ask for (defaults: quick, 5 shots, seed 0).
+
+    A bare ``--resume`` (none of ``--preset --shots --steps --ablate --seed``) asks for the run's
+    own config and seed, read from ``config.json``; with any of them, the request is built from
+    the options and :func:`open_run` checks it against the run.
+    """
+    from .config import get_config
+    bare = preset is None and shots is None and steps is None and not ablate and seed is None
+    if resume and bare and (Path(out) / "config.json").is_file():
+        path = Path(out) / "config.json"
+        raw = read_run_config(path)
+        try:
+            cfg = Config.from_dict({k: v for k, v in raw.items() if k not in RUN_KEYS})
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise FscalError(f"{where(file=path, field='config')}: {e}") from None
+        return cfg, int(raw.get("seed") or 0)
+    cfg = get_config(preset or "quick", ablate=ablate or [], shots=5 if shots is None else shots,
+                     **({"steps": steps} if steps is not None else {}))
+    return cfg, 0 if seed is None else seed
+
+
 # ---------------------------------------------------------------------------------------------
 # Opening a run: ownership and resume checks (reads only)
 # ---------------------------------------------------------------------------------------------

@@ -14,12 +14,12 @@ import torch
 from tqdm.auto import tqdm
 
 from .checkpoints import save_checkpoint
-from .config import Config, get_config
+from .config import Config
 from .data.episodes import RandomEpisodes, World, collate
 from .inference import evaluate_model
 from .losses import fscal_loss
 from .model import FSCAL
-from .runs import check_positive, open_run, validate_training_data
+from .runs import check_positive, config_from_options, open_run, validate_training_data
 from .runtime import asked_threads, configure_process, cores, free_threads
 from .utils import FscalError, get_device, seed_everything, where
 
@@ -131,9 +131,9 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
 
 def main_train(args) -> int:
     """``fscal-edu train``: train, then print the best validation mAP as a last line of JSON."""
-    overrides = {"shots": args.shots} | ({"steps": args.steps} if args.steps else {})
-    cfg = get_config(args.preset, ablate=args.ablate, **overrides)
-    summary = train(cfg, args.data, args.out, seed=args.seed, device=args.device, resume=args.resume,
+    cfg, seed = config_from_options(out=args.out, resume=args.resume, preset=args.preset, shots=args.shots,
+                                    steps=args.steps, ablate=args.ablate, seed=args.seed)
+    summary = train(cfg, args.data, args.out, seed=seed, device=args.device, resume=args.resume,
                     overwrite=args.overwrite, threads=args.threads, feature_dim="data")
     written = [name for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl")
                if (Path(args.out) / name).is_file()]

@@ -69,7 +69,8 @@ def test_overwrite_with_bad_inputs_leaves_the_old_run_in_place(run_copy, capsys)
 
 def test_overwrite_moves_the_old_run_aside_first(run_copy, capsys):
     before = snapshot(run_copy)
-    rc, out, err = run_cli(capsys, "train", *TINY, "--out", run_copy, "--seed", 1, "--overwrite")
+    with pytest.warns(UserWarning, match="moved the run that was there aside"):
+        rc, out, err = run_cli(capsys, "train", *TINY, "--out", run_copy, "--seed", 1, "--overwrite")
     assert rc == 0, err
     assert snapshot(run_copy.with_name("A.replaced-1")) == before
     assert json.loads((run_copy / "config.json").read_text())["seed"] == 1
@@ -101,6 +102,13 @@ def test_resume_with_another_preset_or_data_width(run_copy, tmp_path, capsys):
     args = ["--data" if a == "--data" else (narrow if a == SHIPPED else a) for a in TINY]
     assert_error(run_cli(capsys, "train", *args, "--out", run_copy, "--resume"), "train",
                  "data.feature_dim", "run 64, request 32")
+
+
+def test_bare_resume_takes_the_runs_own_options(run_copy, capsys):
+    before = snapshot(run_copy)
+    rc, out, err = run_cli(capsys, "train", "--data", SHIPPED, "--out", run_copy, "--resume")
+    assert rc == 0, err
+    assert snapshot(run_copy) == before       # a finished run: nothing to add, nothing changed
 
 
 def test_resume_with_nothing_to_resume(tmp_path, capsys):
