@@ -308,8 +308,14 @@ class Notebook:
                 const p = __fscal.panel(); await p.context.ready;
                 __fscal.busy = 0; __fscal.samples = []; __fscal.t1 = performance.now();
                 p.sessionContext.statusChanged.connect((_, s) => { if (s === 'busy') __fscal.busy++; });
-                __fscal.sampler = setInterval(() => { const t = performance.now();
-                    __fscal.sample().forEach(x => __fscal.samples.push(Object.assign(x, {t}))); }, 100);
+                // look every 0.1 s and after every redraw (a busy page may handle a burst of
+                // updates between two ticks): plotly rewrites its paths' d attributes
+                const look = () => { const t = performance.now();
+                    __fscal.sample().forEach(x => __fscal.samples.push(Object.assign(x, {t}))); };
+                __fscal.sampler = setInterval(look, 100);
+                __fscal.observer = new MutationObserver(look);
+                __fscal.observer.observe(p.node, {subtree: true, childList: true, attributes: true,
+                                                  attributeFilter: ['d']});
                 __fscal.run = {done: false};
                 app.commands.execute('notebook:run-all-cells').then(
                     ok => { __fscal.run = {done: true, ok}; },
@@ -352,7 +358,8 @@ class Notebook:
                 pytest.fail(f"{self.name}: 'run all cells' did not finish in {RUN_ALL_TIMEOUT:.0f} s "
                             f"(kernel {status})", pytrace=False)
             time.sleep(0.2)
-        samples = self.js("() => { clearInterval(__fscal.sampler); return __fscal.samples; }")
+        samples = self.js("() => { clearInterval(__fscal.sampler); __fscal.observer.disconnect();"
+                          " return __fscal.samples; }")
         self.times = self.js("() => [__fscal.t1 - __fscal.t0, performance.now() - __fscal.t1].map(t => t / 1000)")
         return self.js("() => __fscal.errors()") + ([f"run all: {run['error']}"] if run.get("error") else []), samples
 
@@ -507,7 +514,9 @@ def test_widgets_render_and_respond(lab, notebook, request):
                 grew = sorted(set(counts))
                 if len(grew) < 2 or any(b < a for a, b in zip(counts, counts[1:])):
                     problems.append(f"{name}: a widget without controls, so a live figure, but its plotly "
-                                    f"traces were not seen to grow while the cell ran (points seen: {grew[:10]})")
+                                    f"traces were not seen to grow while the cell ran (points seen: {grew[:10]} in {len(counts)} "
+                                    f"looks while it ran; {sum(1 for s in samples if s['cell'] == w['cell'])} looks "
+                                    f"in all, {samples[-1]['points'] if samples else '?'} points at the end)")
                 else:
                     report.append(f"{name}: live figure grew while its cell ran: {grew[0]} -> {grew[-1]} points "
                                   f"({len(grew)} sizes seen)")
