@@ -137,23 +137,31 @@ class FSCAL(nn.Module):
 
         The MLP reads the P RoIAlign points of a segment side by side, ``R = [R_1; ...; R_P]``
         with ``R_p = Phi_p E`` (``Phi_p``: point p of every segment, two weights per row), so its
-        first layer splits into one ``d x 2d`` block ``W_p`` per point:
+        first layer splits into one ``d x 2d`` block ``W_p`` per point and commutes with RoIAlign:
 
             W [R_1; ...; R_P] + b  =  sum_p Phi_p (E W_p) + b
 
-        ``E W_p`` costs T rows instead of N: the first layer runs on the 128 snippets once and
-        the proposals interpolate its output (25 instead of 71 MFLOP per episode for the quick
-        preset). ``roi`` names the segments: ``"roi_Q"`` the anchors, ``"roi_S"`` a whole support.
+        Both orders give the same numbers; the cheaper one runs. Many segments (the query's N_Q =
+        361 anchors on T = 128 snippets): ``E W_p`` costs T rows instead of N, so the first layer
+        runs on the snippets and the proposals interpolate its output (25 instead of 71 MFLOP
+        per episode, quick preset). Few segments (a whole support clip, N = 1): RoIAlign first.
+        ``roi`` names the segments: ``"roi_Q"`` the anchors, ``"roi_S"`` a whole support.
         """
         first, act, drop, second = self.proposal_mlp
-        B, P = E.shape[0], self.cfg.model.roi_inside + 2 * self.cfg.model.roi_context
+        B, T = E.shape[:2]
+        P = self.cfg.model.roi_inside + 2 * self.cfg.model.roi_context
         Phi = torch.sparse_coo_tensor(getattr(self, f"{roi}_index"), getattr(self, f"{roi}_weight"),
                                       getattr(self, f"{roi}_shape"), is_coalesced=True,
                                       check_invariants=False)                          # (N, T*P)
-        W_p = rearrange(first.weight, "h (p d) -> d (p h)", p=P)                       # (d, P*2d)
-        H = rearrange(E @ W_p, "b t (p h) -> (t p) (b h)", p=P)                       # (T*P, B*2d)
-        # sum_p Phi_p (E W_p): one sparse product for the whole batch (float32: sparse has no autocast)
-        Z = rearrange(torch.sparse.mm(Phi, H.float()), "n (b h) -> b n h", b=B) + first.bias  # (B, N, 2d)
+        if Phi.shape[0] < T:     # few segments: R = RoIAlign(E), then the first layer on (p d)
+            Phi_p = rearrange(Phi.to_dense().to(E.dtype), "n (t p) -> n t p", p=P)      # (N, T, P)
+            R = einsum(Phi_p, E, "n t p, b t d -> b n p d")                             # (B, N, P, d)
+            Z = first(rearrange(R, "b n p d -> b n (p d)"))                             # (B, N, 2d)
+        else:                    # many segments: sum_p Phi_p (E W_p), one sparse product for the batch
+            W_p = rearrange(first.weight, "h (p d) -> d (p h)", p=P)                   # (d, P*2d)
+            H = rearrange(E @ W_p, "b t (p h) -> (t p) (b h)", p=P)                   # (T*P, B*2d)
+            # float32: sparse products have no autocast
+            Z = rearrange(torch.sparse.mm(Phi, H.float()), "n (b h) -> b n h", b=B) + first.bias  # (B, N, 2d)
         return self.proposal_norm(second(drop(act(Z))))                                # (B, N, d)
 
     def proposals(self, query: torch.Tensor) -> torch.Tensor:
