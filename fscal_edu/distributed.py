@@ -43,6 +43,7 @@ class Dist:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    local_world_size: int = 1         # processes on this machine (they share its cores)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     backend: str | None = None        # "nccl" or "gloo" when a process group is up
     owns_group: bool = False          # setup() started the group, so teardown() ends it
@@ -219,8 +220,9 @@ def setup(device=None) -> Dist:
         backend = tdist.get_backend()
         rank, world = tdist.get_rank(), tdist.get_world_size()
     side = tdist.new_group(backend=backend) if world > 1 else None
-    return Dist(rank=rank, world_size=world, local_rank=local, device=device, backend=backend,
-                owns_group=owns, side_group=side)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE") or world)
+    return Dist(rank=rank, world_size=world, local_rank=local, local_world_size=local_world, device=device,
+                backend=backend, owns_group=owns, side_group=side)
 
 
 def teardown(d: Dist) -> None:

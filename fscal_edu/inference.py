@@ -10,6 +10,7 @@ from tqdm.auto import tqdm
 from .baselines import evaluate_prototype
 from .checkpoints import load_model
 from .data.episodes import EpisodeDataset, World, collate, episode_tensors
+from .distributed import unwrap
 from .evaluation import evaluate_fscal
 from .postprocess import detections_to_results
 from .proposals import decode, proposal_names
@@ -18,16 +19,22 @@ from .utils import get_device
 
 @torch.no_grad()
 def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, device=None,
-            progress: bool = False) -> dict:
-    """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict."""
+            progress: bool = False, workers: int = 0) -> dict:
+    """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict.
+
+    ``workers`` DataLoader processes build the batches ahead of the model (pinned memory on CUDA).
+    """
+    model = unwrap(model)                        # the model inside a DistributedDataParallel
     cfg = model.cfg
-    device = device or next(model.parameters()).device
+    device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     loader = DataLoader(EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S), batch_size=batch_size,
-                        collate_fn=collate)
+                        collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if workers else None,
+                        generator=torch.Generator())     # never draws from the global RNG
     results = {}
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
-        out = model(batch["query"].to(device), batch["support"].to(device))
+        out = model(batch["query"].to(device, non_blocking=True), batch["support"].to(device, non_blocking=True))
         scores = torch.sigmoid(out.logits.float()).cpu()                        # (B, N)
         segments = decode(out.anchors.cpu(), out.deltas.float().cpu())          # (B, N, 2)
         detections_to_results(batch, segments, scores, cfg, world, results)
@@ -35,10 +42,11 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
 
 
 def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | None = None,
-                   batch_size: int = 32, device=None, progress: bool = False) -> tuple[dict, dict]:
+                   batch_size: int = 32, device=None, progress: bool = False, workers: int = 0) -> tuple[dict, dict]:
     """Predict the fixed ``split`` episodes and score them with the FS-CAL protocol."""
     episodes = world.episodes(split, shots)[:limit]
-    results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress)
+    results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress,
+                      workers=workers)
     return evaluate_fscal(episodes, world.annotations, results), results
 
 
@@ -46,6 +54,7 @@ def episode_outputs(model, world: World, episode: dict) -> dict:
     """Run ``model`` on one episode: ``{"attention": {stage: StageAttention}, "detections": [...]
     (its results-JSON entry, Soft-NMS applied), "proposals": names of the N_Q anchors, "top":
     index of the best-scored proposal}`` (what the attention explorer of notebook 08 draws)."""
+    model = unwrap(model)
     cfg = model.cfg
     t = episode_tensors(world, episode, cfg.data.T, cfg.data.T_S)
     with torch.no_grad():

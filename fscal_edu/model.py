@@ -160,8 +160,10 @@ class FSCAL(nn.Module):
         else:                    # many segments: sum_p Phi_p (E W_p), one sparse product for the batch
             W_p = rearrange(first.weight, "h (p d) -> d (p h)", p=P)                   # (d, P*2d)
             H = rearrange(E @ W_p, "b t (p h) -> (t p) (b h)", p=P)                   # (T*P, B*2d)
-            # float32: sparse products have no autocast
-            Z = rearrange(torch.sparse.mm(Phi, H.float()), "n (b h) -> b n h", b=B) + first.bias  # (B, N, 2d)
+            # in Phi's dtype (float32, or float64 for a .double() model) with autocast off: autocast
+            # would run the sparse product in bf16, whose backward then fails (Float vs BFloat16)
+            with torch.autocast(E.device.type, enabled=False):
+                Z = rearrange(torch.sparse.mm(Phi, H.to(Phi.dtype)), "n (b h) -> b n h", b=B) + first.bias  # (B, N, 2d)
         return self.proposal_norm(second(drop(act(Z))))                                # (B, N, d)
 
     def proposals(self, query: torch.Tensor) -> torch.Tensor:

@@ -5,19 +5,23 @@ episodes (val classes are never trained on); the test classes are only touched b
 """
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
 from pathlib import Path
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from . import distributed
 from .checkpoints import save_checkpoint
 from .config import Config
 from .data.episodes import RandomEpisodes, World, collate
 from .inference import evaluate_model
-from .losses import fscal_loss
+from .losses import fscal_loss, relation_draw
 from .model import FSCAL
 from .runs import check_positive, config_from_options, open_run, validate_training_data
 from .runtime import asked_threads, configure_process, cores, free_threads
@@ -34,7 +38,8 @@ def lr_factor(step: int, cfg: Config) -> float:
 
 def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = False,
           overwrite: bool = False, threads: int | None = None, progress: bool = True, callback=None,
-          stop_at: int | None = None, feature_dim: str | None = None) -> dict:
+          stop_at: int | None = None, feature_dim: str | None = None, precision: str = "auto",
+          workers: int | None = None) -> dict:
     """Train ``FSCAL(cfg)`` on the base classes of ``data``; write ``out/{best,last}.pt``,
     ``out/config.json`` and ``out/metrics.jsonl``. Returns the last validation metrics.
 
@@ -43,6 +48,14 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     ``stop_at`` ends the loop early at that step, as an interruption would (tests of resume).
     ``feature_dim="data"`` takes the data's feature width; otherwise a config whose
     ``data.feature_dim`` differs from the data's is an error.
+    ``precision``: ``"auto"`` (bf16 autocast on CUDA, float32 elsewhere), ``"bf16"`` or ``"fp32"``;
+    autocast covers forward and loss. ``workers``: DataLoader processes that build the batches
+    ahead of time (default 2 on CUDA, 0 = in this process, elsewhere); they never change the numbers.
+
+    Under ``torchrun`` (:mod:`fscal_edu.distributed`) every process runs this function on its share
+    of each global batch, and the losses are those of the global batch, so N processes log what one
+    process logs; rank 0 alone validates, logs and writes the files. ``last.pt`` holds every rank's
+    CPU and CUDA random state (``extra["rng"]``, gathered by rank 0) for an exact resume.
 
     The run directory is owned (:mod:`fscal_edu.runs`): one that holds a run is an error unless
     ``resume`` (which must be this very run: same config, seed, data) or ``overwrite`` (the old
@@ -63,7 +76,13 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
                          f"features of width {world.meta.feature_dim}, the config's data.feature_dim is "
                          f"{cfg.data.feature_dim} (pass feature_dim=\"data\" to take the data's width)")
     out = Path(out)
-    device = get_device(device)
+    if precision not in ("auto", "bf16", "fp32"):
+        raise FscalError(f"{where(field='precision')}: choose auto, bf16 or fp32, got {precision!r}")
+    dist = distributed.setup(get_device(device))     # torchrun's process group, or this one process
+    device, progress = dist.device, progress and dist.is_main
+    dist.local_batch(cfg.optim.batch_size)            # a clear error when R does not divide the batch
+    if threads is None and dist.distributed and device.type == "cpu":
+        threads = max(1, cores() // dist.local_world_size)      # the local ranks share the cores
     threads = threads or asked_threads()        # an explicit count, else the process's, else the policy
     how = "asked" if threads else "one per free core"
     threads = threads or free_threads()                                        # recorded in the run
@@ -72,10 +91,15 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     if progress:
         how = "the run's own" if resume else how
         print(f"torch threads: {run.threads} ({how}, of {cores()} cores; --threads N to choose)")
-    validate_training_data(world, cfg, progress=progress)
-    run.begin()                  # the first write: the inputs are valid
+    if dist.is_main:
+        validate_training_data(world, cfg, progress=progress)
+    dist.barrier()               # every rank has checked the run directory before rank 0 writes
+    if dist.is_main:
+        run.begin()              # the first write: the inputs are valid
     seed_everything(seed)
     model = FSCAL(cfg).to(device)
+    if not cfg.switches.relation:    # never used: frozen, so that DDP needs no find_unused_parameters
+        model.head.g.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, cfg))
     step, best = run.step, run.best
@@ -83,10 +107,14 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
         model.load_state_dict(run.state["model"])
         optimizer.load_state_dict(run.state["optimizer"])
         scheduler.load_state_dict(run.state["scheduler"])
-        torch.set_rng_state(run.state["torch_rng"])
+        ranks = (run.state.get("extra") or {}).get("rng") or [{"cpu": run.state["torch_rng"]}]
+        distributed.set_rng_state(ranks[dist.rank] if dist.rank < len(ranks) else ranks[0], device)
     opt = cfg.optim
-    episodes = RandomEpisodes(world, "base", cfg.data.shots, opt.steps * opt.batch_size, cfg.data.T, cfg.data.T_S, seed)
-    amp = device.type == "cuda"
+    stop = min(opt.steps, stop_at or opt.steps)
+    loader = training_loader(world, cfg, seed, step, stop, dist, workers)
+    amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    net = model if not dist.distributed else DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync())
 
     def log(record):
         run.log(record)
@@ -98,35 +126,71 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
         model.train()
         return {"val_mAP@0.5": metrics["mAP@0.5"], "val_average_mAP": metrics["average_mAP"]}
 
-    start, cpu_start = time.perf_counter(), time.process_time()
-    bar = tqdm(range(step, min(opt.steps, stop_at or opt.steps)), desc=f"train {cfg.preset}", disable=not progress,
-               initial=step, total=cfg.optim.steps)
+    start, cpu_start, waited = time.perf_counter(), time.process_time(), 0.0
+    bar = tqdm(range(step, stop), desc=f"train {cfg.preset}", disable=not progress, initial=step, total=opt.steps)
     model.train()
+    batches = iter(loader)
     for step in bar:
-        batch = collate([episodes[i] for i in range(step * cfg.optim.batch_size, (step + 1) * cfg.optim.batch_size)])
-        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+        t0 = time.perf_counter()
+        batch = next(batches)                    # this rank's B / R episodes of the global batch
+        waited += time.perf_counter() - t0
+        batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            out_ = model(batch["query"], batch["support"])
-        terms = fscal_loss(out_, batch, cfg.loss)
+            # everything the loss needs comes out of forward (DDP sees every parameter it uses)
+            out_ = net(batch["query"], batch["support"], partners=dist.roll_global)
+            draw = relation_draw(seed, step, opt.batch_size, out_.logits.shape[1])[dist.rows(opt.batch_size)]
+            terms = fscal_loss(out_, batch, cfg.loss, draw=draw, dist=dist)  # this rank's share of each term
         optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
+        (terms["loss"] * dist.world_size).backward()    # DDP averages over the R ranks; the shares add up
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         optimizer.step()
         scheduler.step()
+        names = list(terms)
+        totals = dist.all_sum(torch.stack([terms[k].detach().float() for k in names])).tolist()   # global terms
         record = {"step": step + 1, "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm),
-                  **{k: round(v.item(), 5) for k, v in terms.items()}}
+                  **{k: round(v, 5) for k, v in zip(names, totals)}}
         bar.set_postfix(loss=f"{record['loss']:.3f}")
         if (step + 1) % cfg.optim.eval_every == 0 or step + 1 == cfg.optim.steps:
-            record.update(validate())
-            if record["val_mAP@0.5"] > best:
-                best = record["val_mAP@0.5"]
-                save_checkpoint(out / "best.pt", model, step=step + 1, best=best)
-            # last.pt carries every record so far, this one included: a kill before log() loses nothing
-            save_checkpoint(out / "last.pt", model, optimizer, scheduler, step=step + 1, best=best,
-                            extra=run.checkpoint_extra(record))
-        log(record)
+            rng = dist.all_gather_object(distributed.rng_state(device))   # every rank's, for an exact resume
+            if dist.is_main:
+                record.update(validate())
+                if record["val_mAP@0.5"] > best:
+                    best = record["val_mAP@0.5"]
+                    save_checkpoint(out / "best.pt", model, step=step + 1, best=best)
+                # last.pt carries every record so far, this one included: a kill before log() loses nothing
+                save_checkpoint(out / "last.pt", model, optimizer, scheduler, step=step + 1, best=best,
+                                extra=run.checkpoint_extra(record) | {"rng": rng, "world_size": dist.world_size})
+            dist.barrier()                       # the other ranks wait for rank 0's validation and files
+        if dist.is_main:
+            log(record)
+    distributed.teardown(dist)
     return {"best_val_mAP@0.5": best, "steps": cfg.optim.steps, "train_time_s": round(time.perf_counter() - start, 2),
-            "cpu_time_s": round(time.process_time() - cpu_start, 2)}
+            "cpu_time_s": round(time.process_time() - cpu_start, 2), "data_wait_s": round(waited, 3)}
+
+
+def _no_buffer_sync() -> dict:
+    """The model's buffers (anchors, RoIAlign weights) are the same on every rank: no sync per forward."""
+    params = inspect.signature(DistributedDataParallel.__init__).parameters
+    return {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+
+
+def training_loader(world: World, cfg: Config, seed: int, start: int, stop: int, dist=None,
+                    workers: int | None = None) -> DataLoader:
+    """This rank's batches for the steps ``start <= step < stop``: the items
+    ``step * batch_size + rank * B_local + j`` of :class:`RandomEpisodes`
+    (:func:`fscal_edu.distributed.rank_items`), built by ``workers`` processes ahead of time.
+
+    Item i depends only on (seed, i): workers, ranks and resuming never change the numbers.
+    """
+    dist = dist or distributed.Dist()
+    cuda = dist.device.type == "cuda"
+    workers = (2 if cuda else 0) if workers is None else workers
+    episodes = RandomEpisodes(world, "base", cfg.data.shots, cfg.optim.steps * cfg.optim.batch_size,
+                              cfg.data.T, cfg.data.T_S, seed)
+    sampler = distributed.StepBatches(start, stop, cfg.optim.batch_size, dist.rank, dist.world_size)
+    return DataLoader(episodes, batch_sampler=sampler, collate_fn=collate, num_workers=workers, pin_memory=cuda,
+                      prefetch_factor=4 if workers else None, persistent_workers=False,
+                      generator=torch.Generator())   # never draws from the global RNG
 
 
 def main_train(args) -> int:
@@ -134,9 +198,11 @@ def main_train(args) -> int:
     cfg, seed = config_from_options(out=args.out, resume=args.resume, preset=args.preset, shots=args.shots,
                                     steps=args.steps, ablate=args.ablate, seed=args.seed)
     summary = train(cfg, args.data, args.out, seed=seed, device=args.device, resume=args.resume,
-                    overwrite=args.overwrite, threads=args.threads, feature_dim="data")
+                    overwrite=args.overwrite, threads=args.threads, feature_dim="data",
+                    precision=args.precision, workers=args.workers)
     written = [name for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl")
                if (Path(args.out) / name).is_file()]
-    print(f"wrote {args.out}/: {', '.join(written)}")
-    print(json.dumps(summary))
+    if distributed.env_world()[0] == 0:           # under torchrun, rank 0 speaks for the run
+        print(f"wrote {args.out}/: {', '.join(written)}")
+        print(json.dumps(summary))
     return 0
