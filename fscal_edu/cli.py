@@ -35,6 +35,17 @@ def int_at_least(minimum: int):
     return parse
 
 
+def stages_arg(text: str) -> tuple:
+    """An argparse type: a comma-separated list of cross-attention stages, ``qtos,dynamics,stoq``."""
+    from .model import STAGES
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in STAGES]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of stages among {','.join(STAGES)}, "
+                                         f"got {text!r}")
+    return tuple(dict.fromkeys(names))
+
+
 def device_arg(text: str) -> str | None:
     """An argparse type: ``auto`` (None: the best available), ``cpu``, ``cuda``, ``cuda:N`` or
     ``mps``, and present on this machine."""
@@ -81,6 +92,9 @@ def _train(args):
 
 
 def _evaluate(args):
+    if args.skip and args.baseline:
+        raise FscalError(f"{where(field='skip')}: --skip bypasses stages of a trained model; the "
+                         f"{args.baseline} baseline has none")
     if args.out:
         _out_file(args.out, data=args.data, protect=[args.checkpoint])
     from .inference import main_evaluate
@@ -146,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="write the predictions (ActivityNet results JSON)")
     e.add_argument("--device", type=device_arg, default=None)
     e.add_argument("--threads", type=count, default=None, help="torch's CPU threads")
+    e.add_argument("--skip", type=stages_arg, default=(),
+                   help="bypass these cross-attention stages of the checkpoint's model at inference "
+                        "(comma list of qtos, dynamics, stoq): probes a trained model without retraining")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("score", help="score an ActivityNet results JSON against ground truth")

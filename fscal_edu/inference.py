@@ -12,6 +12,7 @@ from .checkpoints import load_model
 from .data.episodes import EpisodeDataset, World, collate, episode_tensors
 from .distributed import unwrap
 from .evaluation import evaluate_fscal
+from .model import STAGES
 from .postprocess import detections_to_results
 from .proposals import decode, proposal_names
 from .utils import get_device
@@ -19,12 +20,14 @@ from .utils import get_device
 
 @torch.no_grad()
 def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, device=None,
-            progress: bool = False, workers: int = 0) -> dict:
+            progress: bool = False, workers: int = 0, skip=()) -> dict:
     """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict.
 
     ``workers`` DataLoader processes build the batches ahead of the model (pinned memory on CUDA).
+    ``skip`` names cross-attention stages to bypass (``FSCAL.forward``'s ``skip``; checked first).
     """
     model = unwrap(model)                        # the model inside a DistributedDataParallel
+    skip = model.check_skip(skip)                # a bad name fails before any data is read
     cfg = model.cfg
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
@@ -34,7 +37,8 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
                         generator=torch.Generator())     # never draws from the global RNG
     results = {}
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
-        out = model(batch["query"].to(device, non_blocking=True), batch["support"].to(device, non_blocking=True))
+        out = model(batch["query"].to(device, non_blocking=True), batch["support"].to(device, non_blocking=True),
+                    skip=skip)
         scores = torch.sigmoid(out.logits.float()).cpu()                        # (B, N)
         segments = decode(out.anchors.cpu(), out.deltas.float().cpu())          # (B, N, 2)
         detections_to_results(batch, segments, scores, cfg, world, results)
@@ -42,11 +46,13 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
 
 
 def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | None = None,
-                   batch_size: int = 32, device=None, progress: bool = False, workers: int = 0) -> tuple[dict, dict]:
-    """Predict the fixed ``split`` episodes and score them with the FS-CAL protocol."""
+                   batch_size: int = 32, device=None, progress: bool = False, workers: int = 0,
+                   skip=()) -> tuple[dict, dict]:
+    """Predict the fixed ``split`` episodes and score them with the FS-CAL protocol (``skip``: stages
+    bypassed, see :func:`predict`)."""
     episodes = world.episodes(split, shots)[:limit]
     results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress,
-                      workers=workers)
+                      workers=workers, skip=skip)
     return evaluate_fscal(episodes, world.annotations, results), results
 
 
@@ -72,8 +78,10 @@ def main_evaluate(args) -> int:
     else:
         device = get_device(args.device)
         model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
-        metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True)
-        name = args.checkpoint
+        skip = getattr(args, "skip", ())
+        metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True,
+                                          skip=skip)
+        name = args.checkpoint + (f" (skipping {', '.join(s for s in STAGES if s in skip)})" if skip else "")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f)

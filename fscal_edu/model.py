@@ -23,6 +23,8 @@ from .config import Config
 from .proposals import make_anchors, roi_align_matrix
 from .utils import FscalError, where
 
+STAGES = ("qtos", "dynamics", "stoq")      # the cross-attention stages, in order (``forward(skip=...)``)
+
 
 class TemporalEmbedding(nn.Module):
     """The shared temporal embedding: a Conv1d stack ``C_in -> d`` over the snippet axis.
@@ -170,8 +172,25 @@ class FSCAL(nn.Module):
         """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)`` by 1-D RoIAlign + MLP."""
         return self.tokens(self.embed(query), "roi_Q")                                  # (B, N_Q, d)
 
+    def check_skip(self, skip) -> frozenset:
+        """``skip`` of :meth:`forward`: names among :data:`STAGES` (a collection, or one string of
+        comma-separated names), each a stage this model has; returns them as a frozenset.
+
+        Skipping a stage the model was built without (an ablation, the blind control) is an
+        error, not a no-op: a switch that silently does nothing would read as "no effect".
+        """
+        names = [n.strip() for n in skip.split(",") if n.strip()] if isinstance(skip, str) else list(skip)
+        unknown = [n for n in names if n not in STAGES]
+        if unknown:
+            raise FscalError(f"{where(field='skip')}: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+        absent = [n for n in STAGES if n in names and getattr(self, n) is None]
+        if absent:
+            raise FscalError(f"{where(field='skip')}: this model has no {' and no '.join(absent)} stage "
+                             f"({'blind control' if self.cfg.switches.blind else 'ablation'}), nothing to skip")
+        return frozenset(names)
+
     def forward(self, query: torch.Tensor, support: torch.Tensor, *, relation: bool | None = None,
-                partners=None) -> FSCALOutput:
+                partners=None, skip=()) -> FSCALOutput:
         """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`.
 
         The relation logits (``out.relation``, ``out.relation_cross``) are computed when the model
@@ -180,7 +199,11 @@ class FSCAL(nn.Module):
         support summaries ``(B, K, d)`` to those of each episode's partner, episode b-1 (default
         ``torch.roll`` over the batch; with several processes
         :meth:`fscal_edu.distributed.Dist.roll_global`, the partner in the *global* batch).
+        ``skip`` (names among ``"qtos"``, ``"dynamics"``, ``"stoq"``) bypasses those stages at
+        inference time: a skipped stage is the identity, its input passes through unchanged and
+        ``out.attention`` has no entry for it (probes of a trained model, ``bench/probes.py``).
         """
+        skip = self.check_skip(skip)
         C = self.cfg.data.feature_dim
         if query.shape[-1] != C or support.shape[-1] != C:
             raise FscalError(f"{where(field='feature_dim')}: the model takes {C} features per snippet, "
@@ -194,12 +217,12 @@ class FSCAL(nn.Module):
         else:
             X_S = rearrange(self.embed(rearrange(support, "b k t c -> (b k) t c")),
                             "(b k) t d -> b k t d", b=B)                                 # (B, K, T_S, d)
-            if self.qtos is not None:        # stage 1, eq. (1)-(2)
+            if self.qtos is not None and "qtos" not in skip:          # stage 1, eq. (1)-(2)
                 X_S, attention["qtos"] = self.qtos(X_Q, X_S)
             Y_S = X_S
-            if self.dynamics is not None:    # stage 2, eq. (3)-(5)
+            if self.dynamics is not None and "dynamics" not in skip:  # stage 2, eq. (3)-(5)
                 Y_S, attention["dynamics"] = self.dynamics(X_S)
-            if self.stoq is not None:        # stage 3, eq. (6)
+            if self.stoq is not None and "stoq" not in skip:          # stage 3, eq. (6)
                 X_Q, attention["stoq"] = self.stoq(Y_S, X_Q)
             s_l = self.support_summary(Y_S)                                              # (B, K, d)
             s = reduce(s_l, "b k d -> b d", "mean")                                      # (B, d)
