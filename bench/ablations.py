@@ -11,6 +11,7 @@ notebook 08) and to the "Ablations (issue 6)" section of ``docs/benchmarks.md``.
     python bench/ablations.py --shots 5 --seeds 0 1 2            # the 5-shot sweep
     python bench/ablations.py --shots 1 --seeds 0 1 2 --steps 350
     python bench/ablations.py --report                            # only rebuild the table
+    python bench/ablations.py --docs-only                         # the docs section from the results file
     python bench/ablations.py --quick                             # smoke run: tiny preset, seconds
 """
 from __future__ import annotations
@@ -40,6 +41,7 @@ from fscal_edu.diagnostics import stoq_added_term  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.model import FSCAL  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
+from fscal_edu.stats import format_p, holm, welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 from fscal_edu.utils import read_json  # noqa: E402
 
@@ -220,12 +222,6 @@ def summarize(rows: list[dict]) -> list[dict]:
     return out
 
 
-def welch_t(a: list, b: list) -> float:
-    """Welch's t of two lists of per-seed scores: the difference of means over its standard error."""
-    se = (statistics.variance(a) / len(a) + statistics.variance(b) / len(b)) ** 0.5
-    return (statistics.mean(a) - statistics.mean(b)) / se if se > 0 else float("inf")
-
-
 def val_curve(rows: list[dict]) -> dict:
     """Mean validation mAP@0.5 over the runs ``rows`` at each validation step (their metrics.jsonl)."""
     by_step = {}
@@ -260,40 +256,74 @@ def seed_scores(rows: list[dict], shots: int) -> tuple:
     return steps, per
 
 
-def reading(rows: list[dict], shots: int) -> list[str]:
-    """Each variant against the full model at ``shots``, in words, with Welch's t over the seeds."""
+ALPHA = 0.05      # the level of every verdict of the tables
+
+
+def comparisons(rows: list[dict], shots: int) -> tuple:
+    """``(steps, [(model, Welch)])``: each variant's seeds against the full model's at ``shots``,
+    Welch's t-test (``fscal_edu.stats.welch``), with the Holm-adjusted p-value of the list."""
     steps, per = seed_scores(rows, shots)
-    if steps is None:
-        return []
+    if steps is None or len(per.get("full", [])) < 2:
+        return steps, []
     full = per.pop("full")
+    tests = [(model, welch(scores, full)) for model, scores in per.items() if len(scores) > 1]
+    return steps, [(m, w, p_holm) for (m, w), p_holm in zip(tests, holm([w.p for _, w in tests]))]
+
+
+def word(w, p_holm: float) -> str:
+    """The verdict of one comparison, from its p-values alone."""
+    if w.p >= ALPHA:
+        return "no difference the seeds can show"
+    better = "the full model is better" if w.diff < 0 else "the variant is better"
+    return better + ("" if p_holm < ALPHA else f" (not after Holm's correction, p_Holm = {p_holm:.2f})")
+
+
+def reading(rows: list[dict], shots: int) -> list[str]:
+    """Each variant against the full model at ``shots``, in words: Welch's t-test over the seeds."""
+    steps, tests = comparisons(rows, shots)
+    if not tests:
+        return []
     lines = [f"**Reading the table** ({shots}-shot, {steps} steps; Δ = variant − full in mAP@0.5, negative when "
-             f"the switch hurts; Welch's t of the two sets of seeds: |t| < 2 is within the seeds' noise, |t| >= 2.8 "
-             f"a real difference with 3 seeds each):", ""]
-    for model, scores in per.items():
-        if len(scores) > 1 and len(full) > 1:
-            diff, t = statistics.mean(scores) - statistics.mean(full), welch_t(scores, full)
-            word = ("the full model is better" if t <= -2.8 else "the variant is better" if t >= 2.8
-                    else "within noise" if abs(t) < 2 else "weak")
-            lines.append(f"- `{model}` ({WHAT[model]}): Δ {diff:+.3f}, t = {t:+.1f}: {word}.")
+             f"the switch hurts; Welch's t-test of the two sets of seeds, Welch–Satterthwaite degrees of freedom, "
+             f"two-sided p (`fscal_edu.stats.welch`); a verdict needs p < {ALPHA}, and Holm's correction for the "
+             f"{len(tests)} comparisons of this list is noted where it changes it):", ""]
+    for model, w, p_holm in tests:
+        lines.append(f"- `{model}` ({WHAT[model]}): Δ {w.diff:+.3f}, t = {w.t:+.1f}, df = {w.df:.1f}, "
+                     f"{format_p(w.p)}: {word(w, p_holm)}.")
     return lines + [""]
 
 
-def findings(rows: list[dict], shots: int = 5) -> list[str]:
+def diagnostics(rows: list[dict], shots: int = 5) -> dict:
+    """What the text needs beyond the scores, from the runs' checkpoints and metrics (``runs/``):
+    StoQ's added term per seed of the full model, and the mean validation curves of full and no_stoq."""
+    steps, _ = seed_scores(rows, shots)
+    pick = lambda m: [r for r in rows if r["model"] == m and r["shots"] == shots and r["steps"] == steps]  # noqa: E731
+    if steps is None or not all((ROOT / r["run"] / "best.pt").is_file() for r in pick("full")):
+        return {}
+    stoq = stoq_measures(pick("full"))
+    return {"stoq_added_term": {"relative_size": [round(a, 4) for a, _ in stoq],
+                                "shared_energy": [round(b, 4) for _, b in stoq], "episodes": 64},
+            "val_curves": {m: {str(k): round(v, 4) for k, v in val_curve(pick(m)).items()} for m in ("full", "no_stoq")}}
+
+
+def findings(rows: list[dict], diag: dict, shots: int = 5) -> list[str]:
     """The table in words (5-shot, then 1-shot), why the full model is not on top at 5-shot, and
-    what this world cannot show by construction with the knobs that would let it."""
+    what this world cannot show by construction with the knobs that would let it. ``diag``: what
+    :func:`diagnostics` measured (stored in the results file, so the text needs no ``runs/``)."""
     lines = reading(rows, 5) + reading(rows, 1)
     steps, per = seed_scores(rows, shots)
     if steps is None:
         return lines
     full = per.pop("full")
     better = [m for m, sc in per.items() if len(sc) > 1 and statistics.mean(sc) > statistics.mean(full)]
-    if better:
-        stoq = stoq_measures([r for r in rows if r["model"] == "full" and r["shots"] == shots and r["steps"] == steps])
-        curves = {m: val_curve([r for r in rows if r["model"] == m and r["shots"] == shots and r["steps"] == steps])
-                  for m in ("full", "no_stoq")}
+    significant = [m for m, w, _ in comparisons(rows, shots)[1] if w.p < ALPHA and w.diff > 0]
+    if better and diag:
+        stoq = list(zip(diag["stoq_added_term"]["relative_size"], diag["stoq_added_term"]["shared_energy"]))
+        curves = diag["val_curves"]
         curve = lambda m: "/".join(f"{v:.3f}" for v in curves[m].values())  # noqa: E731
         lines += ["", f"**Why the full model is not above every ablation** ({', '.join(f'`{m}`' for m in better)} "
-                  "score higher on average; notebook 08, sections 7-8, has the details): (1) our relation head "
+                  f"score higher on average, {', '.join(f'`{m}`' for m in significant) or 'none'} at p < {ALPHA}; "
+                  "notebook 08, sections 7-8, has the details): (1) our relation head "
                   "already compares every proposal with an order-preserving (aligned) summary of the supports, "
                   "`[x; s; x*s; |x - s|]`, so what the stages bring reaches the classifier without them (see "
                   "`no_stages`); (2) StoQ adds to each proposal token a term "
@@ -321,7 +351,7 @@ def findings(rows: list[dict], shots: int = 5) -> list[str]:
     return lines
 
 
-def markdown(summary: list[dict], rows: list[dict], jobs: list = ()) -> str:
+def markdown(summary: list[dict], rows: list[dict], jobs: list = (), diag: dict | None = None) -> str:
     lines = ["", f"Machine: {machine()} shared with other jobs, "
              f"torch {torch.__version__}. Each trained model: quick preset on the base classes, best "
              f"validation checkpoint, scored on the fixed test episodes of `data_samples/anet_like` "
@@ -343,7 +373,7 @@ def markdown(summary: list[dict], rows: list[dict], jobs: list = ()) -> str:
                          f"{','.join(map(str, s['seeds'])) or '-'} | {cell(s['mAP@0.5'])} | {delta} | "
                          f"{cell(s['average_mAP'])} | {s['train_s']['mean']:.0f} |")
         lines.append("")
-    lines += findings(rows)
+    lines += findings(rows, diag or {})
     if any(r.get("same_as") for r in rows):
         lines += ["1-shot `joint` is not trained: with K = 1 the joint clip of all supports is the one support, "
                   "so it is the full model itself (same initial weights give bit-identical outputs, checked by "
@@ -382,18 +412,25 @@ def report(args, command: str) -> dict:
                          f"{'CPU' if rows and rows[0].get('device', 'cpu') == 'cpu' else 'GPU'}", "preset": args.preset, "data": "data_samples/anet_like",
               "command": command, "summary": summary, "runs": rows}
     result["jobs_comparison"] = [read_json(p, "a result row") for p in sorted(Path(args.runs).glob("compare_jobs*.json"))]
+    result["diagnostics"] = diagnostics(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if not args.quick:
-        replace_section(ROOT / "docs" / "benchmarks.md", SECTION,
-                        markdown(summary, rows, result["jobs_comparison"]))
+        docs(result)
     for s in summary:
         print(f"{s['shots']}-shot {s['model']:12s} steps {s['steps']:4d} n={s['mAP@0.5']['n']} "
               f"mAP@0.5 {s['mAP@0.5']['mean']:.3f} ± {s['mAP@0.5']['sd']:.3f}  "
               f"avg {s['average_mAP']['mean']:.3f} ± {s['average_mAP']['sd']:.3f}  "
               f"train {s['train_s']['mean']:.0f} s")
     return result
+
+
+def docs(result: dict) -> None:
+    """The "Ablations (issue 6)" section of ``docs/benchmarks.md``, from a results file alone."""
+    replace_section(ROOT / "docs" / "benchmarks.md", SECTION,
+                    markdown(result["summary"], result["runs"], result.get("jobs_comparison", []),
+                             result.get("diagnostics")))
 
 
 def main(argv=None) -> None:
@@ -412,6 +449,8 @@ def main(argv=None) -> None:
     p.add_argument("--compare-jobs", action="store_true",
                    help="time 2 trainings as 1 job x 2 threads and as 2 jobs x 1 thread; nothing else")
     p.add_argument("--report", action="store_true", help="train nothing; rebuild the table from runs/")
+    p.add_argument("--docs-only", action="store_true",
+                   help="read nothing but --out (the results file) and rewrite the docs section from it")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny preset, seed 0, 5-shot, 4 steps")
     args = p.parse_args(argv)
     if args.quick:
@@ -420,6 +459,8 @@ def main(argv=None) -> None:
     args.shots = args.shots or ([5] if args.quick else [5, 1])
     if args.compare_jobs:
         return compare_jobs(args)
+    if args.docs_only:
+        return docs(read_json(args.out, "the ablation results"))
     command = "python bench/ablations.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.report:
         sweep(args)

@@ -1,10 +1,17 @@
 """Probes of a trained model that notebooks and ``bench/`` share: numbers, not figures."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
+import numpy as np
 import torch
 from einops import rearrange
+from torch import nn
 
 from .attention import cross_attend
+from .data.annotations import instances_by_class
+from .model import STAGES
+from .utils import FscalError, read_json, where
 
 
 def stoq_added_term(model, query, support) -> dict:
@@ -25,3 +32,164 @@ def stoq_added_term(model, query, support) -> dict:
     shared = added.mean(dim=1, keepdim=True)                                        # (B, 1, d)
     return {"relative_size": float(added.norm(dim=-1).mean() / X_Q.norm(dim=-1).mean()),
             "shared_energy": float((shared.pow(2).sum(-1) / added.pow(2).sum(-1).mean(1, keepdim=True)).mean())}
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 12: probes of every stage, of the trained weights, and of edited supports
+# ---------------------------------------------------------------------------------------------
+
+@contextmanager
+def _operands(model):
+    """Within the block, ``store[stage]`` receives what each stage of ``model`` hands to the
+    primitive (``X_a, X_b, W, mask_a, mask_b``), exactly as the stage passes it."""
+    store, stages = {}, {n: getattr(model, n) for n in STAGES if getattr(model, n, None) is not None}
+
+    def capture(name, original):
+        def attend(X_a, X_b, W, mask_a=None, mask_b=None):
+            store[name] = dict(X_a=X_a, X_b=X_b, W=W, mask_a=mask_a, mask_b=mask_b)
+            return original(X_a, X_b, W, mask_a=mask_a, mask_b=mask_b)
+        return attend
+
+    for name, stage in stages.items():
+        stage.attend = capture(name, stage.attend)       # an instance attribute shadows the method
+    try:
+        yield store
+    finally:
+        for stage in stages.values():
+            del stage.attend
+
+
+def stage_probes(model, query, support, skip=()) -> dict:
+    """For each stage the model runs on a batch: what its added term (eqs. 2/5/6, before the
+    stage's LayerNorm) and its attention look like. ``{stage: {...}}`` with
+
+    ``relative_size``: ``|added| / |X_b|``, mean norms over all targets;
+    ``shared_energy``: the share of the added term's energy that is one vector shared by all targets
+    of one softmax (its mean over them: the N_Q proposals for StoQ, the T_S snippets of a support for
+    QtoS and Dynamics-CA), averaged over those groups. With the row softmax and the mass
+    normalisation that vector is the mean of the sources whatever W is (each row sums to one);
+    ``entropy``: the mean entropy of the softmax distributions (rows, or columns for ``"column"``)
+    over their maximum, ``log`` of the tokens each spreads over (1: uniform, 0: one token);
+    ``spread_over``: that number of tokens.
+    """
+    with torch.no_grad(), _operands(model) as ops:
+        model(query, support, skip=skip, relation=False)
+        out = {}
+        for name, o in ops.items():
+            stage = getattr(model, name)
+            X_b_new, A = cross_attend(o["X_a"], o["X_b"], o["W"], axis=stage.axis, scale=stage.scale,
+                                      mass_norm=stage.mass_norm, mask_a=o["mask_a"], mask_b=o["mask_b"])
+            added = X_b_new - o["X_b"]                                              # (..., N_b, d)
+            shared = added.mean(dim=-2, keepdim=True)                               # (..., 1, d)
+            energy = shared.pow(2).sum(-1) / added.pow(2).sum(-1).mean(-1, keepdim=True)
+            out[name] = {"relative_size": float(added.norm(dim=-1).mean() / o["X_b"].norm(dim=-1).mean()),
+                         "shared_energy": float(energy.mean()), **_entropy(A, o, stage.axis)}
+    return out
+
+
+def _entropy(A: torch.Tensor, o: dict, axis: str) -> dict:
+    """Mean normalised entropy of the softmax distributions of ``A`` (..., N_a, N_b) along ``axis``."""
+    mask_a = o["mask_a"] if o["mask_a"] is not None else torch.ones(o["X_a"].shape[:-1], dtype=torch.bool)
+    mask_b = o["mask_b"] if o["mask_b"] is not None else torch.ones(o["X_b"].shape[:-1], dtype=torch.bool)
+    real = (mask_a[..., :, None] & mask_b[..., None, :]).expand(A.shape)
+    dim = -1 if axis == "row" else -2
+    n = real.sum(dim)                                                               # tokens per distribution
+    H = -torch.where(A > 0, A * A.clamp_min(1e-38).log(), torch.zeros_like(A)).sum(dim)
+    keep = (n >= 2) & (A.sum(dim) > 0)        # a masked-out source (own_only) spreads nothing
+    return {"entropy": float((H[keep] / n[keep].double().log()).mean()), "spread_over": float(n[keep].double().mean())}
+
+
+def weight_drift(model) -> dict:
+    """How far each stage's weights moved from their initialisation, ``||W - W_0|| / ||W_0||``.
+
+    ``{stage: {parameter: ratio}}`` for the weights with a fixed start (``attention.py``): the
+    ``W_*`` matrices (the identity) and Dynamics-CA's convolutions ``w.<k>.weight`` (the window
+    mean). The starts come from a fresh model of the same config (the random state is left as it was).
+    """
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        fresh = type(model)(model.cfg)
+    out = {}
+    for name in STAGES:
+        stage, start = getattr(model, name), getattr(fresh, name)
+        if stage is None:
+            continue
+        init = dict(start.named_parameters())
+        out[name] = {p: float((w.detach().cpu() - init[p].detach()).norm() / init[p].detach().norm())
+                     for p, w in stage.named_parameters()
+                     if p.startswith("W_") or (p.startswith("w.") and p.endswith(".weight"))}
+    return out
+
+
+class EditedSupports(nn.Module):
+    """``model`` with its supports edited before every forward: ``edit(support (B, K, T_S, C))``.
+
+    ``inference.predict`` and ``evaluate_model`` take it in place of the model, so a probe is
+    scored exactly like the model (``skip`` passes through).
+    """
+
+    def __init__(self, model, edit):
+        super().__init__()
+        self.inner, self.edit, self.cfg = model, edit, model.cfg
+
+    def check_skip(self, skip):
+        return self.inner.check_skip(skip)
+
+    def forward(self, query, support, **kwargs):
+        return self.inner(query, self.edit(support), **kwargs)
+
+
+def reverse_snippets(support: torch.Tensor) -> torch.Tensor:
+    """Every support clip played backwards: ``(B, K, T_S, C)``, snippet order reversed."""
+    return support.flip(-2)
+
+
+def shuffle_snippets(seed: int = 0):
+    """An edit that shuffles the snippets of every support clip, each clip its own permutation
+    (drawn from a generator seeded once, so a fixed sequence of batches gets fixed permutations)."""
+    gen = torch.Generator().manual_seed(seed)
+
+    def edit(support: torch.Tensor) -> torch.Tensor:
+        B, K, T_S, C = support.shape
+        order = torch.rand(B, K, T_S, generator=gen).argsort(-1).to(support.device)   # (B, K, T_S)
+        return support.gather(2, order[..., None].expand(B, K, T_S, C))
+    return edit
+
+
+def twin_classes(world) -> dict:
+    """``{class: its twin}`` of a synthetic world (``annotations.json``'s taxonomy, else ``world.json``)."""
+    twins = {t["nodeName"]: t["twin"] for t in world.annotations.get("taxonomy", []) if "twin" in t}
+    if not twins and (world.root / "world.json").is_file():
+        twins = read_json(world.root / "world.json", "world.json")["info"].get("twin", {})
+    if not twins:
+        raise FscalError(f"{where(file=world.root, field='twin')}: this world records no twin classes")
+    return twins
+
+
+def replace_supports(world, episodes: list[dict], donor: str, seed: int = 0) -> list[dict]:
+    """The episodes with their K supports replaced by K clips of another class: its twin
+    (``donor="twin"``) or a class of the same split that is neither it nor its twin (``"other"``).
+
+    Query, label and ground truth stay; the clips are annotated instances of the donor class
+    outside the query video, drawn without replacement by ``np.random.default_rng([seed, i])`` for
+    episode i (the non-twin donor too), so the same call gives the same episodes.
+    """
+    if donor not in ("twin", "other"):
+        raise FscalError(f"{where(field='donor')}: {donor!r} is not one of ('twin', 'other')")
+    twins, by_class = twin_classes(world), instances_by_class(world.annotations)
+    split_of = {c: s for s, classes in world.splits.items() for c in classes}
+    out = []
+    for i, ep in enumerate(episodes):
+        rng, label = np.random.default_rng([seed, i]), ep["label"]
+        if donor == "twin":
+            cls = twins[label]
+        else:
+            others = sorted(c for c in world.splits[split_of[label]] if c not in (label, twins.get(label)))
+            cls = others[rng.integers(len(others))]
+        pool = [(v, seg) for v, seg in by_class.get(cls, []) if v != ep["query"]]
+        if len(pool) < len(ep["support"]):
+            raise FscalError(f"{where(video=ep['query'], field='support')}: class {cls!r} has {len(pool)} "
+                             f"clip(s) outside the query, fewer than K = {len(ep['support'])}")
+        pick = sorted(rng.choice(len(pool), size=len(ep["support"]), replace=False))
+        out.append({**ep, "support": [{"video": pool[j][0], "segment": [float(s) for s in pool[j][1]]}
+                                      for j in pick], "donor": cls})
+    return out

@@ -129,6 +129,7 @@ def check_interpolated_ap(fn) -> bool:
 from einops import reduce  # noqa: E402
 
 from .attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_attend  # noqa: E402
+from .stats import welch  # noqa: E402
 from .viz.attention import granularity_mass  # noqa: E402
 
 
@@ -301,12 +302,9 @@ def check_winner(answer: str, episodes, annotations: dict, predictions: dict) ->
 def check_welch_t(fn) -> bool:
     """Notebook 08: ``fn(a, b) -> t``, Welch's t statistic of two lists of per-seed scores,
     ``t = (mean(a) - mean(b)) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the sample variances
-    (divided by n - 1)."""
-    def welch(a, b):
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        return (a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b))
-
+    (divided by n - 1); the reference is :func:`fscal_edu.stats.welch` (which adds the degrees of
+    freedom and the p-value)."""
     cases = {"three seeds each": ([0.61, 0.64, 0.58], [0.52, 0.55, 0.57]),
              "unequal sizes": ([0.7, 0.72, 0.69, 0.75, 0.71], [0.66, 0.74]),
              "the second one better": ([0.3, 0.35, 0.31], [0.4, 0.38, 0.45])}
-    return all([compare(name, float(fn(list(a), list(b))), welch(a, b)) for name, (a, b) in cases.items()])
+    return all([compare(name, float(fn(list(a), list(b))), welch(a, b).t) for name, (a, b) in cases.items()])
