@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="replace the run in --out (the old one is moved aside to OUT.replaced-N first)")
     t.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
                    help="auto: bf16 autocast on CUDA, float32 elsewhere")
-    t.add_argument("--workers", type=int, default=None,
+    t.add_argument("--workers", type=seed, default=None,
                    help="DataLoader processes per training process (default 2 on CUDA, else 0)")
     t.set_defaults(func=_train)
 

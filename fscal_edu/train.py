@@ -180,17 +180,29 @@ def training_loader(world: World, cfg: Config, seed: int, start: int, stop: int,
     ``step * batch_size + rank * B_local + j`` of :class:`RandomEpisodes`
     (:func:`fscal_edu.distributed.rank_items`), built by ``workers`` processes ahead of time.
 
-    Item i depends only on (seed, i): workers, ranks and resuming never change the numbers.
+    Item i depends only on (seed, i): workers, ranks and resuming never change the numbers. The
+    features come from the shared float16 store; each worker keeps 1 / workers of the clip cache
+    (:meth:`World.clip`), so that more workers do not mean more memory.
     """
     dist = dist or distributed.Dist()
     cuda = dist.device.type == "cuda"
     workers = (2 if cuda else 0) if workers is None else workers
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise FscalError(f"{where(field='workers')}: DataLoader workers must be an integer >= 0, got {workers!r}")
     episodes = RandomEpisodes(world, "base", cfg.data.shots, cfg.optim.steps * cfg.optim.batch_size,
                               cfg.data.T, cfg.data.T_S, seed)
     sampler = distributed.StepBatches(start, stop, cfg.optim.batch_size, dist.rank, dist.world_size)
     return DataLoader(episodes, batch_sampler=sampler, collate_fn=collate, num_workers=workers, pin_memory=cuda,
                       prefetch_factor=4 if workers else None, persistent_workers=False,
+                      worker_init_fn=_share_clip_cache if workers else None,
                       generator=torch.Generator())   # never draws from the global RNG
+
+
+def _share_clip_cache(worker_id: int) -> None:
+    """In a DataLoader worker: this worker's share of the clip cache's budget."""
+    info = torch.utils.data.get_worker_info()
+    world = info.dataset.world
+    world.CLIP_CACHE_BYTES = type(world).CLIP_CACHE_BYTES // info.num_workers
 
 
 def main_train(args) -> int:

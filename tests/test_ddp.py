@@ -23,7 +23,7 @@ from fscal_edu.inference import evaluate_model
 from fscal_edu.losses import fscal_loss
 from fscal_edu.model import FSCAL
 from fscal_edu.train import train, training_loader
-from fscal_edu.utils import seed_everything
+from fscal_edu.utils import FscalError, seed_everything
 
 from conftest import DATA, ROOT
 
@@ -157,3 +157,11 @@ def test_every_trainable_parameter_gets_a_gradient(world, name):
     b = collate([ds[i] for i in range(2)])
     fscal_loss(model(b["query"], b["support"]), b, cfg.loss)["loss"].backward()
     assert [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None] == []
+
+
+def test_bad_worker_counts_are_errors(world):
+    with pytest.raises(FscalError, match="field 'workers'.*integer >= 0, got -1"):
+        training_loader(world, get_config("tiny"), 0, 0, 1, workers=-1)
+    done = subprocess.run([sys.executable, "-m", "fscal_edu", *ARGS, "--out", "unused", "--workers", "-1"],
+                          env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--workers" in done.stderr
