@@ -183,7 +183,7 @@ def markdown(result: dict) -> str:
                              f"{tr[s]['shared_energy']:.0%}; {init[s]['shared_energy']:.0%} | {drift} |")
             lines.append("")
         lines += reading(ck)
-    lines += ["Reproduce: `" + result["command"] + "`", ""]
+    lines += ["Reproduce: `" + result["command"].replace(" --no-docs", "") + "`", ""]
     return "\n".join(lines)
 
 
@@ -246,11 +246,12 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained model (the 'at init' column)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(ROOT / "bench" / "results" / "probes.json"))
-    p.add_argument("--no-docs", action="store_true", help="do not touch docs/benchmarks.md")
+    p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="the markdown file to update")
+    p.add_argument("--no-docs", action="store_true", help="do not touch --doc")
     p.add_argument("--docs-only", action="store_true", help="rebuild the docs section from --out; nothing else")
     args = p.parse_args(argv)
     if args.docs_only:
-        replace_section(ROOT / "docs" / "benchmarks.md", SECTION, markdown(read_json(args.out, "probes.json")))
+        replace_section(Path(args.doc), SECTION, markdown(read_json(args.out, "probes.json")))
         return
     configure_process(threads=args.threads)
     from ablations import machine
@@ -268,7 +269,7 @@ def main(argv=None) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     if not args.no_docs:
-        replace_section(ROOT / "docs" / "benchmarks.md", SECTION, markdown(result))
+        replace_section(Path(args.doc), SECTION, markdown(result))
     print(f"wrote {out} ({result['seconds']:.0f} s)")
 
 

@@ -7,7 +7,10 @@ matches known values of Student's t; and the probes of ``fscal_edu.diagnostics``
 they say.
 """
 import itertools
+import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -25,7 +28,7 @@ from fscal_edu.model import FSCAL, STAGES
 from fscal_edu.stats import betainc, holm, t_two_sided_p, welch
 from fscal_edu.utils import FscalError
 
-from conftest import DATA
+from conftest import DATA, ROOT
 
 K = 5        # > 1: at K = 1 `joint` is the full model by construction (see test_joint_is_full_at_one_shot)
 
@@ -271,3 +274,49 @@ def test_replace_supports(world):
             assert all((c["video"], tuple(c["segment"])) in clips for c in ep["support"])
     with pytest.raises(FscalError, match="donor"):
         replace_supports(world, episodes, "same")
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench scripts: verdicts from p-values, the probes end to end
+# ---------------------------------------------------------------------------------------------
+
+def bench_module(name):
+    import importlib
+    import sys
+    sys.path[:0] = [str(ROOT / "bench")]
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
+def test_ablation_verdicts_come_from_p_values():
+    """Shipped 1-shot blind: t = -3.0 passed the old |t| >= 2.8 rule, but with df = 2.2 its p is 0.09."""
+    ablations = bench_module("ablations")
+    rows = json.loads((ROOT / "bench" / "results" / "ablations.json").read_text())["runs"]
+    one = next(line for line in ablations.reading(rows, 1) if line.startswith("- `blind`"))
+    assert "df = 2.2, p = 0.09: no difference the seeds can show" in one
+    five = {line.split("`")[1]: line for line in ablations.reading(rows, 5) if line.startswith("- `")}
+    assert five["blind"].endswith("p = 0.0036: the full model is better.")
+    assert "the variant is better (not after Holm's correction" in five["no_stoq"]
+    assert "|t|" not in "\n".join(ablations.reading(rows, 5))
+
+
+def test_probes_script_smoke(tmp_path):
+    out, doc = tmp_path / "probes.json", tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\n## Other\n\nkept\n")
+    cmd = [sys.executable, str(ROOT / "bench" / "probes.py"), "--limit", "6", "--draws", "1", "--bootstrap", "2",
+           "--out", str(out), "--doc", str(doc)]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    full, blind = result["checkpoints"]
+    assert [r["probe"] for r in full["probes"]][:2] == ["as trained", "skip qtos"] and len(full["probes"]) == 12
+    assert set(full["stages"]["trained"]) == set(STAGES) and set(full["weight_drift"]) == set(STAGES)
+    assert len({r["mAP@0.5"] for r in blind["probes"]}) == 1 and not blind["stages"]    # blind reads no support
+    text = doc.read_text()
+    assert "## Other\n\nkept" in text and "## Probes of a trained model (issue 12)" in text
+    assert "this model never reads the supports" in text
+    doc.write_text("# Benchmarks\n")
+    assert subprocess.run(cmd[:2] + ["--docs-only", "--out", str(out), "--doc", str(doc)], cwd=ROOT).returncode == 0
+    assert text.split("## Probes")[1] == doc.read_text().split("## Probes")[1]
