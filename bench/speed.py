@@ -254,8 +254,8 @@ def inference(model, world: World, episodes: list, batch_size: int, runs: int) -
 # ---------------------------------------------------------------------------------------------
 
 def markdown(r: dict) -> str:
-    lines = ["", f"Machine: {r['machine']}. Load average when it started: {r['load_average']} (the two "
-             f"cores were shared with other jobs, so times are best-of-N and swing between runs).", "",
+    lines = ["", f"Machine: {r['machine']}. Load average (1, 5, 15 min) when it started: {r['load_average']}. "
+             f"{r.get('note') or 'Other jobs may have shared the two cores: times are best-of-N.'}", "",
              "**Training step** (forward, loss, backward, clipping, AdamW; one batch of random base "
              "episodes; data loading timed apart):", "",
              "| preset | d | batch | parameters | step (ms) | data loading (ms) | GFLOP / step | GFLOP/s | "
@@ -378,7 +378,16 @@ def main(argv=None) -> None:
                    help="quick-preset model for the inference timing (an untrained one if absent)")
     p.add_argument("--no-docs", action="store_true", help="write the JSON only")
     p.add_argument("--no-convergence", action="store_true", help="skip the (minutes long) training runs")
+    p.add_argument("--note", default="", help="how the machine was used during the run (goes in the docs)")
+    p.add_argument("--docs-only", action="store_true", help="rewrite the docs section from speed.json")
     args = p.parse_args(argv)
+    out = ROOT / "bench" / "results" / "speed.json"
+    if args.docs_only:
+        result = json.loads(out.read_text())
+        result["note"] = args.note or result.get("note", "")
+        out.write_text(json.dumps(result, indent=1) + "\n")
+        replace_section(ROOT / "docs" / "benchmarks.md", SECTION, markdown(result))
+        return
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     convergence = {} if args.no_convergence else training_runs()
     world = World(DATA)
@@ -405,7 +414,7 @@ def main(argv=None) -> None:
               "training": training, "matmul": mm, "inference": infer, "threads_and_load": matrix,
               "profile": top, "convergence": convergence, "threads": args.threads}
     result["command"] = result["command"].strip()
-    out = ROOT / "bench" / "results" / "speed.json"
+    result["note"] = args.note
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
