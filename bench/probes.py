@@ -154,7 +154,8 @@ def markdown(result: dict) -> str:
     """The docs section, written from ``probes.json`` alone (``--docs-only`` rebuilds it)."""
     lines = ["", f"Machine: {result['machine']}. `python bench/probes.py` on the {result['episodes']} fixed "
              f"{result['shots']}-shot {result['split']} episodes of `data_samples/anet_like`; no training, "
-             f"{result['seconds']:.0f} s in all. mAP@0.5 of the FS-CAL protocol; Δ = probe − as trained; "
+             f"{result['seconds']:.0f} s in all{' (' + result['note'] + ')' if result.get('note') else ''}. "
+             "mAP@0.5 of the FS-CAL protocol; Δ = probe − as trained; "
              f"95 % interval of Δ: paired bootstrap over the episodes ({result['bootstrap']} resamples; "
              f"for probes with {result['draws']} random draws, the first draw's). Shuffles and support "
              "replacements are seeded draws (`fscal_edu.diagnostics`): mean over the draws, each draw listed.", ""]
