@@ -1,10 +1,11 @@
 """SIGKILL a tiny-preset `fscal-edu train` at random instants, resume it, compare with an uninterrupted run.
 
-    python bench/kill_resume.py [--kills 20] [--seed 0] [--steps 60] [--out runs/kill_resume]
+    python bench/kill_resume.py [--kills 20] [--seed 0] [--steps 200] [--out runs/kill_resume]
 
-One uninterrupted reference run, then ``--kills`` trials: each starts the same run in a fresh
-directory, kills its process group with SIGKILL after a delay drawn uniformly over the reference
-run's wall time (so start-up, steps, validations and checkpoint writes are all hit), then runs
+One uninterrupted reference run, then trials until ``--kills`` of them were killed: each starts the
+same run in a fresh directory, kills its process group with SIGKILL after a delay drawn uniformly
+over the reference run's wall time (so start-up, steps, validations and checkpoint writes are all
+hit; a trial whose run ended before its delay is kept but does not count as a kill), then runs
 ``--resume`` (or, if the kill came before ``config.json`` existed, the original command) until it
 exits 0. A trial passes when the final ``last.pt`` weights equal the reference's and
 ``metrics.jsonl`` is byte-identical. Results: ``bench/results/kill_resume.json``.
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 60
+STEPS = 200
 sys.path.insert(0, str(ROOT))
 from fscal_edu.checkpoints import read_checkpoint  # noqa: E402
 
@@ -62,7 +63,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--steps", type=int, default=200)
     p.add_argument("--out", default=str(ROOT / "runs" / "kill_resume"))
     p.add_argument("--result", default=str(ROOT / "bench" / "results" / "kill_resume.json"))
     a = p.parse_args()
@@ -79,7 +80,9 @@ def main() -> int:
     wall = time.perf_counter() - t0
     rng = np.random.default_rng(a.seed)
     trials = []
-    for i in range(a.kills):
+    kills, i = 0, -1
+    while kills < a.kills and i < 3 * a.kills:
+        i += 1
         out = root / f"trial_{i:02d}"
         delay = float(rng.uniform(0, wall))
         proc = launch(args, out, False)
@@ -87,6 +90,7 @@ def main() -> int:
         killed = proc.poll() is None
         if killed:
             os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
         proc.wait()
         after_kill = state(out)
         resumes = 0
