@@ -154,7 +154,9 @@ def markdown(result: dict) -> str:
     """The docs section, written from ``probes.json`` alone (``--docs-only`` rebuilds it)."""
     lines = ["", f"Machine: {result['machine']}. `python bench/probes.py` on the {result['episodes']} fixed "
              f"{result['shots']}-shot {result['split']} episodes of `data_samples/anet_like`; no training, "
-             f"{result['seconds']:.0f} s in all{' (' + result['note'] + ')' if result.get('note') else ''}. "
+             f"{result['seconds']:.0f} s in all"
+             + (f", {result['cpu_seconds']:.0f} s of CPU" if "cpu_seconds" in result else "")
+             + (f" ({result['note']})" if result.get("note") else "") + ". "
              "mAP@0.5 of the FS-CAL protocol; Δ = probe − as trained; "
              f"95 % interval of Δ: paired bootstrap over the episodes ({result['bootstrap']} resamples; "
              f"for probes with {result['draws']} random draws, the first draw's). Shuffles and support "
@@ -266,6 +268,7 @@ def main(argv=None) -> None:
               "bootstrap": args.bootstrap,
               "checkpoints": [probe_checkpoint(path, world, episodes, args) for path in paths]}
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    result["cpu_seconds"] = round(time.process_time(), 1)      # the wall time counts a stopped or starved process too
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
