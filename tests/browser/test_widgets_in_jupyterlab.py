@@ -478,7 +478,7 @@ def test_widgets_render_and_respond(lab, notebook, request):
     nb = lab.notebook(notebook)
     page, summary = nb.page, lab.summary
     selected = [i.callspec.params["notebook"] for i in request.session.items
-                if i.originalname == "test_widgets_render_and_respond" and hasattr(i, "callspec")]
+                if getattr(i, "originalname", None) == "test_widgets_render_and_respond" and hasattr(i, "callspec")]
     later = selected[selected.index(notebook) + 1:] if notebook in selected else []
     problems: list[str] = []
     report: list[str] = []     # what was checked, written next to the screenshots
