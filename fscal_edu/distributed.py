@@ -207,6 +207,10 @@ def setup(device=None) -> Dist:
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", local)
     if device.type == "cuda":
+        if device.index >= torch.cuda.device_count():
+            raise FscalError(f"field 'LOCAL_RANK': local process {local} would take {device}, but this "
+                             f"machine has {torch.cuda.device_count()} CUDA device(s); start at most that "
+                             f"many processes per machine (torchrun --nproc_per_node)")
         torch.cuda.set_device(device)
     if world == 1 and not (tdist.is_available() and tdist.is_initialized()):
         return Dist(device=device)

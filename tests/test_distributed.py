@@ -44,6 +44,15 @@ def test_env_world(monkeypatch):
         env_world()
 
 
+def test_more_local_processes_than_gpus_is_an_error(monkeypatch):
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(FscalError, match="'LOCAL_RANK': local process 1 would take cuda:1, but this machine has 1"):
+        setup(torch.device("cuda"))
+
+
 def test_one_process_is_the_identity(monkeypatch):
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(k, raising=False)
