@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="write the predictions (ActivityNet results JSON)")
     e.add_argument("--device", type=device_arg, default=None)
     e.add_argument("--threads", type=count, default=None, help="torch's CPU threads")
+    e.add_argument("--workers", type=seed, default=0, help="DataLoader processes that build the batches (default 0)")
     e.add_argument("--skip", type=stages_arg, default=(),
                    help="bypass these cross-attention stages of the checkpoint's model at inference "
                         "(comma list of qtos, dynamics, stoq): probes a trained model without retraining")

@@ -80,6 +80,7 @@ def main_evaluate(args) -> int:
         model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
         skip = getattr(args, "skip", ())
         metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True,
+                                          workers=getattr(args, "workers", 0),
                                           skip=skip)
         name = args.checkpoint + (f" (skipping {', '.join(s for s in STAGES if s in skip)})" if skip else "")
     if args.out:

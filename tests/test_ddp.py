@@ -165,3 +165,10 @@ def test_bad_worker_counts_are_errors(world):
     done = subprocess.run([sys.executable, "-m", "fscal_edu", *ARGS, "--out", "unused", "--workers", "-1"],
                           env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--workers" in done.stderr
+
+
+def test_evaluation_workers_give_the_same_predictions(world):
+    model = FSCAL(get_config("tiny")).eval()
+    a, _ = evaluate_model(model, world, "test", 5, limit=8, batch_size=4, workers=0)
+    b, _ = evaluate_model(model, world, "test", 5, limit=8, batch_size=4, workers=2)
+    assert a == b
