@@ -217,7 +217,9 @@ def common_share(annotations: dict, episodes: list[dict]) -> float:
 
 
 def world_statistics(annotations: dict) -> dict:
-    """The statistics of ``shared/real/README.md``'s table, for any ActivityNet-format dict."""
+    """Instances per video, instance length / video length, action coverage, videos with several
+    classes and durations: the statistics that compare a world with real ActivityNet or THUMOS14
+    annotations (`data_samples/README.md`), for any ActivityNet-format dict."""
     db = annotations["database"]
     durs, per_video, ratios, coverage, multi = [], [], [], [], []
     for vid, v in db.items():
