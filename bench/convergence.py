@@ -30,6 +30,7 @@ from fscal_edu.checkpoints import load_model  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import World  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
+from fscal_edu.runs import write_atomic  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 
@@ -101,9 +102,7 @@ def cached_run(seed: int, threads: int | None = None, load: int = 0, results: Pa
     if fresh or k not in done:
         done[k] = run(seed, threads, load)
         results.parent.mkdir(exist_ok=True)
-        tmp = results.with_suffix(".tmp")
-        tmp.write_text(json.dumps(done, indent=1) + "\n")
-        os.replace(tmp, results)
+        write_atomic(results, json.dumps(done, indent=1) + "\n")
     return done[k]
 
 

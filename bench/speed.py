@@ -196,7 +196,7 @@ def batched_results(batch, segments, scores, cfg, world, results):
     for b, eid in enumerate(batch["id"]):
         n = int((index[b] >= 0).sum())
         sec = to_seconds(segments[b][index[b, :n]], duration=batch["duration"][b], num_snippets=cfg.data.T,
-                         meta=world.meta, feat_len=len(world.features(batch["video"][b])))
+                         meta=world.meta, feat_len=len(world.raw_features(batch["video"][b])))
         results[eid] = [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
                         for (a, e), s in zip(sec.tolist(), kept[b, :n].astype(np.float32).tolist()) if e > a]
 
@@ -275,9 +275,9 @@ def markdown(r: dict) -> str:
     names = {"one_at_a_time": "one at a time", "batched": "batches of {b}",
              "batched_soft_nms_batched": "batches of {b}, Soft-NMS of the batch at once"}
     for i in r["inference"]:
-        for key, name in names.items():
-            x = i[key]
-            speed = f"{i['speedup_' + key]:.1f}x" if key != "one_at_a_time" else "1x"
+        for way, name in names.items():
+            x = i[way]
+            speed = f"{i['speedup_' + way]:.1f}x" if way != "one_at_a_time" else "1x"
             lines.append(f"| {i['preset']} ({'trained' if i['trained'] else 'untrained'}) | {i['episodes']} | {name.format(b=i['batch'])} | {x['episodes_per_s']:.0f} "
                          f"| {x['forward_ms_per_episode']:.2f} | {x['post_ms_per_episode']:.2f} | {speed} |")
     q = r["inference"][0]

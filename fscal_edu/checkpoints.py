@@ -18,6 +18,7 @@ from .utils import FscalError, get_device, where
 
 CHECKPOINT_FORMAT = "fscal-edu-checkpoint-v1"
 
+
 def save_checkpoint(path, model: FSCAL, optimizer=None, scheduler=None, *, step: int = 0,
                     best: float = -1.0, extra: dict | None = None) -> Path:
     """Write atomically: to ``path.tmp`` first, then rename, so a crash never leaves half a file."""

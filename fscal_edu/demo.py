@@ -28,7 +28,7 @@ def describe_episode(world: World, ep: dict) -> str:
     db = world.annotations["database"]
     q = db[ep["query"]]
     lines = [f"episode {ep['id']}: common class {ep['label']!r} (hidden from the model)",
-             f"  query {ep['query']}: {q['duration']:.1f} s, {len(world.features(ep['query']))} snippets "
+             f"  query {ep['query']}: {q['duration']:.1f} s, {len(world.raw_features(ep['query']))} snippets "
              f"x {world.meta.feature_dim} features"]
     for a in q["annotations"]:
         mark = "<- common action" if a["label"] == ep["label"] else "   distractor"

@@ -5,7 +5,6 @@ from contextlib import contextmanager
 
 import numpy as np
 import torch
-from einops import rearrange
 from torch import nn
 
 from .attention import cross_attend
@@ -22,16 +21,8 @@ def stoq_added_term(model, query, support) -> dict:
     the episode (its mean over the proposals), averaged over the episodes. Near 1: StoQ adds a
     per-episode constant that cannot help to rank the proposals of one query.
     """
-    stoq = model.stoq
-    with torch.no_grad():
-        X_Q = model.proposals(query)                                                # (B, N_Q, d)
-        Y_S = rearrange(model(query, support).support_tokens, "b k t d -> b (k t) d")  # (B, K*T_S, d)
-        X_Q_new, _ = cross_attend(Y_S, X_Q, stoq.W_StoQ, axis=stoq.axis, scale=stoq.scale,
-                                  mass_norm=stoq.mass_norm)
-    added = X_Q_new - X_Q                                                           # (B, N_Q, d)
-    shared = added.mean(dim=1, keepdim=True)                                        # (B, 1, d)
-    return {"relative_size": float(added.norm(dim=-1).mean() / X_Q.norm(dim=-1).mean()),
-            "shared_energy": float((shared.pow(2).sum(-1) / added.pow(2).sum(-1).mean(1, keepdim=True)).mean())}
+    probe = stage_probes(model, query, support)["stoq"]                             # eq. 6's added term
+    return {"relative_size": probe["relative_size"], "shared_energy": probe["shared_energy"]}
 
 
 # ---------------------------------------------------------------------------------------------

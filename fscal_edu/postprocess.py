@@ -123,6 +123,6 @@ def detections_to_results(batch: dict, segments: torch.Tensor, scores: torch.Ten
         seg, sc = soft_nms_1d(segments[b], scores[b], sigma=cfg.post.soft_nms_sigma,
                               score_floor=cfg.post.score_floor, top_k=cfg.post.top_k)
         sec = to_seconds(seg, duration=batch["duration"][b], num_snippets=cfg.data.T, meta=world.meta,
-                         feat_len=len(world.features(batch["video"][b])))
+                         feat_len=len(world.raw_features(batch["video"][b])))
         results[eid] = [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
                         for (a, e), s in zip(sec.tolist(), sc.tolist()) if e > a]

@@ -5,10 +5,9 @@ import socket
 
 import pytest
 import torch
-import torch.distributed as tdist
 import torch.multiprocessing as mp
 
-from fscal_edu.distributed import Dist, StepBatches, env_world, local_batch_size, rank_items, setup, unwrap
+from fscal_edu.distributed import StepBatches, env_world, local_batch_size, rank_items, setup, unwrap
 from fscal_edu.utils import FscalError
 
 
