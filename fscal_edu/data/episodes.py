@@ -227,7 +227,7 @@ class World:
         if key in self._clips:
             self._clips.move_to_end(key)
             return self._clips[key]
-        x = self.raw_features(video_id)                             # (T_video, C) float16 view, no copy
+        x = self.features(video_id)                                                # (T_video, C)
         start, end = (0.0, float(len(x))) if segment is None else self.to_index(video_id, segment, len(x))
         clip = crop(x, float(start), float(end), length)                           # (length, C)
         clip.flags.writeable = False
