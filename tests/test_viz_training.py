@@ -1,4 +1,5 @@
 """Figures, widgets and exercise checkers of notebooks 06 (relation classifier) and 07 (training)."""
+import json
 import math
 
 import numpy as np
@@ -14,9 +15,9 @@ from fscal_edu.model import FSCAL, count_parameters
 from fscal_edu.proposals import assign_labels, make_anchors
 from fscal_edu.train import lr_factor
 from fscal_edu.viz.training import (
-    detection_verdicts, detections_timeline_figure, label_assignment_figure, loss_curve_figure,
-    loss_terms_figure, lr_schedule_figure, metrics_by_tiou_figure, parameter_counts, parameters_figure,
-    relation_scores_figure,
+    MODEL_EDGES, MODEL_NODES, detection_verdicts, detections_timeline_figure, label_assignment_figure,
+    loss_curve_figure, loss_terms_figure, lr_schedule_figure, metrics_by_tiou_figure, model_diagram_figure,
+    parameter_counts, parameters_figure, relation_scores_figure, relation_timeline_figure, run_curves_figure,
 )
 from fscal_edu.widgets import detections_browser, label_assignment_explorer, live_loss_plot
 
@@ -77,6 +78,31 @@ def test_relation_scores_figure_normalises_each_group():
     assert len(fig.data[0].x) == 10 and fig.data[1].y[2] == pytest.approx(1.0)     # both in [0.2, 0.3)
 
 
+def test_relation_scores_figure_in_columns():
+    groups = {"untrained": {"own": [0.5, 0.52], "other": [0.49]},
+              "trained": {"own": [0.9, 0.8, 0.1], "other": [0.05, 0.1], "background": [0.0]}}
+    fig = relation_scores_figure(groups, bins=10)
+    assert len(fig.data) == 3 * 2                                    # every group in every column
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles[:2] == ["untrained: own (n = 2, mean 0.510)", "trained: own (n = 3, mean 0.600)"]
+    assert "untrained: background (n = 0)" in titles
+    assert sum(fig.data[1].y) == pytest.approx(1.0, abs=1e-3) and sum(fig.data[4].y) == 0
+
+
+def test_relation_timeline_figure_one_row_per_model():
+    anchors = make_anchors(32, (4, 8, 16))
+    gt = torch.tensor([[[3.0, 11.0]]])
+    labels = assign_labels(anchors, gt, torch.ones(1, 1, dtype=torch.bool))[0][0]
+    n = len(anchors)
+    fig = relation_timeline_figure(anchors, {"untrained": np.full(n, 0.5), "trained": np.linspace(0, 1, n)},
+                                   labels, gt=gt[0], others=[[20.0, 24.0]])
+    assert len(fig.data) == 2 * 3 and [a.text for a in fig.layout.annotations] == ["untrained", "trained"]
+    assert sum(t.showlegend for t in fig.data) == 3                  # one legend entry per label
+    pos = [t for t in fig.data if t.name.startswith("positive")]
+    assert np.nanmax(np.asarray(pos[0].y, float)) == pytest.approx(0.5)
+    assert len(fig.layout.shapes) == 2 * 2                           # gt and the other instance, per row
+
+
 def test_loss_terms_figure_adds_up_to_the_loss():
     fig = loss_terms_figure({"cls": 0.5, "reg": 0.1, "rel": 0.6, "loss": 0.9}, lambda_reg=1.0, lambda_rel=0.5)
     w = fig.data[0]
@@ -97,6 +123,30 @@ def test_parameter_counts_cover_the_model():
     assert fig.data[0].name == f"full ({count_parameters(full):,} in all)" and len(fig.data) == 2
 
 
+def test_parameter_counts_split_a_part():
+    model = FSCAL(get_config("tiny"))
+    counts = parameter_counts(model, split=("head",))
+    assert sum(counts.values()) == count_parameters(model) and "head" not in counts
+    assert {"head.cls", "head.reg", "head.g"} <= set(counts)
+    assert counts["head.cls"] == count_parameters(model.head.cls)
+
+
+def test_model_diagram_figure_draws_every_node_and_edge():
+    shapes = {"query": "(1, 128, 64)", "stoq": "X~_Q (1, 361, 64)"}
+    fig = model_diagram_figure(shapes, {"embed": 1234})
+    assert len(fig.layout.shapes) == len(MODEL_NODES)
+    arrows = [a for a in fig.layout.annotations if a.showarrow]
+    assert len(arrows) == len(MODEL_EDGES)
+    texts = {a.name: a.text for a in fig.layout.annotations if not a.showarrow}
+    assert set(texts) == set(MODEL_NODES)
+    assert "(1, 128, 64)" in texts["query"] and "X~_Q (1, 361, 64)" in texts["stoq"]
+    assert "1,234 parameters" in texts["embed"] and "parameters" not in texts["qtos"]
+    dashed = [s for s in fig.layout.shapes if s.line.dash == "dash"]
+    assert len(dashed) == 1                                          # the training-only relation module
+    with pytest.raises(ValueError, match="unknown node"):
+        model_diagram_figure({"decoder": "(1,)"})
+
+
 # ---------------------------------------------------------------------------------------------
 # Notebook 07 figures
 # ---------------------------------------------------------------------------------------------
@@ -113,6 +163,37 @@ def test_loss_curve_figure_smooths_and_shows_validation():
     assert [t.name for t in blind.data] == ["loss", "cls", "reg", "val mAP@0.5"]
     empty = loss_curve_figure([])
     assert len(empty.data) == 5 and all(len(t.x) == 0 for t in empty.data)
+
+
+def test_run_curves_figure_smooths_thins_and_compares():
+    fig = run_curves_figure({"full": records(40), "blind": records(40, rel=False)}, key="cls", smooth=5,
+                            every=10, chance=math.log(2))
+    names = [t.name for t in fig.data]
+    assert names == ["full", "full: val mAP@0.5", "blind", "blind: val mAP@0.5"]
+    full = fig.data[0]
+    assert list(full.x) == [5, 15, 25, 35, 40]                       # every 10th smoothed step and the last
+    assert list(fig.data[1].x) == [10, 20, 30, 40] and fig.data[1].xaxis == "x2"
+    assert len(fig.layout.shapes) == 1 and fig.layout.shapes[0].y0 == pytest.approx(math.log(2))
+    assert "mean over 5 steps" in fig.layout.annotations[0].text
+
+
+def test_shipped_runs_follow_the_shipped_recipe():
+    """data_samples/checkpoints/runs: the quick preset, seed 0, one record per step, a summary
+    whose best step is the best validation of its log (notebook 07 plots them)."""
+    from fscal_edu.config import Config
+    for name, ablate in (("full", ()), ("blind", "blind")):
+        run = DATA / "checkpoints" / "runs" / name
+        config = json.loads((run / "config.json").read_text())
+        assert config["seed"] == 0 and config["threads"] == 1 and config["preset"] == "quick"
+        want = get_config("quick", ablate=ablate).to_dict()
+        assert Config.from_dict({k: config[k] for k in want}).to_dict() == want
+        log = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in log] == list(range(1, 701))
+        val = {r["step"]: r["val_mAP@0.5"] for r in log if "val_mAP@0.5" in r}
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["best_step"] == max(val, key=val.get)
+        assert summary["train"]["best_val_mAP@0.5"] == pytest.approx(max(val.values()))
+        assert 0 < summary["test_best"]["mAP@0.5"] < 1 and summary["test_best"]["shots"] == 5
 
 
 def test_lr_schedule_figure_follows_lr_factor():

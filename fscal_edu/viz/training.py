@@ -1,4 +1,4 @@
-"""Figures of the relation classifier, the losses and training (notebooks 06-07).
+"""Figures of the whole model, the relation classifier, the losses and training (notebooks 06-07).
 
 Every function returns a ``go.Figure`` (or the data one draws) and is tested in pytest.
 """
@@ -16,6 +16,7 @@ LABEL_COLOURS = {1: COMMON, -1: "#ff7f0e", 0: OTHER}    # positive, ignored, neg
 LABEL_NAMES = {1: "positive", -1: "ignored", 0: "negative"}
 HIT, ON_DISTRACTOR, MISS = "#2ca02c", "#ff7f0e", "#7f7f7f"
 LOSS_KEYS = ("loss", "cls", "reg", "rel")
+SCORE_COLOURS = ("#d62728", "#1f77b4", "#8c8c8c")        # the rows of relation_scores_figure
 
 
 def label_assignment_figure(anchors, labels, best_iou, *, gt=(), others=(), pos_iou: float = 0.5,
@@ -53,22 +54,68 @@ def label_assignment_figure(anchors, labels, best_iou, *, gt=(), others=(), pos_
 def relation_scores_figure(groups: dict, *, bins: int = 20, title: str | None = None) -> go.Figure:
     """Histograms of relation scores ``rho`` in [0, 1], one row per group ``{name: scores}`` (e.g.
     foreground proposals with their own supports, with another episode's supports, background
-    with their own). Each histogram sums to one; a dashed line marks the group's mean."""
+    with their own). Each histogram sums to one; a dashed line marks the group's mean.
+
+    ``groups`` may also be ``{column: {name: scores}}``: one column per model (e.g. freshly
+    initialised and trained), the same groups in the rows, so the two can be read side by side.
+    """
     edges = np.linspace(0.0, 1.0, bins + 1)
-    groups = {name: np.asarray(v, float).reshape(-1) for name, v in groups.items()}
-    names = [f"{name} (n = {len(v)}" + (f", mean {v.mean():.3f})" if len(v) else ")") for name, v in groups.items()]
-    fig = make_subplots(rows=len(groups), cols=1, shared_xaxes=True, vertical_spacing=0.08, subplot_titles=names)
-    for row, (name, scores) in enumerate(zip(names, groups.values()), start=1):
-        counts = np.histogram(scores, bins=edges)[0] / max(1, len(scores))
-        fig.add_trace(go.Bar(x=np.round((edges[:-1] + edges[1:]) / 2, 4), y=np.round(counts, 4),
-                             width=1.0 / bins, name=name), row, 1)
-        if len(scores):
-            fig.add_vline(x=float(scores.mean()), line_dash="dash", line_color="black", row=row, col=1)
-    fig.update_layout(title=title or "relation scores rho", height=140 + 150 * len(groups), showlegend=False,
+    columns = groups if groups and all(isinstance(v, dict) for v in groups.values()) else {"": groups}
+    rows = list(dict.fromkeys(name for col in columns.values() for name in col))
+    cells = {(c, name): np.asarray(col.get(name, ()), float).reshape(-1)
+             for c, col in columns.items() for name in rows}
+
+    def caption(c, name):
+        v = cells[c, name]
+        return (f"{c}: " if c else "") + f"{name} (n = {len(v)}" + (f", mean {v.mean():.3f})" if len(v) else ")")
+
+    fig = make_subplots(rows=len(rows), cols=len(columns), shared_xaxes=True, vertical_spacing=0.08,
+                        horizontal_spacing=0.06,
+                        subplot_titles=[caption(c, name) for name in rows for c in columns])
+    for r, name in enumerate(rows, start=1):
+        for k, c in enumerate(columns, start=1):
+            scores = cells[c, name]
+            counts = np.histogram(scores, bins=edges)[0] / max(1, len(scores))
+            fig.add_trace(go.Bar(x=np.round((edges[:-1] + edges[1:]) / 2, 4), y=np.round(counts, 4),
+                                 width=1.0 / bins, name=caption(c, name), marker_color=SCORE_COLOURS[(r - 1) % 3]),
+                          r, k)
+            if len(scores):
+                fig.add_vline(x=float(scores.mean()), line_dash="dash", line_color="black", row=r, col=k)
+    fig.update_layout(title=title or "relation scores rho", height=140 + 150 * len(rows), showlegend=False,
                       margin=dict(l=10, r=10, t=60, b=10))
+    fig.update_annotations(font_size=12)
     fig.update_xaxes(range=[0, 1])
-    fig.update_xaxes(title_text="rho (dashed: the mean)", row=len(groups), col=1)
-    fig.update_yaxes(title_text="share")
+    for k in range(1, len(columns) + 1):
+        fig.update_xaxes(title_text="rho (dashed: the mean)", row=len(rows), col=k)
+    fig.update_yaxes(title_text="share", col=1)
+    return fig
+
+
+def relation_timeline_figure(anchors, scores: dict, labels, *, gt=(), others=(), title: str | None = None,
+                             y_title: str = "rho") -> go.Figure:
+    """Scores of every proposal of one query on its time line (snippet coordinates), one row per
+    model ``{name: (N,) scores in [0, 1]}``: each anchor a horizontal line at the height of its
+    score, coloured by its training label (``assign_labels``: positive red, ignored orange,
+    negative grey). The common class's instances ``gt`` are shaded red, other instances grey."""
+    anchors, labels = np.asarray(anchors, float).reshape(-1, 2), np.asarray(labels).reshape(-1)
+    fig = make_subplots(rows=len(scores), cols=1, shared_xaxes=True, vertical_spacing=0.12,
+                        subplot_titles=list(scores))
+    for r, values in enumerate(scores.values(), start=1):
+        values = np.asarray(values, float).reshape(-1)
+        for lab in (0, -1, 1):
+            rows = np.flatnonzero(labels == lab)
+            x, y = _segment_lines(anchors[rows], values[rows])
+            fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{LABEL_NAMES[lab]} ({len(rows)})",
+                                     line=dict(color=LABEL_COLOURS[lab], width=2 if lab == 1 else 1),
+                                     hoverinfo="skip", showlegend=r == 1, legendgroup=str(lab)), r, 1)
+        for s, e in np.asarray(others, float).reshape(-1, 2):
+            fig.add_vrect(x0=s, x1=e, fillcolor=OTHER, opacity=0.15, line_width=0, row=r, col=1)
+        for s, e in np.asarray(gt, float).reshape(-1, 2):
+            fig.add_vrect(x0=s, x1=e, fillcolor=COMMON, opacity=0.12, line_width=0, row=r, col=1)
+        fig.update_yaxes(title_text=y_title, range=[-0.02, 1.02], row=r, col=1)
+    fig.update_xaxes(title_text="query time (snippets)", row=len(scores), col=1)
+    fig.update_layout(title=title or "proposal scores on the query's time line", height=120 + 230 * len(scores),
+                      legend_orientation="h", legend_y=-0.12, margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
 
@@ -86,11 +133,21 @@ def loss_terms_figure(terms: dict, *, lambda_reg: float = 1.0, lambda_rel: float
     return fig
 
 
-def parameter_counts(model) -> dict:
-    """Trainable parameters of each top-level part of a model, ``{name: count}`` (parts with none left out)."""
+def parameter_counts(model, *, split=()) -> dict:
+    """Trainable parameters of each top-level part of a model, ``{name: count}`` (parts with none
+    left out). The parts named in ``split`` are listed by their own parts instead (``split=("head",)``
+    gives ``head.cls``, ``head.reg``, ``head.g``)."""
     from ..model import count_parameters
-    return {name: n for name, part in model.named_children() if (n := count_parameters(part))} | \
-        {name: p.numel() for name, p in model.named_parameters(recurse=False) if p.requires_grad}
+    counts = {}
+    for name, part in model.named_children():
+        children = list(part.named_children()) if name in split else []
+        for sub, module in children or [("", part)]:
+            if n := count_parameters(module):
+                counts[f"{name}.{sub}" if sub else name] = n
+        if children:
+            counts |= {f"{name}.{p_name}": p.numel() for p_name, p in part.named_parameters(recurse=False)
+                       if p.requires_grad}
+    return counts | {name: p.numel() for name, p in model.named_parameters(recurse=False) if p.requires_grad}
 
 
 def parameters_figure(models: dict) -> go.Figure:
@@ -100,6 +157,72 @@ def parameters_figure(models: dict) -> go.Figure:
                      for name, counts in ((n, parameter_counts(m)) for n, m in models.items())])
     fig.update_layout(title="trainable parameters by part", yaxis_title="parameters", yaxis_type="log",
                       barmode="group", height=420, legend_orientation="h", legend_y=-0.3,
+                      margin=dict(l=10, r=10, t=50, b=10))
+    return fig
+
+
+# The whole model on one page (notebook 06): boxes at (x, y), arrows from box to box
+MODEL_NODES = {
+    "query": (0.0, 2.0, "query features"),
+    "support": (0.0, 0.0, "K support clips"),
+    "embed": (1.25, 1.0, "TemporalEmbedding<br>(shared Conv1d stack)"),
+    "proposals": (2.5, 2.0, "proposals: anchors,<br>RoIAlign, proposal MLP"),
+    "qtos": (3.75, 0.0, "stage 1<br>QtoS Context-CA"),
+    "dynamics": (5.0, 0.0, "stage 2<br>Dynamics-CA"),
+    "stoq": (6.25, 2.0, "stage 3<br>StoQ Context-CA"),
+    "summary": (6.25, 0.0, "support summary s<br>(RoIAlign, proposal MLP)"),
+    "head": (7.5, 2.0, "relation classifier head<br>(action score, offsets)"),
+    "relation": (7.5, 0.0, "relation module g<br>(training only)"),
+}
+MODEL_EDGES = (("query", "embed"), ("support", "embed"), ("embed", "proposals"), ("embed", "qtos"),
+               ("proposals", "qtos"), ("qtos", "dynamics"), ("dynamics", "stoq"), ("proposals", "stoq"),
+               ("dynamics", "summary"), ("stoq", "head"), ("summary", "head"), ("stoq", "relation"),
+               ("summary", "relation"))
+TRAINING_ONLY = ("relation",)
+_BOX = (0.56, 0.45)                     # half width, half height of a box
+
+
+def _box_edge(centre, towards):
+    """The point where the ray from ``centre`` towards ``towards`` leaves the box around ``centre``."""
+    c, v = np.asarray(centre, float), np.asarray(towards, float) - np.asarray(centre, float)
+    t = min(_BOX[0] / abs(v[0]) if v[0] else np.inf, _BOX[1] / abs(v[1]) if v[1] else np.inf)
+    return c + t * v
+
+
+def model_diagram_figure(shapes: dict | None = None, params: dict | None = None, *,
+                         title: str = "FSCAL on one page") -> go.Figure:
+    """The whole model as boxes and arrows (``MODEL_NODES``, ``MODEL_EDGES``): query and supports
+    through the shared embedding, the proposal path, the three stages, the support summary, the
+    head and the training-only relation module (dashed box, grey arrows).
+
+    ``shapes = {node: text}`` writes a tensor shape under each box's name (e.g. traced on a real
+    episode), ``params = {node: count}`` its trainable parameters; both keys must be nodes.
+    """
+    shapes, params = shapes or {}, params or {}
+    unknown = sorted(set(shapes) - set(MODEL_NODES) | set(params) - set(MODEL_NODES))
+    if unknown:
+        raise ValueError(f"unknown node(s) {unknown}; the nodes are {list(MODEL_NODES)}")
+    fig = go.Figure()
+    for src, dst in MODEL_EDGES:
+        a, b = MODEL_NODES[src][:2], MODEL_NODES[dst][:2]
+        start, end = _box_edge(a, b), _box_edge(b, a)
+        fig.add_annotation(x=end[0], y=end[1], ax=start[0], ay=start[1], xref="x", yref="y", axref="x",
+                           ayref="y", showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5, text="",
+                           arrowcolor="#999999" if dst in TRAINING_ONLY else "#444444")
+    for name, (x, y, label) in MODEL_NODES.items():
+        fig.add_shape(type="rect", x0=x - _BOX[0], x1=x + _BOX[0], y0=y - _BOX[1], y1=y + _BOX[1],
+                      line=dict(color="#444444", width=1.5, dash="dash" if name in TRAINING_ONLY else "solid"),
+                      fillcolor="#f4f4f4" if name in ("query", "support") else "#ffffff", layer="below")
+        text = f"<b>{label}</b>"
+        if name in shapes:
+            text += f"<br><span style='color:#1f77b4'>{shapes[name]}</span>"
+        if name in params:
+            text += f"<br><i>{params[name]:,} parameters</i>"
+        fig.add_annotation(x=x, y=y, text=text, showarrow=False, font=dict(size=10), name=name)
+    xs = [x for x, _, _ in MODEL_NODES.values()]
+    fig.update_xaxes(visible=False, range=[min(xs) - 0.6, max(xs) + 0.6])
+    fig.update_yaxes(visible=False, range=[-0.6, 2.6])
+    fig.update_layout(title=title, height=430, plot_bgcolor="white", showlegend=False,
                       margin=dict(l=10, r=10, t=50, b=10))
     return fig
 
@@ -131,6 +254,44 @@ def loss_curve_figure(records, *, keys=None, smooth: int = 1, title: str = "trai
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="loss", secondary_y=False)
     fig.update_yaxes(title_text="val mAP@0.5", range=[0, 1], tickmode="auto", showgrid=False, secondary_y=True)
+    return fig
+
+
+def run_curves_figure(runs: dict, *, key: str = "cls", smooth: int = 25, every: int = 5,
+                      chance: float | None = None, title: str = "training runs") -> go.Figure:
+    """Whole runs side by side, ``{name: records}`` (the lines of each run's ``metrics.jsonl``).
+
+    Left: the loss term ``key`` against the step, a trailing mean over ``smooth`` steps, every
+    ``every``-th step drawn (and the last); ``chance`` draws a dashed line at that loss (ln 2 for
+    a balanced BCE that says 0.5 everywhere). Right: the validation mAP@0.5 where it was logged.
+    """
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=[f"training loss '{key}'" + (f" (mean over {smooth} steps)" if smooth > 1 else ""),
+                                        "validation mAP@0.5"])
+    colours = ("#1f77b4", "#7f7f7f", "#ff7f0e", "#2ca02c", "#9467bd")
+    for i, (name, records) in enumerate(runs.items()):
+        records, colour = list(records), colours[i % len(colours)]
+        steps = np.array([r["step"] for r in records if key in r], float)
+        y = np.array([r[key] for r in records if key in r], float)
+        w = max(1, min(smooth, len(y)))
+        if len(y):
+            steps, y = steps[w - 1:], np.convolve(y, np.ones(w) / w, mode="valid")
+            keep = np.unique(np.r_[np.arange(0, len(y), max(1, every)), len(y) - 1])
+            steps, y = steps[keep], y[keep]
+        fig.add_trace(go.Scatter(x=steps, y=np.round(y, 4), mode="lines", name=name, legendgroup=name,
+                                 line=dict(color=colour)), 1, 1)
+        val = [r for r in records if "val_mAP@0.5" in r]
+        fig.add_trace(go.Scatter(x=[r["step"] for r in val], y=[round(r["val_mAP@0.5"], 4) for r in val],
+                                 mode="lines+markers", name=f"{name}: val mAP@0.5", legendgroup=name,
+                                 showlegend=False, line=dict(color=colour, dash="dot")), 1, 2)
+    if chance is not None:
+        fig.add_hline(y=chance, line_dash="dash", line_color="black", row=1, col=1,
+                      annotation_text=f"chance level {chance:.3f}", annotation_position="top right")
+    fig.update_xaxes(title_text="step")
+    fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="mAP@0.5", range=[0, 1], row=1, col=2)
+    fig.update_layout(title=title, height=380, legend_orientation="h", legend_y=-0.2,
+                      margin=dict(l=10, r=10, t=60, b=10))
     return fig
 
 
