@@ -1,33 +1,106 @@
 """Checkers for the notebooks' exercises: each compares a student's function with the reference.
 
 A checker runs the student's function and the library's on the same random inputs and prints
-``Correct!`` or a short explanation of what differs. It returns True/False so tests can use it.
+``Correct!`` or what differs: which output, which element, by how much, and, for the exercises
+on the three stages and the relation targets, which known mistake gives that answer (see
+:mod:`fscal_edu.mistakes`). It returns True/False so tests can use it, and never raises: a stub
+(a function that raises ``NotImplementedError`` or returns ``None``/``...``, or an ``answer``
+left at ``...``) is "not attempted yet", and an error in the student's code is one line.
+The reference solutions are in :mod:`fscal_edu.solutions`.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import torch
 
+from . import mistakes
+from .mistakes import mismatch
 
-def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
-    """Compare two arrays/tensors (or nested tuples of them); print a verdict; return it."""
-    if isinstance(want, (tuple, list)):
-        if not isinstance(got, (tuple, list)) or len(got) != len(want):
-            print(f"{name}: expected {len(want)} outputs, got {type(got).__name__}")
+NOT_ATTEMPTED = "not attempted yet - fill in the cell above"
+
+
+class _NotAttempted(Exception):
+    """The student's cell still holds the stub."""
+
+
+class _Crashed(Exception):
+    """The student's code raised: the message is the one line to print."""
+
+
+def _is_stub(x) -> bool:
+    """``None``, ``...``, or a tuple of nothing else: what a stub gives."""
+    if isinstance(x, (tuple, list)) and x:
+        return all(v is None or v is Ellipsis for v in x)
+    return x is None or x is Ellipsis
+
+
+def run(fn, *args):
+    """Call the student's ``fn``; a stub raises :class:`_NotAttempted`, any error :class:`_Crashed`."""
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise _NotAttempted from None
+    except Exception as e:  # noqa: BLE001 - whatever the student's code raises becomes one line
+        raise _Crashed(f"your code raised {type(e).__name__}: {e}") from None
+    if _is_stub(out):
+        raise _NotAttempted
+    return out
+
+
+def checker(label: str):
+    """Decorate ``check_*(fn, ...)``: stubs and errors are printed as one line and give False.
+
+    The student is named by their function's name (``label`` for a lambda or an answer).
+    """
+    def wrap(check):
+        @functools.wraps(check)
+        def checked(fn, *args, **kwargs) -> bool:
+            name = getattr(fn, "__name__", "<lambda>")
+            name = label if name == "<lambda>" or not callable(fn) else name
+            try:
+                if _is_stub(fn):
+                    raise _NotAttempted
+                return bool(check(fn, *args, **kwargs))
+            except _NotAttempted:
+                print(f"{name}: {NOT_ATTEMPTED}")
+            except _Crashed as e:
+                print(f"{name}: {e}")
+            except Exception as e:  # noqa: BLE001 - an output the comparison cannot read
+                print(f"{name}: could not check the output ({type(e).__name__}: {e})")
             return False
-        return all(compare(f"{name}[{i}]", g, w, atol=atol, rtol=rtol)
-                   for i, (g, w) in enumerate(zip(got, want)))
-    g = torch.as_tensor(np.asarray(got) if not isinstance(got, torch.Tensor) else got).double()
-    w = torch.as_tensor(np.asarray(want) if not isinstance(want, torch.Tensor) else want).double()
-    if g.shape != w.shape:
-        print(f"{name}: shape {tuple(g.shape)}, expected {tuple(w.shape)}")
+        return checked
+    return wrap
+
+
+def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4, names=None) -> bool:
+    """Compare two arrays/tensors/numbers (or tuples of them); print a verdict; return it.
+
+    Every output of a tuple is compared and reported (``names`` names them); a mismatch says
+    which element differs most, got against expected, and how many differ.
+    """
+    if _is_stub(got):
+        print(f"{name}: {NOT_ATTEMPTED}")
         return False
-    if not torch.allclose(g, w, atol=atol, rtol=rtol, equal_nan=False):
-        err = (g - w).abs().max().item()
-        print(f"{name}: values differ (largest difference {err:.3g})")
-        return False
-    print(f"{name}: Correct!")
-    return True
+    if isinstance(want, (tuple, list)):
+        names = list(names or [f"output {i}" for i in range(len(want))])
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            what = f"{len(got)} outputs" if isinstance(got, (tuple, list)) else mistakes.what(got)
+            print(f"{name}: expected {len(want)} outputs ({', '.join(names)}), got {what}")
+            return False
+        oks = [compare(f"{name}, {n}", g, w, atol=atol, rtol=rtol) for n, g, w in zip(names, got, want)]
+        return all(oks)
+    why = mismatch(got, want, atol=atol, rtol=rtol)
+    print(f"{name}: {why or 'Correct!'}")
+    return why is None
+
+
+def explain(got, variant, known: dict, *args) -> bool:
+    """Print the known mistake(s) that reproduce ``got``, if any; return False (the answer is wrong)."""
+    for text in mistakes.name_mistake(got, variant, known, *args):
+        print(f"  -> a known mistake: {text}")
+    return False
 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 00-01
@@ -52,13 +125,20 @@ def _toy_episodes():
     return {"database": db}, episodes
 
 
+@checker("supports_outside_query")
 def check_supports_outside_query(fn) -> bool:
     """``fn(episode) -> bool``: True when no support clip is cut from the episode's query video."""
     _, episodes = _toy_episodes()
     want = [all(s["video"] != ep["query"] for s in ep["support"]) for ep in episodes]
-    return compare("supports_outside_query", np.array([bool(fn(ep)) for ep in episodes]), np.array(want))
+    got = [run(fn, ep) for ep in episodes]
+    ok = compare("supports_outside_query", np.array([bool(g) for g in got]), np.array(want))
+    wrong = [f"{ep['id']} (expected {w})" for ep, g, w in zip(episodes, got, want) if bool(g) != w]
+    if wrong:
+        print("  wrong on episode(s):", ", ".join(wrong))
+    return ok
 
 
+@checker("query_ground_truth")
 def check_query_ground_truth(fn) -> bool:
     """``fn(episode, annotations) -> [[start, end], ...]``: the query's instances of the episode's
     class (seconds, in file order): the only ones that count as true positives."""
@@ -67,22 +147,24 @@ def check_query_ground_truth(fn) -> bool:
     for ep in episodes[:2] + episodes[4:]:
         want = [a["segment"] for a in annotations["database"][ep["query"]]["annotations"]
                 if a["label"] == ep["label"]]
-        got = [list(s) for s in fn(ep, annotations)]
-        ok &= compare(f"ground truth of episode {ep['id']}", np.reshape(got, (-1, 2)),
-                      np.reshape(want, (-1, 2)))
+        got = [list(s) for s in run(fn, ep, annotations)]
+        ok = compare(f"ground truth of episode {ep['id']}", np.reshape(got, (-1, 2)),
+                     np.reshape(want, (-1, 2))) and ok
     return bool(ok)
 
 
+@checker("seconds_to_index")
 def check_seconds_to_index(fn) -> bool:
     """``fn(t, duration, num_snippets)``: seconds -> snippet coordinates for resized features."""
     from .data.features import seconds_to_index
     rng = np.random.default_rng(0)
     duration = rng.uniform(20, 200, size=8)
     t = rng.uniform(0, 1, size=8) * duration
-    got = np.array([fn(float(ti), float(d), 128) for ti, d in zip(t, duration)])
+    got = np.array([run(fn, float(ti), float(d), 128) for ti, d in zip(t, duration)])
     return compare("seconds_to_index", got, seconds_to_index(t, duration=duration, num_snippets=128))
 
 
+@checker("strided_index")
 def check_strided_seconds_to_index(fn) -> bool:
     """``fn(t, fps, feat_stride, num_frames)``: seconds -> position on the axis of a strided feature
     file (feature i's window of ``num_frames`` frames starts at frame ``i * feat_stride``)."""
@@ -92,14 +174,16 @@ def check_strided_seconds_to_index(fn) -> bool:
         meta = FeatureMeta(feature_dim=1, fps=fps, feat_stride=stride, num_frames=frames)
         t = np.array([0.5, 1.0, 7.25, 60.0])
         want = seconds_to_index(t, duration=100.0, num_snippets=1000, meta=meta)
-        ok &= compare(f"fps={fps:g}, stride={stride}, window={frames}",
-                      np.array([fn(float(ti), fps, stride, frames) for ti in t]), want)
+        ok = compare(f"fps={fps:g}, stride={stride}, window={frames}",
+                     np.array([run(fn, float(ti), fps, stride, frames) for ti in t]), want) and ok
     return bool(ok)
 
 # ---------------------------------------------------------------------------------------------
 # Notebook 02
 # ---------------------------------------------------------------------------------------------
 
+
+@checker("my_tiou")
 def check_tiou(fn) -> bool:
     """``fn(a (N, 2), b (M, 2)) -> (N, M)``: temporal IoU of every pair of segments (torch)."""
     from .proposals import tiou
@@ -107,9 +191,10 @@ def check_tiou(fn) -> bool:
     start = torch.rand(12, generator=g) * 20
     a = torch.stack([start, start + 0.5 + torch.rand(12, generator=g) * 10], 1)
     b = torch.cat([a[:3], a[3:6] + 0.7, torch.tensor([[40.0, 45.0], [5.0, 5.0]])])   # same, shifted, far, empty
-    return compare("tiou", fn(a.clone(), b.clone()), tiou(a, b))
+    return compare("tiou", run(fn, a.clone(), b.clone()), tiou(a, b))
 
 
+@checker("my_interpolated_ap")
 def check_interpolated_ap(fn) -> bool:
     """``fn(precision (n,), recall (n,)) -> float``: VOC-2011 all-point interpolated AP."""
     from .evaluation import interpolated_ap
@@ -118,8 +203,8 @@ def check_interpolated_ap(fn) -> bool:
     for n, n_gt in ((5, 3), (30, 10), (60, 80)):
         tp = rng.uniform(size=n) < 0.5
         precision, recall = np.cumsum(tp) / np.arange(1, n + 1), np.cumsum(tp) / n_gt
-        ok &= compare(f"AP of a ranking of {n} predictions ({n_gt} instances)",
-                      float(fn(precision.copy(), recall.copy())), interpolated_ap(precision, recall))
+        ok = compare(f"AP of a ranking of {n} predictions ({n_gt} instances)",
+                     run(fn, precision.copy(), recall.copy()), interpolated_ap(precision, recall)) and ok
     return bool(ok)
 
 
@@ -141,47 +226,67 @@ def _attention_inputs(B=2, K=3, T_S=8, N_Q=7, d=6, seed=0):
             torch.randn(d, d, generator=g, dtype=torch.float64) * 0.5)
 
 
+@checker("my_cross_attend")
 def check_cross_attend(fn) -> bool:
     """Notebook 03: ``fn(X_a, X_b, W) -> (X_b_new, A)`` is eqs. (1)-(2) exactly (row softmax)."""
     X_Q, X_S, W = _attention_inputs()
-    return compare("eqs. (1)-(2)", fn(X_Q, X_S[:, 0], W), cross_attend(X_Q, X_S[:, 0], W))
+    X_b = X_S[:, 0]
+    got = run(fn, X_Q.clone(), X_b.clone(), W.clone())
+    return (compare("eqs. (1)-(2)", got, cross_attend(X_Q, X_b, W), names=("X_b_new", "A"))
+            or explain(got, mistakes.cross_attend_variant, mistakes.CROSS_ATTEND, X_Q, X_b, W))
 
 
+@checker("my_column_attention")
 def check_column_softmax(fn) -> bool:
     """Notebook 03: ``fn(X_a, X_b, W) -> A`` with every target's column summing to one."""
     X_Q, X_S, W = _attention_inputs()
-    return compare("column softmax A", fn(X_Q, X_S[:, 0], W),
-                   cross_attend(X_Q, X_S[:, 0], W, axis="column")[1])
+    X_b = X_S[:, 0]
+    got = run(fn, X_Q.clone(), X_b.clone(), W.clone())
+    return (compare("column softmax A", got, cross_attend(X_Q, X_b, W, axis="column")[1])
+            or explain(got, mistakes.column_softmax_variant, mistakes.COLUMN_SOFTMAX, X_Q, X_b, W))
 
 
+@checker("support_mass")
 def check_support_mass(fn) -> bool:
     """Notebook 03: ``fn(A_joint (B, N_Q, K*T_S), K) -> (B, K)``, the mass each support gathers."""
     X_Q, X_S, _ = _attention_inputs()
     _, att = QtoSContextCA(X_Q.shape[-1], joint=True).double()(X_Q, X_S)
     A = att.A.detach()
-    return compare("mass per support", fn(A, att.K), reduce(A, "b n (k t) -> b k", "sum", k=att.K))
+    return compare("mass per support", run(fn, A.clone(), att.K),
+                   reduce(A, "b n (k t) -> b k", "sum", k=att.K))
 
 
+@checker("my_coarse_tokens")
 def check_coarse_tokens(fn) -> bool:
     """Notebook 04: ``fn(X_S_tilde (B, K, T_S, d), k) -> (B, K, T_S/k, d)``, the untrained w_k."""
     _, X_S, _ = _attention_inputs()
     ok = True
     for k in (2, 4):
         want = DynamicsCA(X_S.shape[-1], (k,)).double().coarse_tokens(X_S).detach()
-        ok = compare(f"coarse tokens, k={k}", fn(X_S, k), want) and ok
+        got = run(fn, X_S.clone(), k)
+        ok = (compare(f"coarse tokens, k={k}", got, want)
+              or explain(got, mistakes.coarse_tokens_variant, mistakes.COARSE_TOKENS, X_S, k)) and ok
     return ok
 
 
+@checker("mass_from")
 def check_granularity_mass(fn) -> bool:
     """Notebook 04: ``fn(A_l (N_coarse, T_S), granularity (N_coarse,), k) -> (T_S,)``, the mass
     that each snippet of support l receives from the coarse tokens of granularity k."""
     _, X_S, _ = _attention_inputs()
     _, att = DynamicsCA(X_S.shape[-1], (2, 4)).double()(X_S)
+    A_l, granularity = att.A.detach()[0, 1], att.coarse.granularity
     want = granularity_mass(att, support=1)
-    return all([compare(f"mass from k={k}", fn(att.A.detach()[0, 1], att.coarse.granularity, k),
-                        want[k]) for k in want])
+    ok = True
+    for k in want:
+        got = run(fn, A_l.clone(), granularity.clone(), k)
+        ok = (compare(f"mass from k={k}", got, want[k])
+              or explain(got, mistakes.granularity_mass_variant, mistakes.GRANULARITY_MASS,
+                         A_l, granularity, k)) and ok
+    return ok
 
 
+@checker("my_stoq")
 def check_stoq(fn) -> bool:
     """Notebook 05: ``fn(Y_S (B, K, T_S, d), X_Q (B, N_Q, d), W) -> X~_Q (B, N_Q, d)``, eq. (6)."""
     X_Q, Y_S, W = _attention_inputs()
@@ -190,12 +295,23 @@ def check_stoq(fn) -> bool:
     with torch.no_grad():
         stage.W_StoQ.copy_(W)
         want = stage(Y_S, X_Q)[0]
-    return compare("eq. (6)", fn(Y_S, X_Q, W), want)
+    got = run(fn, Y_S.clone(), X_Q.clone(), W.clone())
+    return compare("eq. (6)", got, want) or explain(got, mistakes.stoq_variant, mistakes.STOQ, Y_S, X_Q, W)
+
+
+@checker("factor")
+def check_mass_norm_factor(answer, N_Q: int, K: int, T_S: int) -> bool:
+    """Notebook 05: ``answer`` is the factor by which ``mass_norm=True`` multiplies StoQ's added
+    term for ``N_Q`` proposals and ``K`` supports of ``T_S`` snippets (one unit per proposal)."""
+    return (compare("mass_norm factor", answer, N_Q / (K * T_S), rtol=1e-3)
+            or explain(answer, mistakes.mass_norm_factor_variant, mistakes.MASS_NORM_FACTOR, N_Q, K, T_S))
 
 # ---------------------------------------------------------------------------------------------
 # Relation classifier and training (notebooks 06-07)
 # ---------------------------------------------------------------------------------------------
 
+
+@checker("my_balanced_bce")
 def check_balanced_bce(fn) -> bool:
     """Notebook 06: ``fn(logits (B, N), targets (B, N) in {0, 1}, valid (B, N) bool) -> scalar``,
     BCE in which the valid positives and the valid negatives weigh one half each."""
@@ -207,8 +323,12 @@ def check_balanced_bce(fn) -> bool:
     cases = {"a batch with a few positives": (logits, targets, valid),
              "every entry valid": (logits, targets, torch.ones_like(valid)),
              "no positive at all": (logits, torch.zeros_like(targets), valid)}
-    return all([compare(name, fn(*(x.clone() for x in args)), balanced_bce(*args))
-                for name, args in cases.items()])
+    ok = True
+    for name, args in cases.items():
+        got = run(fn, *(x.clone() for x in args))
+        ok = (compare(name, got, balanced_bce(*args))
+              or explain(got, mistakes.balanced_bce_variant, mistakes.BALANCED_BCE, *args)) and ok
+    return ok
 
 
 def _relation_batch():
@@ -231,36 +351,40 @@ def _relation_batch():
     return model, model(query, support, relation=True), batch
 
 
+@checker("my_relation_targets")
 def check_relation_targets(fn) -> bool:
     """Notebook 06: ``fn(labels (B, N) in {1, 0, -1}, episode_label (B,)) -> (own, cross)``.
 
     ``own (B, N)`` float: the target of every (proposal, own support) pair: 1 for positives, 0 for
     negatives, -1 for ignored proposals (no pair). ``cross (B, N)`` bool: the positives of episode
     b that are also paired (target 0) with the supports of episode ``b - 1`` (mod B, as
-    ``torch.roll`` gives), when that episode has another class. The checker builds ``L_rel`` from
-    your targets and compares it with ``fscal_loss``'s (every negative sampled).
+    ``torch.roll`` gives), when that episode has another class. The checker compares both with
+    the expected targets, then builds ``L_rel`` from yours and compares it with ``fscal_loss``'s
+    (every negative sampled).
     """
     from .losses import balanced_bce, fscal_loss
     from .proposals import assign_labels
     model, out, batch = _relation_batch()
     with torch.no_grad():
         want = fscal_loss(out, batch, model.cfg.loss)["rel"]
-        labels = assign_labels(out.anchors, batch["gt"], batch["gt_mask"], 
+        labels = assign_labels(out.anchors, batch["gt"], batch["gt_mask"],
                                model.cfg.loss.pos_iou, model.cfg.loss.neg_iou)[0]
-        own, cross = fn(labels.clone(), batch["label"].clone())
-        own, cross = torch.as_tensor(own).double(), torch.as_tensor(cross).bool()
-        if own.shape != labels.shape or cross.shape != labels.shape:
-            print(f"own {tuple(own.shape)} and cross {tuple(cross.shape)} should both be {tuple(labels.shape)}")
-            return False
+        got = run(fn, labels.clone(), batch["label"].clone())
+        expected = mistakes.relation_targets_variant(labels, batch["label"])
+        if not compare("relation targets", got, expected, names=("own", "cross")):
+            return explain(got, mistakes.relation_targets_variant, mistakes.RELATION_TARGETS,
+                           labels, batch["label"])
+        own, cross = torch.as_tensor(got[0]).double(), torch.as_tensor(got[1]).bool()
         rho_own, rho_x = out.relation, out.relation_cross                            # (B, N, K) each
         used = own >= 0
         logits = torch.cat([rho_own[used].flatten(), rho_x[cross].flatten()])
         t = torch.cat([own[used][:, None].expand(-1, rho_own.shape[-1]).flatten(),
                        rho_x.new_zeros(int(cross.sum()) * rho_x.shape[-1])])
-        got = balanced_bce(logits, t, torch.ones_like(t, dtype=torch.bool))
-    return compare("L_rel from your targets", got, want)
+        mine = balanced_bce(logits, t, torch.ones_like(t, dtype=torch.bool))
+    return compare("L_rel from your targets", mine, want)
 
 
+@checker("my_lr_factor")
 def check_lr_factor(fn) -> bool:
     """Notebook 07: ``fn(step, cfg) -> float``, warm-up then cosine decay to 5% (``train.lr_factor``)."""
     from .config import get_config
@@ -269,7 +393,7 @@ def check_lr_factor(fn) -> bool:
     for cfg in (get_config("quick"), get_config("tiny"), get_config("quick", steps=30, warmup=0)):
         steps = range(cfg.optim.steps + 5)
         ok = compare(f"lr_factor, {cfg.optim.steps} steps, warm-up {cfg.optim.warmup}",
-                     np.array([fn(s, cfg) for s in steps]),
+                     np.array([run(fn, s, cfg) for s in steps]),
                      np.array([lr_factor(s, cfg) for s in steps])) and ok
     return ok
 
@@ -286,9 +410,14 @@ def episode_winner(episodes, annotations: dict, predictions: dict) -> tuple[str,
     return (best[0] if len(best) == 1 else "tie"), ap
 
 
+@checker("answer")
 def check_winner(answer: str, episodes, annotations: dict, predictions: dict) -> bool:
     """Notebook 07: ``answer`` names the model (a key of ``predictions``, or ``"tie"``) with the
-    highest mAP at tIoU 0.5 on ``episodes`` (one episode or a list)."""
+    highest mAP at tIoU 0.5 on ``episodes`` (one episode or a list). ``answer = ...`` is not
+    attempted yet, and reveals nothing."""
+    if answer not in (*predictions, "tie"):
+        print(f"answer: {answer!r} is none of {', '.join(map(repr, (*predictions, 'tie')))}")
+        return False
     winner, ap = episode_winner(episodes, annotations, predictions)
     what = f"episode {episodes['id']}" if isinstance(episodes, dict) else f"{len(episodes)} episodes"
     print(f"mAP@0.5 on {what}:", ", ".join(f"{n} {v:.3f}" for n, v in ap.items()))
@@ -299,6 +428,8 @@ def check_winner(answer: str, episodes, annotations: dict, predictions: dict) ->
 # Evaluation, ablations and the attention explorer (notebook 08)
 # ---------------------------------------------------------------------------------------------
 
+
+@checker("welch_t")
 def check_welch_t(fn) -> bool:
     """Notebook 08: ``fn(a, b) -> t``, Welch's t statistic of two lists of per-seed scores,
     ``t = (mean(a) - mean(b)) / sqrt(s_a^2 / n_a + s_b^2 / n_b)`` with the sample variances
@@ -307,4 +438,4 @@ def check_welch_t(fn) -> bool:
     cases = {"three seeds each": ([0.61, 0.64, 0.58], [0.52, 0.55, 0.57]),
              "unequal sizes": ([0.7, 0.72, 0.69, 0.75, 0.71], [0.66, 0.74]),
              "the second one better": ([0.3, 0.35, 0.31], [0.4, 0.38, 0.45])}
-    return all([compare(name, float(fn(list(a), list(b))), welch(a, b).t) for name, (a, b) in cases.items()])
+    return all([compare(name, run(fn, list(a), list(b)), welch(a, b).t) for name, (a, b) in cases.items()])

@@ -1,0 +1,170 @@
+"""Reference solutions of the notebooks' exercises: one function per exercise, named like the
+function the student writes in the notebook, checked by the ``check_*`` of
+:mod:`fscal_edu.exercises`. Try the exercise first; the notebook shows a solution with
+``show_source(solutions.<name>)`` in a collapsed cell below the exercise.
+
+Tensors are rows of tokens, as in the library: ``X (B, N, d)``.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from einops import rearrange, reduce
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 00: the task and the data
+# ---------------------------------------------------------------------------------------------
+
+
+def supports_outside_query(episode: dict) -> bool:
+    """True when no support clip is cut from the episode's query video (that would leak the answer)."""
+    return all(clip["video"] != episode["query"] for clip in episode["support"])
+
+
+def query_ground_truth(episode: dict, annotations: dict) -> list:
+    """The ``[start, end]`` (seconds, in file order) of the query's instances of the episode's class."""
+    instances = annotations["database"][episode["query"]]["annotations"]
+    return [a["segment"] for a in instances if a["label"] == episode["label"]]
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 01: features and episodes
+# ---------------------------------------------------------------------------------------------
+
+
+def my_seconds_to_index(t: float, duration: float, num_snippets: int) -> float:
+    """Seconds -> position on the axis of ``num_snippets`` resized snippets."""
+    # snippet i covers [i, i + 1) * duration / T, so  index = t / duration * T
+    return t / duration * num_snippets
+
+
+def strided_index(t: float, fps: float, feat_stride: int, num_frames: int) -> float:
+    """Seconds -> position on the axis of a strided feature file."""
+    # feature i covers frames [i * stride, i * stride + num_frames): its centre, frame
+    # i * stride + num_frames / 2, sits at position i + 0.5 (the middle of cell i)
+    return (t * fps - num_frames / 2) / feat_stride + 0.5
+
+# ---------------------------------------------------------------------------------------------
+# Notebook 02: proposals and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def my_tiou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Temporal IoU of every pair: ``a (N, 2)``, ``b (M, 2)`` -> ``(N, M)``."""
+    # |a ∩ b| = max(0, min(a_e, b_e) - max(a_s, b_s))                              (N, M)
+    inter = (torch.minimum(a[:, None, 1], b[None, :, 1])
+             - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
+    # |a ∪ b| = |a| + |b| - |a ∩ b|                                                 (N, M)
+    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
+    return inter / union
+
+
+def my_interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
+    """VOC-2011 all-point interpolated AP of one ranking."""
+    p = np.concatenate([[0.0], precision, [0.0]])
+    r = np.concatenate([[0.0], recall, [1.0]])
+    # p_interp(k) = max_{j >= k} p_j: sweep from the right
+    for i in range(len(p) - 2, -1, -1):
+        p[i] = max(p[i], p[i + 1])
+    # AP = sum_k (r_k - r_{k-1}) p_interp(k), over the steps where recall changes
+    steps = np.flatnonzero(r[1:] != r[:-1]) + 1
+    return float(np.sum((r[steps] - r[steps - 1]) * p[steps]))
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 03-05: the three cross-attention stages
+# ---------------------------------------------------------------------------------------------
+
+
+def my_cross_attend(X_a: torch.Tensor, X_b: torch.Tensor, W: torch.Tensor):
+    """eqs. (1)-(2), bare: ``X_a (B, N_a, d)`` attends to ``X_b (B, N_b, d)`` -> ``(X~_b, A)``."""
+    # eq. (1): Lambda[i, j] = x_i^T W x_j                                           (B, N_a, N_b)
+    Lambda = torch.einsum("bid,de,bje->bij", X_a, W, X_b)
+    # A = softmax(Lambda) along each row: source token i spreads one unit over the targets
+    A = Lambda.softmax(dim=-1)
+    # eq. (2): X~_b = X_a A + X_b; target j receives sum_i A[i, j] x_i              (B, N_b, d)
+    X_b_new = X_b + torch.einsum("bij,bid->bjd", A, X_a)
+    return X_b_new, A
+
+
+def my_column_attention(X_a: torch.Tensor, X_b: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """The ablation's A: softmax down each column, every target takes a convex combination of the sources."""
+    # Lambda[i, j] = x_i^T W x_j                                                    (B, N_a, N_b)
+    Lambda = torch.einsum("bid,de,bje->bij", X_a, W, X_b)
+    # softmax over the sources i: every column sums to one
+    return Lambda.softmax(dim=-2)
+
+
+def support_mass(A_joint: torch.Tensor, K: int) -> torch.Tensor:
+    """``A_joint (B, N_Q, K*T_S)`` -> ``(B, K)``: the attention mass each support gathers."""
+    # mass_l = sum_n sum_t A[n, (l, t)]                                              (B, K)
+    return reduce(A_joint, "b n (k t) -> b k", "sum", k=K)
+
+
+def my_coarse_tokens(X_S_tilde: torch.Tensor, k: int) -> torch.Tensor:
+    """eq. (3) with the untrained w_k: ``(B, K, T_S, d)`` -> ``(B, K, T_S/k, d)``, window means."""
+    # w_k starts as weights I / k, kernel = stride = k: the mean of k consecutive snippets
+    return reduce(X_S_tilde, "b l (n k) d -> b l n d", "mean", k=k)
+
+
+def mass_from(A_l: torch.Tensor, granularity: torch.Tensor, k: int) -> torch.Tensor:
+    """``A_l (N_coarse, T_S)`` -> ``(T_S,)``: the mass each snippet receives from the tokens of granularity k."""
+    # sum over the coarse tokens (rows) of granularity k                              (T_S,)
+    return A_l[granularity == k].sum(dim=0)
+
+
+def my_stoq(Y_S: torch.Tensor, X_Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """eq. (6), bare: all support snippets ``Y_S (B, K, T_S, d)`` attend to the proposals ``X_Q (B, N_Q, d)``."""
+    # the K supports as one source of K*T_S tokens                                   (B, K*T_S, d)
+    Y_all = rearrange(Y_S, "b k t d -> b (k t) d")
+    # Lambda_{S->Q}[i, n] = y_i^T W x_n; softmax along each row                      (B, K*T_S, N_Q)
+    A = torch.einsum("bid,de,bne->bin", Y_all, W, X_Q).softmax(dim=-1)
+    # X~_Q = Y~_S A + X_Q                                                             (B, N_Q, d)
+    return X_Q + torch.einsum("bin,bid->bnd", A, Y_all)
+
+
+def mass_norm_factor(N_Q: int, K: int, T_S: int) -> float:
+    """StoQ's mass normalisation: the K*T_S sources spread K*T_S units; scale so each proposal gets one."""
+    # N_b / N_a, with N_a = K * T_S sources and N_b = N_Q targets
+    return N_Q / (K * T_S)
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 06-08: relation classifier, training, evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def my_balanced_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """BCE in which the valid positives and the valid negatives weigh one half each."""
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    sides = [loss[valid & (targets > 0.5)], loss[valid & (targets <= 0.5)]]
+    # the mean of the sides present (one side only when the other is empty)
+    means = [side.mean() for side in sides if side.numel()]
+    return sum(means) / len(means)
+
+
+def my_relation_targets(labels: torch.Tensor, episode_label: torch.Tensor):
+    """``labels (B, N)`` in {1, 0, -1}, ``episode_label (B,)`` -> ``own (B, N)`` float, ``cross (B, N)`` bool."""
+    # own: 1 for positives, 0 for negatives, -1 for ignored (no pair)                 (B, N)
+    own = torch.where(labels >= 0, (labels == 1).float(), -1.0)
+    # episode b's partner is episode b-1 (mod B): torch.roll puts x[b-1] at position b   (B,)
+    partner_label = torch.roll(episode_label, 1)
+    # cross: the positives, when the partner's class differs                         (B, N)
+    cross = (labels == 1) & (episode_label != partner_label)[:, None]
+    return own, cross
+
+
+def my_lr_factor(step: int, cfg) -> float:
+    """The learning-rate factor: linear warm-up, then cosine decay to 5% at ``cfg.optim.steps``."""
+    warmup, steps = cfg.optim.warmup, cfg.optim.steps
+    if step < warmup:
+        return (step + 1) / warmup                       # 1/warmup, 2/warmup, ..., 1
+    done = min(1.0, (step - warmup) / max(1, steps - warmup))    # 0 -> 1, then held at 1
+    # 0.05 + 0.95 * (1 + cos(pi * done)) / 2: from 1 down to 0.05
+    return 0.05 + 0.95 * (1 + math.cos(math.pi * done)) / 2
+
+
+def welch_t(a, b) -> float:
+    """Welch's t of two lists of per-seed scores, with the sample variances (ddof = 1)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    # t = (mean(a) - mean(b)) / sqrt(s_a^2 / n_a + s_b^2 / n_b)
+    return float((a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
