@@ -184,3 +184,101 @@ def replace_supports(world, episodes: list[dict], donor: str, seed: int = 0) -> 
         out.append({**ep, "support": [{"video": pool[j][0], "segment": [float(s) for s in pool[j][1]]}
                                       for j in pick], "donor": cls})
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Notebooks 03-05: each stage of a trained model beside its start, and the results files
+# ---------------------------------------------------------------------------------------------
+
+def stage_inputs(model, query, support, skip=()) -> dict:
+    """What each stage of ``model`` receives in its forward on a batch: ``{stage: (args, kwargs)}``,
+    ``qtos``: ``(X_Q, X_S)``, ``dynamics``: ``(X~_S,)``, ``stoq``: ``(Y~_S, X_Q)`` (forward
+    pre-hooks; the model is run once under ``no_grad`` and left as it was)."""
+    store, hooks = {}, []
+    for name in STAGES:
+        stage = getattr(model, name, None)
+        if stage is not None:
+            hooks.append(stage.register_forward_pre_hook(
+                lambda module, args, kwargs, name=name: store.__setitem__(name, (args, kwargs)),
+                with_kwargs=True))
+    try:
+        with torch.no_grad():
+            model(query, support, skip=skip, relation=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return store
+
+
+def start_stages(model) -> dict:
+    """The stages of ``model`` as training starts them, ``{stage: module}``: the stages of a fresh
+    model of the same config (W = I, Dynamics-CA's ``w_k`` window means, LayerNorm 1 and 0; none of
+    them is random, and the random state is left as it was)."""
+    with torch.random.fork_rng(devices=[]):
+        fresh = type(model)(model.cfg)
+    device = next(model.parameters()).device
+    return {n: getattr(fresh, n).to(device).eval() for n in STAGES if getattr(fresh, n, None) is not None}
+
+
+def stage_attention(model, query, support) -> dict:
+    """``{stage: {"start": StageAttention, "trained": StageAttention}}`` on a batch: each stage of
+    the trained ``model`` on what it receives in the model's forward (:func:`stage_inputs`), and the
+    same stage at its start (:func:`start_stages`) on the very same input. The two differ by the
+    stage's weights only: what training did to ``W`` (and to Dynamics-CA's ``w_k``)."""
+    inputs, starts = stage_inputs(model, query, support), start_stages(model)
+    with torch.no_grad():
+        return {n: {"start": starts[n](*args, **kwargs)[1], "trained": getattr(model, n)(*args, **kwargs)[1]}
+                for n, (args, kwargs) in inputs.items()}
+
+
+def probe_results(probes: dict, checkpoint: str = "data_samples/checkpoints/full.pt") -> dict:
+    """``bench/results/probes.json`` (read) -> ``{probe: {"mAP@0.5", "delta", "ci95_delta", "draws",
+    "reading"}}`` for one checkpoint: mAP@0.5 the mean over the draws, ``delta`` the change from
+    "as trained", ``ci95_delta`` the paired bootstrap interval of the first draw (None for "as
+    trained"), ``reading`` what the interval says (the words of ``bench/probes.py``)."""
+    entry = next((c for c in probes["checkpoints"] if c["checkpoint"] == checkpoint), None)
+    if entry is None:
+        raise FscalError(f"{where(field='checkpoints')}: probes.json holds no probes of {checkpoint!r} "
+                         f"(it has {[c['checkpoint'] for c in probes['checkpoints']]})")
+    out = {}
+    for row in entry["probes"]:
+        p = out.setdefault(row["probe"], {"draws": [], "ci95_delta": None})
+        p["draws"].append(row["mAP@0.5"])
+        if row["draw"] == 0:
+            p["ci95_delta"] = row["ci95_delta"]
+    base = float(np.mean(out["as trained"]["draws"]))
+    for p in out.values():
+        p["mAP@0.5"] = float(np.mean(p["draws"]))
+        p["delta"] = p["mAP@0.5"] - base
+        lo, hi = p["ci95_delta"] or (None, None)
+        p["reading"] = ("-" if lo is None else "lower (interval below 0)" if hi < 0 else
+                        "higher (interval above 0)" if lo > 0 else "no change detectable (interval holds 0)")
+    return out
+
+
+def ablation_tests(ablations: dict, shots: int = 5) -> dict:
+    """``bench/results/ablations.json`` (read) -> ``{variant: {"welch": Welch, "p_holm", "verdict",
+    "steps", "seeds"}}``: each trained-from-scratch variant's per-seed test mAP@0.5 against the full
+    model's, at the full model's largest step count for ``shots`` (the comparisons of
+    ``bench/ablations.py``): Welch's t-test (``fscal_edu.stats.welch``, diff = variant - full),
+    Holm's adjustment over the variants, and the verdict at p < 0.05 in the words of the benchmarks."""
+    from .stats import holm, welch
+
+    rows = [r for r in ablations["runs"] if r["shots"] == shots and not r.get("same_as")]
+    steps = max((r["steps"] for r in rows if r["model"] == "full"), default=None)
+    per = {}
+    for r in rows:
+        if r["steps"] == steps:
+            per.setdefault(r["model"], []).append(r["mAP@0.5"])
+    full = per.pop("full", [])
+    if len(full) < 2:
+        raise FscalError(f"{where(field='runs')}: ablations.json has {len(full)} seed(s) of the full model "
+                         f"at {shots}-shot; a comparison needs 2 or more")
+    tests = {m: welch(s, full) for m, s in per.items() if len(s) > 1}
+    out = {}
+    for (m, w), p_holm in zip(tests.items(), holm([w.p for w in tests.values()])):
+        verdict = ("no difference the seeds can show" if w.p >= 0.05 else
+                   ("the full model is better" if w.diff < 0 else "the variant is better")
+                   + ("" if p_holm < 0.05 else f" (not after Holm's correction, p_Holm = {p_holm:.2f})"))
+        out[m] = {"welch": w, "p_holm": p_holm, "verdict": verdict, "steps": steps, "seeds": len(per[m])}
+    return out

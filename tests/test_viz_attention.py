@@ -9,8 +9,8 @@ from fscal_edu import exercises as ex
 from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_correlation
 from fscal_edu.proposals import proposal_names
 from fscal_edu.viz.attention import (
-    attention_view, fig_attention_matrix, fig_granularity_mass, fig_query_mass, fig_stage_attention,
-    granularity_mass,
+    attention_entropy, attention_view, fig_attention_matrix, fig_attention_pair, fig_granularity_mass,
+    fig_query_mass, fig_stage_attention, granularity_mass,
 )
 from fscal_edu.widgets import attention_explorer
 
@@ -91,6 +91,64 @@ def test_fig_query_mass(atts):
         fig_query_mass(atts["qtos"], segments)
 
 
+def test_fig_query_mass_several(atts):
+    segments = [[n, n + 3] for n in range(N_Q)]
+    sharp = atts["stoq"]._replace(A=atts["stoq"].A * 2)
+    fig = fig_query_mass({"start": atts["stoq"], "trained": sharp}, segments, gt=[[2.0, 5.5]])
+    assert [t.name for t in fig.data] == ["start", "trained"] and fig.layout.showlegend
+    y0, y1 = (np.asarray(t.y, dtype=float)[1::3] for t in fig.data)
+    np.testing.assert_allclose(y1, 2 * y0, atol=2e-4)
+    with pytest.raises(ValueError, match="StoQ"):
+        fig_query_mass({"a": atts["stoq"], "b": atts["qtos"]}, segments)
+
+
+def test_attention_entropy():
+    assert attention_entropy(np.full((3, 4), 0.25)) == pytest.approx(1.0)
+    assert attention_entropy(np.eye(4)) == pytest.approx(0.0)
+    # rows are read as distributions (a row of mass 2 counts like one of mass 1); empty rows are left out
+    A = np.array([[0.5, 0.5, 0.0, 0.0], [2.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert attention_entropy(A) == pytest.approx(0.5 * np.log(2) / np.log(4))
+    with pytest.raises(ValueError, match="entropy"):
+        attention_entropy(np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("stage", ["qtos", "dynamics", "stoq"])
+def test_fig_attention_pair(atts, stage):
+    start = atts[stage]
+    sharp = start._replace(A=start.A ** 4 / (start.A ** 4).sum(-1, keepdim=True))   # rows sharpened
+    labels = proposal_names([[n, n + 2] for n in range(N_Q)])
+    fig = fig_attention_pair(start, sharp, support=1, proposal=4, proposal_labels=labels)
+    heats = [t for t in fig.data if isinstance(t, go.Heatmap)]
+    bars = [t for t in fig.data if isinstance(t, go.Bar)]
+    assert len(heats) == 2 and len(bars) == 2
+    for heat, bar, att in zip(heats, bars, (start, sharp)):
+        view = attention_view(att, support=1, proposal_labels=labels)
+        np.testing.assert_allclose(heat.z, view.A, atol=5e-4)
+        np.testing.assert_allclose(bar.y, view.A.sum(0), atol=5e-3)
+        assert list(heat.y) == list(view.sources) and heat.coloraxis == "coloraxis"
+    # one colour scale for both panels, up to the larger maximum
+    assert fig.layout.coloraxis.cmin == 0 and fig.layout.coloraxis.cmax == pytest.approx(
+        max(np.max(h.z) for h in heats), abs=1e-3)
+    # the panel titles carry each panel's entropy; the sharpened one is lower
+    e = [attention_entropy(attention_view(a, support=1).A) for a in (start, sharp)]
+    titles = [a.text for a in fig.layout.annotations[:2]]
+    assert titles == [f"start (W = I): entropy / max {e[0]:.2f}", f"trained: entropy / max {e[1]:.2f}"]
+    assert e[1] < e[0]
+    lines = [t for t in fig.data if isinstance(t, go.Scatter)]
+    if stage == "dynamics":
+        assert not lines
+    else:
+        assert len(lines) == 2 and lines[0].name == "proposal [4, 6)"
+        # QtoS: the proposal is a source (a row); StoQ: a target (a column)
+        assert set(lines[0].y if stage == "qtos" else lines[0].x) == {"[4, 6)"}
+    assert "support 1" in fig.layout.title.text
+
+
+def test_fig_attention_pair_needs_one_stage(atts):
+    with pytest.raises(ValueError, match="one stage"):
+        fig_attention_pair(atts["qtos"], atts["stoq"])
+
+
 @pytest.mark.parametrize("stage", ["qtos", "dynamics", "stoq"])
 def test_attention_explorer(atts, stage, monkeypatch):
     shown = []
@@ -143,3 +201,122 @@ def test_check_stoq():
         return eqs_1_2(rearrange(Y_S, "b k t d -> b (k t) d"), X_Q, W)[0]
     assert ex.check_stoq(eq6)
     assert not ex.check_stoq(lambda Y_S, X_Q, W: eq6(Y_S, X_Q, W.T))
+
+
+# --- notebooks 03-05: the trained model's stages beside their start, and the results files ----
+
+def _trained_like(seed=0):
+    """A tiny model whose stage weights have moved away from their start (a stand-in for training)."""
+    from fscal_edu.config import get_config
+    from fscal_edu.model import FSCAL
+    torch.manual_seed(seed)
+    model = FSCAL(get_config("tiny", shots=K)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("qtos.", "dynamics.", "stoq.")):
+                p.add_(0.3 * torch.randn_like(p))
+    cfg = model.cfg
+    g = torch.Generator().manual_seed(1)
+    query = torch.randn(2, cfg.data.T, cfg.data.feature_dim, generator=g)
+    support = torch.randn(2, K, cfg.data.T_S, cfg.data.feature_dim, generator=g)
+    return model, query, support
+
+
+def test_stage_inputs_are_what_each_stage_receives():
+    from fscal_edu.diagnostics import stage_inputs
+    model, query, support = _trained_like()
+    inputs = stage_inputs(model, query, support)
+    assert list(inputs) == ["qtos", "dynamics", "stoq"]
+    with torch.no_grad():
+        out = model(query, support)
+        X_Q = model.proposals(query)
+        X_Q_in, X_S_in = inputs["qtos"][0][:2]
+        torch.testing.assert_close(X_Q_in, X_Q)
+        assert X_S_in.shape == support.shape[:3] + (model.cfg.model.d,)
+        # each stage on its captured input gives the attention of the model's forward
+        for name, (args, kwargs) in inputs.items():
+            torch.testing.assert_close(getattr(model, name)(*args, **kwargs)[1].A, out.attention[name].A)
+        # the chain: what QtoS returns is what Dynamics-CA receives
+        torch.testing.assert_close(model.qtos(X_Q_in, X_S_in)[0], inputs["dynamics"][0][0])
+    assert not any(m._forward_pre_hooks for m in (model.qtos, model.dynamics, model.stoq))   # hooks removed
+    assert list(stage_inputs(model, query, support, skip=("stoq",))) == ["qtos", "dynamics"]
+
+
+def test_stage_attention_start_and_trained():
+    from fscal_edu.diagnostics import stage_attention, start_stages
+    model, query, support = _trained_like()
+    state = torch.random.get_rng_state()
+    starts = start_stages(model)
+    assert torch.equal(torch.random.get_rng_state(), state)          # the random state is left as it was
+    d = model.cfg.model.d
+    assert torch.equal(starts["qtos"].W_QtoS, torch.eye(d)) and torch.equal(starts["stoq"].W_StoQ, torch.eye(d))
+    assert not torch.equal(model.qtos.W_QtoS, torch.eye(d))
+    atts = stage_attention(model, query, support)
+    with torch.no_grad():
+        out = model(query, support)
+    for name in ("qtos", "dynamics", "stoq"):
+        pair = atts[name]
+        torch.testing.assert_close(pair["trained"].A, out.attention[name].A)
+        assert pair["start"].A.shape == pair["trained"].A.shape
+        assert not torch.allclose(pair["start"].A, pair["trained"].A)
+    # the start is the stage with W = I on the trained stage's input: QtoS by hand
+    from fscal_edu.attention import cross_attend
+    X_Q = model.proposals(query).detach()
+    X_S = model.embed(support.flatten(0, 1)).unflatten(0, support.shape[:2]).detach()
+    _, A = cross_attend(X_Q[:, None], X_S, torch.eye(d), scale=d ** -0.5, mass_norm=True)
+    torch.testing.assert_close(atts["qtos"]["start"].A, A)
+
+
+def test_probe_results_and_ablation_tests():
+    from fscal_edu.diagnostics import ablation_tests, probe_results
+    from fscal_edu.utils import FscalError
+    rows = [{"probe": "as trained", "draw": 0, "mAP@0.5": 0.5, "ci95_delta": None},
+            {"probe": "skip qtos", "draw": 0, "mAP@0.5": 0.45, "ci95_delta": [-0.1, 0.0]},
+            {"probe": "shuffled", "draw": 0, "mAP@0.5": 0.3, "ci95_delta": [-0.3, -0.1]},
+            {"probe": "shuffled", "draw": 1, "mAP@0.5": 0.2, "ci95_delta": None}]
+    probes = {"checkpoints": [{"checkpoint": "a.pt", "probes": rows}]}
+    got = probe_results(probes, "a.pt")
+    assert got["skip qtos"]["delta"] == pytest.approx(-0.05) and got["skip qtos"]["ci95_delta"] == [-0.1, 0.0]
+    assert got["shuffled"]["mAP@0.5"] == pytest.approx(0.25) and got["shuffled"]["ci95_delta"] == [-0.3, -0.1]
+    assert got["shuffled"]["draws"] == [0.3, 0.2]
+    assert got["skip qtos"]["reading"] == "no change detectable (interval holds 0)"
+    assert got["shuffled"]["reading"] == "lower (interval below 0)" and got["as trained"]["reading"] == "-"
+    with pytest.raises(FscalError, match="b.pt"):
+        probe_results(probes, "b.pt")
+
+    runs = [{"model": "full", "shots": 5, "steps": 700, "mAP@0.5": v} for v in (0.50, 0.52, 0.54)]
+    runs += [{"model": "full", "shots": 5, "steps": 350, "mAP@0.5": 0.1}]                 # not the longest
+    runs += [{"model": "no_x", "shots": 5, "steps": 700, "mAP@0.5": v} for v in (0.60, 0.61, 0.62)]
+    runs += [{"model": "same", "shots": 5, "steps": 700, "mAP@0.5": v, "same_as": "full"} for v in (1, 2)]
+    runs += [{"model": "no_y", "shots": 5, "steps": 700, "mAP@0.5": v} for v in (0.51, 0.53)]
+    runs += [{"model": "no_x", "shots": 1, "steps": 700, "mAP@0.5": 0.0}]
+    tests = ablation_tests({"runs": runs}, shots=5)
+    assert sorted(tests) == ["no_x", "no_y"]
+    w = tests["no_x"]["welch"]
+    assert w.diff == pytest.approx(0.09) and w.p < 0.05 and tests["no_x"]["steps"] == 700
+    assert tests["no_y"]["welch"].diff == pytest.approx(0.0) and tests["no_y"]["welch"].p > 0.5
+    assert tests["no_x"]["p_holm"] == pytest.approx(min(1.0, 2 * w.p))
+    assert tests["no_x"]["verdict"].startswith("the variant is better")
+    assert tests["no_y"]["verdict"] == "no difference the seeds can show"
+    with pytest.raises(FscalError, match="seed"):
+        ablation_tests({"runs": runs}, shots=1)
+
+
+def test_shipped_results_files_read():
+    """The numbers the notebooks print come from the shipped files: spot-check against docs/benchmarks.md."""
+    import json
+    from pathlib import Path
+    from fscal_edu.diagnostics import ablation_tests, probe_results
+    root = Path(__file__).resolve().parents[1] / "bench" / "results"
+    probes = probe_results(json.loads((root / "probes.json").read_text()))
+    assert {"as trained", "skip qtos", "skip dynamics", "skip stoq", "reversed"} <= set(probes)
+    tests = ablation_tests(json.loads((root / "ablations.json").read_text()))
+    assert {"no_qtos", "no_dynamics", "no_stoq", "joint"} <= set(tests)
+    assert all(0.0 <= t["welch"].p <= t["p_holm"] <= 1.0 for t in tests.values())
+    for t in tests.values():               # the verdict follows the p-values, whatever the file holds
+        assert (t["welch"].p >= 0.05) == (t["verdict"] == "no difference the seeds can show")
+        assert ("Holm" in t["verdict"]) == (t["welch"].p < 0.05 <= t["p_holm"])
+    for p in probes.values():
+        if p["ci95_delta"] is not None:
+            assert (p["reading"] == "no change detectable (interval holds 0)") == (
+                p["ci95_delta"][0] <= 0 <= p["ci95_delta"][1])

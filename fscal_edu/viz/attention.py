@@ -123,23 +123,94 @@ def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
 
 def fig_query_mass(att, segments, *, batch: int = 0, gt=None, others=None) -> go.Figure:
     """StoQ Context-CA on the query's time line: each proposal ``[start, end)`` drawn at the
-    height of the mass it receives from all support snippets. ``gt (G, 2)``, the instances of
-    the common action, are shaded green; ``others``, instances of other classes, red."""
-    if att.stage != "stoq":
-        raise FscalError(f"{where(field='stage')}: fig_query_mass draws StoQ Context-CA, got "
-                         f"{att.stage!r}")
-    mass = att.A.detach().float().cpu().numpy()[batch].sum(0)                        # (N_Q,)
+    height of the mass it receives from all support snippets. ``att`` is a StoQ ``StageAttention``
+    or ``{name: StageAttention}`` (one line each, e.g. the start and the trained stage). ``gt (G,
+    2)``, the instances of the common action, are shaded green; ``others``, instances of other
+    classes, red."""
+    atts = att if isinstance(att, dict) else {"proposals": att}
+    for a in atts.values():
+        if a.stage != "stoq":
+            raise FscalError(f"{where(field='stage')}: fig_query_mass draws StoQ Context-CA, got "
+                             f"{a.stage!r}")
     seg = np.asarray(segments, dtype=float)
     gap = np.full(len(seg), np.nan)                 # NaN breaks the line between two proposals
-    fig = go.Figure(go.Scatter(x=np.stack([seg[:, 0], seg[:, 1], gap], 1).ravel(),
-                               y=np.stack([mass, mass, gap], 1).ravel().round(4), mode="lines",
-                               name="proposals", hoverinfo="x+y"))
+    fig = go.Figure()
+    for name, a in atts.items():
+        mass = a.A.detach().float().cpu().numpy()[batch].sum(0)                    # (N_Q,)
+        fig.add_trace(go.Scatter(x=np.stack([seg[:, 0], seg[:, 1], gap], 1).ravel(),
+                                 y=np.stack([mass, mass, gap], 1).ravel().round(4), mode="lines",
+                                 name=name, hoverinfo="x+y"))
     for spans, color, text in [(gt, "green", "common action"), (others, "red", "other class")]:
         for s, e in ([] if spans is None else np.asarray(spans, dtype=float).reshape(-1, 2)):
             fig.add_vrect(x0=s, x1=e, fillcolor=color, opacity=0.15, line_width=0,
                           annotation_text=text, annotation_position="top left")
     fig.update_layout(title="StoQ Context-CA: mass each proposal receives from the supports",
-                      xaxis_title="query time (snippets)", yaxis_title="mass received", height=360)
+                      xaxis_title="query time (snippets)", yaxis_title="mass received", height=360,
+                      showlegend=len(atts) > 1)
+    return fig
+
+
+def attention_entropy(A) -> float:
+    """The mean entropy of the rows of ``A (sources, targets)``, each read as a distribution
+    (divided by its sum), over its maximum ``log(targets)``: 1 when every row is uniform, 0 when
+    every row puts all its weight on one target. Rows without weight are left out."""
+    A = np.asarray(A, dtype=float).reshape(-1, np.shape(A)[-1])
+    total = A.sum(-1)
+    P = A[total > 0] / total[total > 0, None]
+    if len(P) == 0 or P.shape[-1] < 2:
+        raise FscalError(f"{where(field='A')}: the entropy needs a row with weight over 2 or more "
+                         f"targets, got shape {np.shape(A)}")
+    H = -np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0).sum(-1)
+    return float(H.mean() / np.log(P.shape[-1]))
+
+
+def fig_attention_pair(start, trained, *, batch: int = 0, support: int | None = 0,
+                       granularity: int | None = None, proposal: int | None = None,
+                       proposal_labels=None, names=("start (W = I)", "trained")) -> go.Figure:
+    """One stage on one episode twice, side by side: ``start`` and ``trained`` (two
+    ``StageAttention`` of the same stage, e.g. from :func:`fscal_edu.diagnostics.stage_attention`).
+
+    Top: the two heatmaps of :func:`attention_view` on one colour scale (0 to the larger maximum),
+    each panel titled with :func:`attention_entropy` of its rows; bottom: the mass each target
+    receives. ``proposal`` (QtoS, StoQ) outlines one proposal, its row or its column, in red.
+    """
+    if start.stage != trained.stage:
+        raise FscalError(f"{where(field='stage')}: the two attentions must be of one stage, got "
+                         f"{start.stage!r} and {trained.stage!r}")
+    views = [attention_view(a, batch=batch, support=support, granularity=granularity,
+                            proposal_labels=proposal_labels) for a in (start, trained)]
+    zmax = float(max(v.A.max() for v in views))
+    titles = [f"{name}: entropy / max {attention_entropy(v.A):.2f}" for name, v in zip(names, views)]
+    fig = make_subplots(rows=2, cols=2, shared_xaxes=True, shared_yaxes=True, row_heights=[0.75, 0.25],
+                        vertical_spacing=0.06, horizontal_spacing=0.04, subplot_titles=titles)
+    source_row = start.stage.startswith("qtos")
+    for col, v in enumerate(views, start=1):
+        fig.add_trace(go.Heatmap(z=v.A.round(3), x=v.targets, y=v.sources, coloraxis="coloraxis",
+                                 name=names[col - 1],
+                                 hovertemplate=f"{v.source_name} %{{y}}<br>{v.target_name} "
+                                               f"%{{x}}<br>A = %{{z:.3f}}<extra></extra>"), 1, col)
+        fig.add_trace(go.Bar(x=v.targets, y=v.A.sum(0).round(3), marker_color="gray",
+                             name=f"{names[col - 1]}: mass received", showlegend=False), 2, col)
+        if proposal is not None and start.stage != "dynamics":
+            label = (v.sources if source_row else v.targets)[proposal]
+            xs, ys = (v.targets, [label] * len(v.targets)) if source_row else ([label] * len(v.sources), v.sources)
+            fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="red"),
+                                     name=f"proposal {label}", showlegend=col == 1), 1, col)
+    stage = {"qtos": "QtoS Context-CA", "qtos_joint": "QtoS Context-CA (joint)",
+             "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}[start.stage]
+    what = "all supports" if support is None else f"support {support}"
+    if granularity is not None:
+        what += f", granularity k={granularity}"
+    fig.update_layout(title=f"{stage}, {what}: at its start and trained", height=600,
+                      coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=round(zmax, 3),
+                                     colorbar=dict(title="A", len=0.7, y=0.65)),
+                      showlegend=proposal is not None and start.stage != "dynamics",
+                      margin=dict(t=80, b=40))
+    fig.update_yaxes(title_text=f"source: {views[0].source_name}", autorange="reversed", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", row=1, col=2)
+    fig.update_yaxes(title_text="mass received", row=2, col=1)
+    for col in (1, 2):
+        fig.update_xaxes(title_text=f"target: {views[0].target_name}", row=2, col=col)
     return fig
 
 
