@@ -29,9 +29,27 @@ class DataConfig:
     T: int = 128                   # query snippets after resampling
     T_S: int = 16                  # snippets per support clip after resampling
     shots: int = 5                 # K, support clips per episode
+    # How a query becomes T snippets. "resample": the whole video resampled to T (features resized
+    # per video, ActivityNet style). "window": T snippets of the original feature rate, windows
+    # every ``window_stride`` snippets (0: T // 2) over a long video, the tail padded and masked
+    # (features at a fixed stride, THUMOS14 style: short instances survive).
+    query_mode: str = "resample"
+    window_stride: int = 0
+    window_neg_frac: float = 0.1   # training: share of windows drawn anywhere (may hold no instance)
 
     def __post_init__(self):
         _at_least(self, "data", ("feature_dim", "T", "T_S", "shots"), 1)
+        _at_least(self, "data", ("window_stride",), 0)
+        from .utils import FscalError, where
+        if self.query_mode not in ("resample", "window"):
+            raise FscalError(f"{where(field='data.query_mode')}: must be 'resample' or 'window', got {self.query_mode!r}")
+        if not 0.0 <= self.window_neg_frac <= 1.0:
+            raise FscalError(f"{where(field='data.window_neg_frac')}: must be in [0, 1], got {self.window_neg_frac!r}")
+
+    @property
+    def stride(self) -> int:
+        """Snippets between the starts of two query windows (``window_stride``, or T // 2)."""
+        return self.window_stride or max(1, self.T // 2)
 
 
 @dataclass

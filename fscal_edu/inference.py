@@ -13,7 +13,7 @@ from .data.episodes import EpisodeDataset, World, collate, episode_tensors
 from .distributed import unwrap
 from .evaluation import evaluate_fscal
 from .model import STAGES
-from .postprocess import detections_to_results
+from .postprocess import merge_detections
 from .proposals import decode, proposal_names
 from .utils import get_device
 
@@ -24,6 +24,9 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict.
 
     ``workers`` DataLoader processes build the batches ahead of the model (pinned memory on CUDA).
+    With ``cfg.data.query_mode == "window"`` a long query is read as overlapping windows
+    (:class:`~fscal_edu.data.episodes.EpisodeDataset`); the detections of all its windows, mapped
+    onto the video's snippet axis, are merged before one Soft-NMS and the conversion to seconds.
     ``skip`` names cross-attention stages to bypass (``FSCAL.forward``'s ``skip``; checked first).
     """
     model = unwrap(model)                        # the model inside a DistributedDataParallel
@@ -31,17 +34,28 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     cfg = model.cfg
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
-    loader = DataLoader(EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S), batch_size=batch_size,
-                        collate_fn=collate, num_workers=workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if workers else None,
+    data = EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S, mode=cfg.data.query_mode,
+                          stride=cfg.data.stride)
+    loader = DataLoader(data, batch_size=batch_size, collate_fn=collate, num_workers=workers,
+                        pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
                         generator=torch.Generator())     # never draws from the global RNG
-    results = {}
+    windows = {}                                 # episode id -> [(segments, scores)] of its windows
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
         out = model(batch["query"].to(device, non_blocking=True), batch["support"].to(device, non_blocking=True),
-                    skip=skip)
+                    mask=batch["mask"].to(device, non_blocking=True), skip=skip)
         scores = torch.sigmoid(out.logits.float()).cpu()                        # (B, N)
-        segments = decode(out.anchors.cpu(), out.deltas.float().cpu())          # (B, N, 2)
-        detections_to_results(batch, segments, scores, cfg, world, results)
+        if out.valid is not None:                                               # proposals in the padding
+            scores = torch.where(out.valid.cpu(), scores, 0.0)
+        segments = decode(out.anchors.cpu(), out.deltas.float().cpu())          # (B, N, 2) in the window
+        for b, eid in enumerate(batch["id"]):   # onto the video's axis: + the window's offset
+            windows.setdefault(eid, []).append((segments[b] + batch["offset"][b], scores[b]))
+    results = {}
+    for ep in episodes:                          # all windows of an episode merged, then one Soft-NMS
+        parts = windows[ep["id"]]
+        video = ep["query"]
+        axis = len(world.raw_features(video)) if cfg.data.query_mode == "window" else cfg.data.T
+        results[ep["id"]] = merge_detections(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
+                                             cfg, world, video=video, axis=axis)
     return {"version": "fscal-edu", "external_data": {}, "results": results}
 
 
@@ -78,6 +92,8 @@ def main_evaluate(args) -> int:
     else:
         device = get_device(args.device)
         model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
+        if getattr(args, "query_mode", None):       # same weights, queries read another way
+            model.cfg = model.cfg.replace(query_mode=args.query_mode)
         skip = getattr(args, "skip", ())
         metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True,
                                           workers=getattr(args, "workers", 0),

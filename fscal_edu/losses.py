@@ -15,6 +15,15 @@ from .model import FSCALOutput
 from .proposals import assign_labels
 
 
+def touches(anchors: torch.Tensor, segments: torch.Tensor, seg_mask: torch.Tensor) -> torch.Tensor:
+    """``anchors (N, 2)``, ``segments (B, G, 2)`` with ``seg_mask (B, G)`` -> ``(B, N)`` bool: the
+    anchor overlaps at least one real segment (by any positive length)."""
+    a = anchors.to(segments.dtype)
+    inter = (torch.minimum(a[None, :, None, 1], segments[:, None, :, 1])
+             - torch.maximum(a[None, :, None, 0], segments[:, None, :, 0]))                # (B, N, G)
+    return ((inter > 0) & seg_mask[:, None, :].to(inter.device)).any(-1)
+
+
 def balanced_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, dist=None) -> torch.Tensor:
     """BCE in which the positives and the negatives weigh one half each.
 
@@ -56,12 +65,30 @@ def relation_draw(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor
     return torch.rand(batch_size, n, generator=g)
 
 
+def proposal_targets(out: FSCALOutput, batch: dict, cfg: LossConfig):
+    """What the loss asks of each proposal: ``pos (B, N)``, ``valid (B, N)`` (counted at all:
+    a negative is ``valid & ~pos``) and the regression ``targets (B, N, 2)``.
+
+    Labels by tIoU with the common class's instances (:func:`~fscal_edu.proposals.assign_labels`);
+    not counted: the band between ``neg_iou`` and ``pos_iou``, proposals in a window's padding
+    (``out.valid``), and negatives that touch an instance of a class outside the training split
+    (``batch["ignore"]``), so that no val or test class reaches training, not even as "no".
+    """
+    labels, targets, _ = assign_labels(out.anchors, batch["gt"], batch["gt_mask"],
+                                       pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou)     # (B, N), (B, N, 2)
+    valid = (labels >= 0) & out.valid if out.valid is not None else labels >= 0
+    if "ignore" in batch:
+        valid = valid & ((labels == 1) | ~touches(out.anchors, batch["ignore"], batch["ignore_mask"]))
+    return valid & (labels == 1), valid, targets
+
+
 def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Tensor | None = None,
                dist=None) -> dict:
     """All loss terms for one batch; ``"loss"`` is the weighted sum that training minimises.
 
     * ``cls``: proposals with tIoU >= pos_iou to an instance of the common class are positive,
-      < neg_iou negative (instances of *other* classes are negatives too), the rest ignored.
+      < neg_iou negative (instances of *other* training classes are negatives too), the rest
+      ignored, as are padding and val/test-class instances (:func:`proposal_targets`).
     * ``reg``: SmoothL1 between predicted and target offsets, positives only.
     * ``rel`` (when ``out`` carries relation logits, i.e. the model has the relation module and
       ran in training mode): a relation score rho_{n,l} for every (proposal, support) pair: 1 for
@@ -75,9 +102,7 @@ def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Te
     is this rank's share of the global batch's term (the shares add up to it; see
     :mod:`fscal_edu.distributed`), and episode b-1 is taken from the global batch.
     """
-    labels, targets, _ = assign_labels(out.anchors, batch["gt"], batch["gt_mask"],
-                                       pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou)     # (B, N), (B, N, 2)
-    pos, valid = labels == 1, labels >= 0
+    pos, valid, targets = proposal_targets(out, batch, cfg)                            # (B, N), (B, N), (B, N, 2)
     terms = {"cls": balanced_bce(out.logits, pos.float(), valid, dist=dist)}
     # SmoothL1, the mean over the positives' 2 offsets: sum over this rank / global count
     deltas = _wide(out.deltas)

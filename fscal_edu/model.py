@@ -91,6 +91,7 @@ class FSCALOutput:
     attention: dict                      # stage name -> the stage's attention structure
     relation: torch.Tensor | None = None        # (B, N_Q, K) rho logits against the episode's own supports
     relation_cross: torch.Tensor | None = None  # (B, N_Q, K) rho logits against episode b-1's supports
+    valid: torch.Tensor | None = None    # (B, N_Q) bool, proposals inside the query (None: all of them)
 
 
 class FSCAL(nn.Module):
@@ -172,6 +173,16 @@ class FSCAL(nn.Module):
         """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)`` by 1-D RoIAlign + MLP."""
         return self.tokens(self.embed(query), "roi_Q")                                  # (B, N_Q, d)
 
+    def proposal_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
+        """``mask (B, T)`` (True = a real snippet, padding at the tail) -> ``mask_Q (B, N_Q)``: a
+        proposal is real when at most a quarter of it lies in the padding. ``None`` when nothing is
+        padded, so an unpadded query runs exactly as without a mask."""
+        if mask is None or bool(mask.all()):
+            return None
+        length = mask.sum(-1, keepdim=True).to(self.anchors.dtype)                     # (B, 1)
+        start, end = self.anchors.unbind(-1)                                            # (N_Q,) each
+        return end <= length + 0.25 * (end - start)                                    # (B, N_Q)
+
     def check_skip(self, skip) -> frozenset:
         """``skip`` of :meth:`forward`: names among :data:`STAGES` (a collection, or one string of
         comma-separated names), each a stage this model has; returns them as a frozenset.
@@ -189,9 +200,13 @@ class FSCAL(nn.Module):
                              f"({'blind control' if self.cfg.switches.blind else 'ablation'}), nothing to skip")
         return frozenset(names)
 
-    def forward(self, query: torch.Tensor, support: torch.Tensor, *, relation: bool | None = None,
-                partners=None, skip=()) -> FSCALOutput:
+    def forward(self, query: torch.Tensor, support: torch.Tensor, *, mask: torch.Tensor | None = None,
+                relation: bool | None = None, partners=None, skip=()) -> FSCALOutput:
         """``query (B, T, C)``, ``support (B, K, T_S, C)`` -> :class:`FSCALOutput`.
+
+        ``mask (B, T)`` marks the query's real snippets (a window past a video's end is padded):
+        proposals in the padding (:meth:`proposal_mask`, ``out.valid``) are neither sources of
+        QtoS nor targets of StoQ, and the loss and the post-processing drop them.
 
         The relation logits (``out.relation``, ``out.relation_cross``) are computed when the model
         has a relation module (``cfg.switches.relation``) and ``relation`` is True; by default
@@ -210,6 +225,7 @@ class FSCAL(nn.Module):
                              f"got query {tuple(query.shape)} and support {tuple(support.shape)}")
         B, K = support.shape[:2]
         X_Q = self.proposals(query)                                                      # (B, N, d)
+        mask_Q = self.proposal_mask(mask)                                                # (B, N) or None
         attention = {}
         if self.cfg.switches.blind:   # the control: the supports are never read
             Y_S = X_Q.new_zeros(B, K, self.cfg.data.T_S, self.cfg.model.d)
@@ -218,16 +234,16 @@ class FSCAL(nn.Module):
             X_S = rearrange(self.embed(rearrange(support, "b k t c -> (b k) t c")),
                             "(b k) t d -> b k t d", b=B)                                 # (B, K, T_S, d)
             if self.qtos is not None and "qtos" not in skip:          # stage 1, eq. (1)-(2)
-                X_S, attention["qtos"] = self.qtos(X_Q, X_S)
+                X_S, attention["qtos"] = self.qtos(X_Q, X_S, mask_Q)
             Y_S = X_S
             if self.dynamics is not None and "dynamics" not in skip:  # stage 2, eq. (3)-(5)
                 Y_S, attention["dynamics"] = self.dynamics(X_S)
             if self.stoq is not None and "stoq" not in skip:          # stage 3, eq. (6)
-                X_Q, attention["stoq"] = self.stoq(Y_S, X_Q)
+                X_Q, attention["stoq"] = self.stoq(Y_S, X_Q, mask_Q)
             s_l = self.support_summary(Y_S)                                              # (B, K, d)
             s = reduce(s_l, "b k d -> b d", "mean")                                      # (B, d)
         logits, deltas = self.head(X_Q, s)
-        out = FSCALOutput(logits, deltas, self.anchors, X_Q, Y_S, attention)
+        out = FSCALOutput(logits, deltas, self.anchors, X_Q, Y_S, attention, valid=mask_Q)
         if self.cfg.switches.relation and (self.training if relation is None else relation):
             out.relation, out.relation_cross = self.relations(X_Q, s_l, partners)
         return out

@@ -116,13 +116,24 @@ def predictions_to_results(detections: dict, label: str = "common", version: str
             "results": results}
 
 
+def merge_detections(segments: torch.Tensor, scores: torch.Tensor, cfg, world, *, video: str,
+                     axis: int) -> list[dict]:
+    """One episode's scored segments ``(M, 2)``, ``(M,)`` (positions on an axis of ``axis`` snippets
+    of its query ``video``) -> Soft-NMS -> its results-JSON entries, in seconds."""
+    seg, sc = soft_nms_1d(segments, scores, sigma=cfg.post.soft_nms_sigma,
+                          score_floor=cfg.post.score_floor, top_k=cfg.post.top_k)
+    sec = to_seconds(seg, duration=world.duration(video), num_snippets=axis, meta=world.meta,
+                     feat_len=len(world.raw_features(video)))
+    return [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
+            for (a, e), s in zip(sec.tolist(), sc.tolist()) if e > a]
+
+
 def detections_to_results(batch: dict, segments: torch.Tensor, scores: torch.Tensor, cfg, world,
                           results: dict) -> None:
-    """Soft-NMS each episode's scored segments (snippet coordinates) and add them in seconds."""
+    """Each item of ``batch`` is one whole episode: its scored segments ``(B, N, 2)`` (snippet
+    coordinates of its query tensor), Soft-NMS, into ``results`` in seconds
+    (:func:`merge_detections`; windows of one episode are merged by
+    :func:`fscal_edu.inference.predict`)."""
     for b, eid in enumerate(batch["id"]):
-        seg, sc = soft_nms_1d(segments[b], scores[b], sigma=cfg.post.soft_nms_sigma,
-                              score_floor=cfg.post.score_floor, top_k=cfg.post.top_k)
-        sec = to_seconds(seg, duration=batch["duration"][b], num_snippets=cfg.data.T, meta=world.meta,
-                         feat_len=len(world.raw_features(batch["video"][b])))
-        results[eid] = [{"label": "common", "score": float(s), "segment": [float(a), float(e)]}
-                        for (a, e), s in zip(sec.tolist(), sc.tolist()) if e > a]
+        results[eid] = merge_detections(segments[b] + batch["offset"][b], scores[b], cfg, world,
+                                        video=batch["video"][b], axis=batch["axis"][b])

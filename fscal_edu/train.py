@@ -20,6 +20,7 @@ from . import distributed
 from .checkpoints import save_checkpoint
 from .config import Config
 from .data.episodes import RandomEpisodes, World, collate
+from .data.features import FeatureMeta
 from .inference import evaluate_model
 from .losses import fscal_loss, relation_draw
 from .model import FSCAL
@@ -137,7 +138,7 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
         batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             # everything the loss needs comes out of forward (DDP sees every parameter it uses)
-            out_ = net(batch["query"], batch["support"], partners=dist.roll_global)
+            out_ = net(batch["query"], batch["support"], mask=batch["mask"], partners=dist.roll_global)
             draw = relation_draw(seed, step, opt.batch_size, out_.logits.shape[1])[dist.rows(opt.batch_size)]
             terms = fscal_loss(out_, batch, cfg.loss, draw=draw, dist=dist)  # this rank's share of each term
         optimizer.zero_grad(set_to_none=True)
@@ -190,7 +191,8 @@ def training_loader(world: World, cfg: Config, seed: int, start: int, stop: int,
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise FscalError(f"{where(field='workers')}: DataLoader workers must be an integer >= 0, got {workers!r}")
     episodes = RandomEpisodes(world, "base", cfg.data.shots, cfg.optim.steps * cfg.optim.batch_size,
-                              cfg.data.T, cfg.data.T_S, seed)
+                              cfg.data.T, cfg.data.T_S, seed, mode=cfg.data.query_mode,
+                              neg_frac=cfg.data.window_neg_frac)
     sampler = distributed.StepBatches(start, stop, cfg.optim.batch_size, dist.rank, dist.world_size)
     return DataLoader(episodes, batch_sampler=sampler, collate_fn=collate, num_workers=workers, pin_memory=cuda,
                       prefetch_factor=4 if workers else None, persistent_workers=False,
@@ -207,8 +209,14 @@ def _share_clip_cache(worker_id: int) -> None:
 
 def main_train(args) -> int:
     """``fscal-edu train``: train, then print the best validation mAP as a last line of JSON."""
+    mode = getattr(args, "query_mode", None)
+    bare_resume = args.resume and mode is None and not args.ablate and all(
+        getattr(args, k, None) is None for k in ("preset", "shots", "steps", "seed", "window_stride"))
+    if mode in (None, "auto") and not bare_resume:   # strided features: windows; resized: resample
+        mode = "window" if FeatureMeta.load(args.data).strided else "resample"
     cfg, seed = config_from_options(out=args.out, resume=args.resume, preset=args.preset, shots=args.shots,
-                                    steps=args.steps, ablate=args.ablate, seed=args.seed)
+                                    steps=args.steps, ablate=args.ablate, seed=args.seed, query_mode=mode,
+                                    window_stride=getattr(args, "window_stride", None))
     summary = train(cfg, args.data, args.out, seed=seed, device=args.device, resume=args.resume,
                     overwrite=args.overwrite, threads=args.threads, feature_dim="data",
                     precision=args.precision, workers=args.workers)

@@ -262,65 +262,139 @@ def load_world(root) -> World:
 # Tensors for the model
 # ---------------------------------------------------------------------------------------------
 
-def episode_tensors(world: World, ep: dict, T: int, T_S: int) -> dict:
-    """One episode as tensors: query ``(T, C)``, supports ``(K, T_S, C)``, ground truth ``(G, 2)``.
+def window_starts(length: int, T: int, stride: int) -> list[int]:
+    """Starts of the windows of ``T`` snippets, every ``stride``, that cover a video of ``length``
+    snippets; the last window ends at the video's end (one window, padded, if ``length <= T``)."""
+    if length <= T:
+        return [0]
+    starts = list(range(0, length - T + 1, stride))
+    return starts if starts[-1] == length - T else starts + [length - T]
 
-    The query is resampled to T snippets; each support segment is cut out of its video and
-    resampled to T_S snippets; ground truth are the query's instances of the episode's class, in
-    snippet coordinates of the resampled query.
+
+def _segments(world: World, video: str, anns, axis: int, offset: int, span: int) -> np.ndarray:
+    """``anns`` (annotation dicts) in snippet coordinates of a window ``[offset, offset + span)`` of
+    an axis of ``axis`` snippets, clipped to the window; those outside it dropped: ``(G, 2)``."""
+    seg = np.asarray([a["segment"] for a in anns], dtype=np.float64).reshape(-1, 2)
+    seg = np.clip(np.asarray(world.to_index(video, seg, axis), dtype=np.float64) - offset, 0.0, span)
+    return seg[seg[:, 1] - seg[:, 0] > 1e-6].astype(np.float32)
+
+
+def episode_tensors(world: World, ep: dict, T: int, T_S: int, *, mode: str = "resample",
+                    start: int = 0, foreign=()) -> dict:
+    """One episode as tensors: query ``(T, C)`` with its ``mask (T,)``, supports ``(K, T_S, C)``,
+    ground truth ``(G, 2)``.
+
+    Each support segment is cut out of its video and resampled to T_S snippets. The query:
+
+    - ``mode="resample"``: the whole video resampled to T snippets (``mask`` all True);
+    - ``mode="window"``: the T snippets from ``start`` at the features' own rate, the tail past the
+      video's end zero and masked (``mask`` False).
+
+    Ground truth: the query's instances of the episode's class, in snippet coordinates of the
+    query tensor (clipped to a window). ``offset`` and ``axis`` map them back: ``x + offset`` is a
+    position on an axis of ``axis`` snippets of the video. ``ignore``: the query's instances of
+    the classes in ``foreign`` (training: classes outside the training split), never negatives.
     """
     q = ep["query"]
-    X_Q = world.clip(q, None, T)                                               # (T, C)
     X_S = np.stack([world.clip(c["video"], c["segment"], T_S) for c in ep["support"]])  # (K, T_S, C)
-    gt = [a["segment"] for a in world.annotations["database"][q]["annotations"] if a["label"] == ep["label"]]
-    gt = np.asarray(world.to_index(q, np.asarray(gt, dtype=np.float64).reshape(-1, 2), T), dtype=np.float32)
+    anns = world.annotations["database"][q]["annotations"]
+    if mode == "resample":
+        X_Q, mask, axis, span = world.clip(q, None, T), np.ones(T, dtype=bool), T, T    # (T, C), (T,)
+    elif mode == "window":
+        raw = world.raw_features(q)                                                    # (T_video, C) float16
+        axis, span = len(raw), min(T, len(raw) - start)
+        X_Q = np.zeros((T, raw.shape[1]), dtype=np.float32)                            # (T, C)
+        X_Q[:span] = raw[start:start + span]
+        mask = np.arange(T) < span                                                     # (T,)
+    else:
+        raise FscalError(f"{where(field='data.query_mode')}: unknown mode {mode!r}")
+    gt = _segments(world, q, [a for a in anns if a["label"] == ep["label"]], axis, start, span)
+    ignore = _segments(world, q, [a for a in anns if a["label"] in foreign], axis, start, span)
     return {"query": torch.tensor(X_Q), "support": torch.from_numpy(X_S), "gt": torch.from_numpy(gt),
+            "mask": torch.from_numpy(mask), "ignore": torch.from_numpy(ignore),
             "label": world.label_index[ep["label"]], "id": ep["id"], "video": q,
-            "duration": world.duration(q)}
+            "duration": world.duration(q), "offset": float(start), "axis": axis}
 
 
 class EpisodeDataset(Dataset):
-    """Fixed episodes (a list of dicts, e.g. ``world.episodes("test", 5)``) as tensors."""
+    """Fixed episodes (a list of dicts, e.g. ``world.episodes("test", 5)``) as tensors.
 
-    def __init__(self, world: World, episodes: list[dict], T: int, T_S: int):
-        self.world, self.episodes, self.T, self.T_S = world, episodes, T, T_S
+    ``mode="window"``: one item per window of each episode's query (:func:`window_starts`, every
+    ``stride`` snippets); the items of one episode share its ``id``, and predictions merge them.
+    """
+
+    def __init__(self, world: World, episodes: list[dict], T: int, T_S: int, *, mode: str = "resample",
+                 stride: int | None = None):
+        self.world, self.episodes, self.T, self.T_S, self.mode = world, episodes, T, T_S, mode
+        if mode == "window":
+            stride = stride or max(1, T // 2)
+            self.items = [(i, s) for i, ep in enumerate(episodes)
+                          for s in window_starts(len(world.raw_features(ep["query"])), T, stride)]
+        else:
+            self.items = [(i, 0) for i in range(len(episodes))]
 
     def __len__(self):
-        return len(self.episodes)
+        return len(self.items)
 
-    def __getitem__(self, i):
-        return episode_tensors(self.world, self.episodes[i], self.T, self.T_S)
+    def __getitem__(self, j):
+        i, start = self.items[j]
+        return episode_tensors(self.world, self.episodes[i], self.T, self.T_S, mode=self.mode, start=start)
 
 
 class RandomEpisodes(Dataset):
     """Training episodes drawn afresh from one split's classes; item ``i`` depends only on (seed, i).
 
     That makes a run repeatable and a resumed run draw exactly the episodes it would have drawn.
+    Instances of classes outside the split in a query come with the episode as ``ignore``: the
+    loss never uses them as negatives (no val/test class reaches training, not even as "no").
+    ``mode="window"``: the query is one window of T snippets; with probability ``neg_frac`` it
+    starts anywhere (it may hold no instance of the class: a negative window), otherwise it holds
+    a randomly chosen instance of the class whole (when the instance fits in T).
     """
 
-    def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0):
+    def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0,
+                 *, mode: str = "resample", neg_frac: float = 0.1):
         self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, check_shots(shots), length, T, T_S, seed
+        self.mode, self.neg_frac = mode, neg_frac
         if not world.splits.get(split):
             raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
                              f"{split!r} to draw training episodes from")
         self.classes = list(world.splits[split])
+        self.foreign = frozenset(world.labels) - set(self.classes)
         self.by_class = {c: v for c, v in instances_by_class(world.annotations).items() if c in set(self.classes)}
 
     def __len__(self):
         return self.length
 
+    def window_start(self, ep: dict, rng: np.random.Generator) -> int:
+        """Where a training window starts in the query of ``ep`` (see the class docstring)."""
+        q, T = ep["query"], self.T
+        length = len(self.world.raw_features(q))
+        if length <= T:
+            return 0
+        if rng.random() < self.neg_frac:
+            return int(rng.integers(length - T + 1))
+        segs = [a["segment"] for a in self.world.annotations["database"][q]["annotations"] if a["label"] == ep["label"]]
+        s, e = np.asarray(self.world.to_index(q, segs[rng.integers(len(segs))], length), dtype=np.float64)
+        lo, hi = int(np.ceil(e)) - T, int(np.floor(s))           # windows [start, start + T) holding [s, e]
+        lo, hi = max(0, min(lo, hi)), min(length - T, max(lo, hi))
+        return int(rng.integers(min(lo, hi), max(lo, hi) + 1))
+
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, i])
         label = self.classes[rng.integers(len(self.classes))]
         ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}")
-        return episode_tensors(self.world, ep, self.T, self.T_S)
+        start = self.window_start(ep, rng) if self.mode == "window" else 0
+        return episode_tensors(self.world, ep, self.T, self.T_S, mode=self.mode, start=start, foreign=self.foreign)
 
 
 def collate(items: list[dict]) -> dict:
     """Stack episodes into a batch; ground truth padded to the largest count, with a mask.
 
-    query ``(B, T, C)``, support ``(B, K, T_S, C)``, gt ``(B, G, 2)``, gt_mask ``(B, G)``,
-    label ``(B,)`` (class index, used only by the training losses), plus lists of ids and durations.
+    query ``(B, T, C)`` with ``mask (B, T)`` (True = a real snippet), support ``(B, K, T_S, C)``,
+    gt ``(B, G, 2)``, gt_mask ``(B, G)``, ignore ``(B, G', 2)`` with ignore_mask ``(B, G')``,
+    label ``(B,)`` (class index, used only by the training losses), plus lists of ids, videos,
+    durations, offsets and axes (:func:`episode_tensors`).
     """
     if not items:
         raise FscalError(f"{where(field='batch')}: no episode to collate")
@@ -332,15 +406,24 @@ def collate(items: list[dict]) -> dict:
                                  f"{what} {tuple(it[key].shape)}, episode {first['id']!r} has "
                                  f"{tuple(first[key].shape)}; one batch needs one shape (K = "
                                  f"{len(first['support'])})")
-    B, G = len(items), max(1, max(len(it["gt"]) for it in items))
-    gt = torch.zeros(B, G, 2)
-    gt_mask = torch.zeros(B, G, dtype=torch.bool)
-    for b, it in enumerate(items):
-        gt[b, :len(it["gt"])] = it["gt"]
-        gt_mask[b, :len(it["gt"])] = True
+
+    def padded(key):
+        G = max(1, max(len(it.get(key, ())) for it in items))
+        seg, real = torch.zeros(len(items), G, 2), torch.zeros(len(items), G, dtype=torch.bool)
+        for b, it in enumerate(items):
+            n = len(it.get(key, ()))
+            if n:
+                seg[b, :n], real[b, :n] = it[key], True
+        return seg, real
+
+    gt, gt_mask = padded("gt")
+    ignore, ignore_mask = padded("ignore")
+    T = items[0]["query"].shape[0]
     return {"query": torch.stack([it["query"] for it in items]),
+            "mask": torch.stack([it["mask"] if "mask" in it else torch.ones(T, dtype=torch.bool) for it in items]),
             "support": torch.stack([it["support"] for it in items]),
-            "gt": gt, "gt_mask": gt_mask,
+            "gt": gt, "gt_mask": gt_mask, "ignore": ignore, "ignore_mask": ignore_mask,
             "label": torch.tensor([it["label"] for it in items]),
             "id": [it["id"] for it in items], "video": [it["video"] for it in items],
-            "duration": [it["duration"] for it in items]}
+            "duration": [it["duration"] for it in items],
+            "offset": [it.get("offset", 0.0) for it in items], "axis": [it.get("axis", T) for it in items]}

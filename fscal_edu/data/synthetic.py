@@ -57,6 +57,9 @@ class WorldConfig:
     tempo_concentration: float = 4.0  # Dirichlet concentration of phase shares (lower = freer tempo)
     duration: tuple = (30.0, 210.0)   # video duration in seconds (min, max)
     fps: float = 30.0
+    # 0: features resized to T snippets per video (ActivityNet habit). > 0: one feature every
+    # that many seconds (THUMOS habit: strided features, a video's length follows its duration)
+    snippet_seconds: float = 0.0
 
     @property
     def n_classes(self) -> int:
@@ -67,9 +70,11 @@ PROFILES = {
     # ActivityNet-like: few, long instances (see data_samples/README.md for the comparison).
     "anet": WorldConfig(),
     # THUMOS-like: many short instances per video, longer videos, fewer classes.
-    "thumos": WorldConfig(profile="thumos", T=256, n_base_pairs=6, n_val_pairs=2, n_test_pairs=4,
-                          videos_per_class=8, targets=(3, 8), distractors=(2, 5),
-                          length_frac=(0.012, 0.05), duration=(60.0, 400.0)),
+    # THUMOS-like: long videos with strided features (one every 2 s), many short instances,
+    # fewer classes; small enough to ship (data_samples/thumos_like).
+    "thumos": WorldConfig(profile="thumos", n_base_pairs=10, n_val_pairs=2, n_test_pairs=2,
+                          videos_per_class=5, noise_norm=3.5, targets=(3, 8), distractors=(2, 5),
+                          length_frac=(0.01, 0.035), duration=(240.0, 720.0), snippet_seconds=2.0),
 }
 
 
@@ -135,9 +140,10 @@ def _place(lengths, T, rng):
     return np.stack([starts, starts + np.asarray(lengths)], 1)
 
 
-def render_video(cfg, instances, phase_pool, class_phases, rng):
-    """Features ``(T, C)`` of one video holding ``instances`` = [(label, (start, end))] in snippets."""
-    C, T = cfg.feature_dim, cfg.T
+def render_video(cfg, instances, phase_pool, class_phases, rng, T=None):
+    """Features ``(T, C)`` of one video holding ``instances`` = [(label, (start, end))] in snippets
+    (``T``: the video's snippets, ``cfg.T`` for resized features)."""
+    C, T = cfg.feature_dim, T or cfg.T
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)   # noqa: E731
     scene = cfg.scene_norm * unit(rng.standard_normal(C))                    # (C,)
     # slow drift: a random direction whose amplitude follows one smooth cosine over the video
@@ -178,15 +184,21 @@ def generate_world(cfg: WorldConfig | str = "anet", seed: int = 0):
             n_d = rng.integers(cfg.distractors[0], cfg.distractors[1] + 1)
             labels = [c] * n_t + [twin[c] if rng.random() < cfg.twin_prob else others[rng.integers(len(others))]
                                   for _ in range(n_d)]
+            if cfg.snippet_seconds:   # strided: the duration sets the video's snippet count
+                T = int(rng.uniform(*cfg.duration) // cfg.snippet_seconds)
+                duration = T * cfg.snippet_seconds
+            else:
+                T = cfg.T
             while True:   # draw lengths until they fit (with room to spare)
-                lengths = rng.uniform(*cfg.length_frac, size=len(labels)) * cfg.T
-                segs = _place(lengths, cfg.T, rng) if lengths.sum() < 0.9 * cfg.T else None
+                lengths = rng.uniform(*cfg.length_frac, size=len(labels)) * T
+                segs = _place(lengths, T, rng) if lengths.sum() < 0.9 * T else None
                 if segs is not None:
                     break
             instances = list(zip(labels, segs))
-            features[vid] = render_video(cfg, instances, phase_pool, class_phases, rng).astype(np.float32)
-            duration = float(np.round(rng.uniform(*cfg.duration), 2))
-            to_sec = duration / cfg.T
+            features[vid] = render_video(cfg, instances, phase_pool, class_phases, rng, T).astype(np.float32)
+            if not cfg.snippet_seconds:
+                duration = float(np.round(rng.uniform(*cfg.duration), 2))
+            to_sec = duration / T       # strided: snippet u covers [u, u + 1) * snippet_seconds
             anns = sorted(({"label": lab, "segment": [round(float(s) * to_sec, 3), round(float(e) * to_sec, 3)]}
                            for lab, (s, e) in instances), key=lambda a: a["segment"][0])
             database[vid] = {"subset": subset_of[split[c]], "duration": duration, "fps": cfg.fps,
@@ -196,7 +208,10 @@ def generate_world(cfg: WorldConfig | str = "anet", seed: int = 0):
                                 for c in names],
                    "database": database}
     splits = {k: list(v) for k, v in by_split.items()}
-    info = {"config": dataclasses.asdict(cfg), "seed": seed, "twin": twin,
+    config = dataclasses.asdict(cfg)
+    if not cfg.snippet_seconds:   # resized features: world.json as before the field existed (byte-exact)
+        del config["snippet_seconds"]
+    info = {"config": config, "seed": seed, "twin": twin,
             "class_phases": {c: [int(p) for p in class_phases[c]] for c in names}}
     return features, annotations, splits, info
 
@@ -257,7 +272,11 @@ def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
     features, annotations, splits, info = generate_world(cfg, seed)
     for vid, x in features.items():
         np.save(out / "features" / f"{vid}.npy", x.astype(np.float16))
-    FeatureMeta(feature_dim=cfg.feature_dim, resize_length=cfg.T).save(out)
+    if cfg.snippet_seconds:      # one feature of snippet_seconds every snippet_seconds
+        frames = int(round(cfg.snippet_seconds * cfg.fps))
+        FeatureMeta(feature_dim=cfg.feature_dim, fps=cfg.fps, feat_stride=frames, num_frames=frames).save(out)
+    else:
+        FeatureMeta(feature_dim=cfg.feature_dim, resize_length=cfg.T).save(out)
     save_annotations(annotations, out / "annotations.json")
     save_splits(splits, out / "splits.json")
     stats = world_statistics(annotations)
