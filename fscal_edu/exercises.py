@@ -10,77 +10,21 @@ The reference solutions are in :mod:`fscal_edu.solutions`.
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 
 from . import mistakes
-from .mistakes import mismatch
-
-NOT_ATTEMPTED = "not attempted yet - fill in the cell above"
+from .mistakes import NOT_ATTEMPTED, checker, is_stub, mismatch, run
 
 
-class _NotAttempted(Exception):
-    """The student's cell still holds the stub."""
-
-
-class _Crashed(Exception):
-    """The student's code raised: the message is the one line to print."""
-
-
-def _is_stub(x) -> bool:
-    """``None``, ``...``, or a tuple of nothing else: what a stub gives."""
-    if isinstance(x, (tuple, list)) and x:
-        return all(v is None or v is Ellipsis for v in x)
-    return x is None or x is Ellipsis
-
-
-def run(fn, *args):
-    """Call the student's ``fn``; a stub raises :class:`_NotAttempted`, any error :class:`_Crashed`."""
-    try:
-        out = fn(*args)
-    except NotImplementedError:
-        raise _NotAttempted from None
-    except Exception as e:  # noqa: BLE001 - whatever the student's code raises becomes one line
-        raise _Crashed(f"your code raised {type(e).__name__}: {e}") from None
-    if _is_stub(out):
-        raise _NotAttempted
-    return out
-
-
-def checker(label: str):
-    """Decorate ``check_*(fn, ...)``: stubs and errors are printed as one line and give False.
-
-    The student is named by their function's name (``label`` for a lambda or an answer).
-    """
-    def wrap(check):
-        @functools.wraps(check)
-        def checked(fn, *args, **kwargs) -> bool:
-            name = getattr(fn, "__name__", "<lambda>")
-            name = label if name == "<lambda>" or not callable(fn) else name
-            try:
-                if _is_stub(fn):
-                    raise _NotAttempted
-                return bool(check(fn, *args, **kwargs))
-            except _NotAttempted:
-                print(f"{name}: {NOT_ATTEMPTED}")
-            except _Crashed as e:
-                print(f"{name}: {e}")
-            except Exception as e:  # noqa: BLE001 - an output the comparison cannot read
-                print(f"{name}: could not check the output ({type(e).__name__}: {e})")
-            return False
-        return checked
-    return wrap
-
-
-def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4, names=None) -> bool:
+def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4, names=None, axes=None) -> bool:
     """Compare two arrays/tensors/numbers (or tuples of them); print a verdict; return it.
 
     Every output of a tuple is compared and reported (``names`` names them); a mismatch says
-    which element differs most, got against expected, and how many differ.
+    which element differs most (``axes`` names its index, e.g. ``("episode", "proposal")``),
+    got against expected, and how many differ.
     """
-    if _is_stub(got):
+    if is_stub(got):
         print(f"{name}: {NOT_ATTEMPTED}")
         return False
     if isinstance(want, (tuple, list)):
@@ -89,9 +33,10 @@ def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4, nam
             what = f"{len(got)} outputs" if isinstance(got, (tuple, list)) else mistakes.what(got)
             print(f"{name}: expected {len(want)} outputs ({', '.join(names)}), got {what}")
             return False
-        oks = [compare(f"{name}, {n}", g, w, atol=atol, rtol=rtol) for n, g, w in zip(names, got, want)]
+        oks = [compare(f"{name}, {n}", g, w, atol=atol, rtol=rtol, axes=axes)
+               for n, g, w in zip(names, got, want)]
         return all(oks)
-    why = mismatch(got, want, atol=atol, rtol=rtol)
+    why = mismatch(got, want, atol=atol, rtol=rtol, axes=axes)
     print(f"{name}: {why or 'Correct!'}")
     return why is None
 
@@ -105,6 +50,7 @@ def explain(got, variant, known: dict, *args) -> bool:
 # ---------------------------------------------------------------------------------------------
 # Notebooks 00-01
 # ---------------------------------------------------------------------------------------------
+
 
 def _toy_episodes():
     """A tiny annotation database and episodes, some of them broken on purpose."""
@@ -371,7 +317,8 @@ def check_relation_targets(fn) -> bool:
                                model.cfg.loss.pos_iou, model.cfg.loss.neg_iou)[0]
         got = run(fn, labels.clone(), batch["label"].clone())
         expected = mistakes.relation_targets_variant(labels, batch["label"])
-        if not compare("relation targets", got, expected, names=("own", "cross")):
+        if not compare("relation targets", got, expected, names=("own", "cross"),
+                       axes=("episode", "proposal")):
             return explain(got, mistakes.relation_targets_variant, mistakes.RELATION_TARGETS,
                            labels, batch["label"])
         own, cross = torch.as_tensor(got[0]).double(), torch.as_tensor(got[1]).bool()

@@ -1,5 +1,8 @@
-"""What the exercise checkers say when an answer is wrong: where it differs, and which known mistake it is.
+"""What the exercise checkers say: not attempted yet, a crash, where an answer differs, which known mistake.
 
+:func:`checker` wraps every ``check_*`` of :mod:`fscal_edu.exercises`: the student's function is
+called through :func:`run`, so that a stub (``raise NotImplementedError``, or ``None``/``...``
+returned) prints "not attempted yet" and any error one line, and the checker returns False.
 :func:`mismatch` describes in words how one output differs from the expected one (``None``, a
 wrong type, shape or dtype, NaNs, or the element that differs most and how many differ).
 The ``*_variant`` functions compute an exercise's answer with the common mistakes switched on by
@@ -8,12 +11,73 @@ every pair, and returns what to tell the student about the first that reproduces
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 
 import numpy as np
 import torch
 from einops import rearrange, reduce
+
+# ---------------------------------------------------------------------------------------------
+# Stubs and crashes
+# ---------------------------------------------------------------------------------------------
+
+NOT_ATTEMPTED = "not attempted yet - fill in the cell above"
+
+
+class NotAttempted(Exception):
+    """The student's cell still holds the stub (raised by :func:`run`, caught by :func:`checker`)."""
+
+
+class Crashed(Exception):
+    """The student's code raised: the message is the one line to print."""
+
+
+def is_stub(x) -> bool:
+    """``None``, ``...``, or a tuple of nothing else: what a stub gives."""
+    if isinstance(x, (tuple, list)) and x:
+        return all(v is None or v is Ellipsis for v in x)
+    return x is None or x is Ellipsis
+
+
+def run(fn, *args):
+    """Call the student's ``fn``; a stub raises :class:`NotAttempted`, any error :class:`Crashed`."""
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise NotAttempted from None
+    except Exception as e:  # noqa: BLE001 - whatever the student's code raises becomes one line
+        raise Crashed(f"your code raised {type(e).__name__}: {e}") from None
+    if is_stub(out):
+        raise NotAttempted
+    return out
+
+
+def checker(label: str):
+    """Decorate ``check_*(fn, ...)``: stubs and errors are printed as one line and give False.
+
+    The student is named by their function's name (``label`` for a lambda or an answer).
+    """
+    def wrap(check):
+        @functools.wraps(check)
+        def checked(fn, *args, **kwargs) -> bool:
+            name = getattr(fn, "__name__", "<lambda>")
+            name = label if name == "<lambda>" or not callable(fn) else name
+            try:
+                if is_stub(fn):
+                    raise NotAttempted
+                return bool(check(fn, *args, **kwargs))
+            except NotAttempted:
+                print(f"{name}: {NOT_ATTEMPTED}")
+            except Crashed as e:
+                print(f"{name}: {e}")
+            except Exception as e:  # noqa: BLE001 - an output the comparison cannot read
+                print(f"{name}: could not check the output ({type(e).__name__}: {e})")
+            return False
+        return checked
+    return wrap
+
 
 # ---------------------------------------------------------------------------------------------
 # Describing a difference
@@ -57,8 +121,9 @@ def _shape_words(got: tuple, want: tuple) -> str:
     return text
 
 
-def mismatch(got, want, *, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
-    """None when ``got`` equals ``want`` (up to the tolerances); else what differs, in words."""
+def mismatch(got, want, *, atol: float = 1e-5, rtol: float = 1e-4, axes=None) -> str | None:
+    """None when ``got`` equals ``want`` (up to the tolerances); else what differs, in words
+    (``axes``: a name per axis, to say where an element is, e.g. "episode 1, proposal 31")."""
     w, g = as_array(want), as_array(got)
     if g is None:
         return f"expected {'a number' if w.ndim == 0 else f'an array of shape {w.shape}'}, got {what(got)}"
@@ -81,8 +146,10 @@ def mismatch(got, want, *, atol: float = 1e-5, rtol: float = 1e-4) -> str | None
     else:
         idx = np.unravel_index(np.argmax(np.where(bad, np.abs(g - w), -1.0)), g.shape)
         idx = tuple(int(i) for i in idx)
-        text = (f"{int(bad.sum())} of {g.size} elements differ; the largest difference is at index "
-                f"{idx if len(idx) > 1 else idx[0]}: got {g[idx]:.6g}, expected {w[idx]:.6g}")
+        at = (", ".join(f"{a} {i}" for a, i in zip(axes, idx)) if axes and len(axes) == len(idx)
+              else f"index {idx if len(idx) > 1 else idx[0]}")
+        text = (f"{int(bad.sum())} of {g.size} elements differ; the largest difference is at {at}: "
+                f"got {g[idx]:.6g}, expected {w[idx]:.6g}")
     gk, wk = as_array(got).dtype.kind, as_array(want).dtype.kind
     if (gk in "biu") != (wk in "biu"):
         text += f" (your values are {'whole numbers' if gk in 'biu' else 'floats'}, the expected ones are not)"

@@ -225,6 +225,7 @@ def test_check_relation_targets_names_the_mistake(wrong, named, capsys):
     assert ex.check_relation_targets(wrong) is False
     out = capsys.readouterr().out
     assert "a known mistake" in out and named in out
+    assert "the largest difference is at episode " in out and ", proposal " in out
 
 
 @pytest.mark.parametrize("wrong, named", [
