@@ -108,6 +108,11 @@ def _score(args):
     return main_score(args)
 
 
+def _prepare(args):
+    from .data.prepare import main_prepare
+    return main_prepare(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fscal-edu", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -171,6 +176,54 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("predictions")
     s.add_argument("--subset", default=None)
     s.set_defaults(func=_score)
+
+    r = sub.add_parser(
+        "prepare", help="build a dataset directory from real features, annotations and a split file",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check every feature file against the annotations (missing, extra, width, NaN, length "
+                    "vs duration), then write\nOUT/features (symlinks), features.json, annotations.json, "
+                    "splits.json, fixed val/test episodes for\nK = 1 and 5 and prepare.json, and print a "
+                    "summary table. Bad input stops with one line naming\nthe file, the video and the "
+                    "field; --drop-missing / --drop-bad leave such videos out instead.",
+        epilog="choices: annotation rows with start >= end or outside the video are dropped, rows sticking "
+               "out are clipped\n(both counted); without --resize-length or --fps/--feat-stride/--num-frames, "
+               "files of one length are\nresized features, files of different lengths strided ones (thumos14 "
+               "defaults: fps 30, feat_stride 4,\nnum_frames 16); strided files must have about duration * fps "
+               "/ feat_stride rows (--length-tolerance);\nTHUMOS14's standard split has no val classes: kept "
+               "so, unless --val-from-base N; classes that cannot\nmake a K-shot episode are skipped and "
+               "reported. More in fscal_edu/data/prepare.py.")
+    r.add_argument("--features", required=True, help="folder of feature files <video_id>.npy|npz|csv|pt")
+    r.add_argument("--annotations", required=True, nargs="+", metavar="FILE",
+                   help="ActivityNet JSON or TSP ground-truth CSV files (a CSV's subset from its name: "
+                        "train/valid/test, or write SUBSET=FILE)")
+    r.add_argument("--dataset", required=True, choices=["activitynet", "thumos14"],
+                   help="picks the split of a split file that holds several, and the feature defaults")
+    r.add_argument("--split-file", required=True,
+                   help='{"base", "val", "test"} class lists, or a file keyed by dataset '
+                        '("activitynet-1.3", "thumos14")')
+    r.add_argument("--out", required=True, help="the dataset directory to write (new or empty)")
+    r.add_argument("--resize-length", type=count, default=None,
+                   help="resized features: every file has N rows (default: detected from the files)")
+    r.add_argument("--fps", type=float, default=None, help="strided features: frames per second")
+    r.add_argument("--feat-stride", type=count, default=None, help="strided features: frames between two rows")
+    r.add_argument("--num-frames", type=count, default=None, help="strided features: frames one row summarises")
+    r.add_argument("--feature-dim", type=count, default=None,
+                   help="the feature width (default: the width most files have)")
+    r.add_argument("--length-tolerance", type=float, default=0.1,
+                   help="strided files may differ from duration * fps / feat_stride rows by this share "
+                        "(or num_frames / feat_stride + 1 rows, whichever is larger; default 0.1)")
+    r.add_argument("--drop-missing", action="store_true", help="leave out videos without a feature file")
+    r.add_argument("--drop-bad", action="store_true",
+                   help="leave out videos whose feature file is unreadable, of another width, holds NaN or "
+                        "has the wrong length")
+    r.add_argument("--copy", action="store_true", help="copy the feature files instead of linking them")
+    r.add_argument("--overwrite", action="store_true", help="replace what an earlier prepare wrote in --out")
+    r.add_argument("--val-from-base", type=seed, default=0, metavar="N",
+                   help="move N base classes (drawn with --seed) to val, for a split without val classes")
+    r.add_argument("--val-episodes", type=seed, default=200, help="fixed val episodes per K (default 200)")
+    r.add_argument("--test-episodes", type=seed, default=1000, help="fixed test episodes per K (default 1000)")
+    r.add_argument("--seed", type=seed, default=0, help="episodes use seed * 1000 + K (default 0)")
+    r.set_defaults(func=_prepare)
     return p
 
 
