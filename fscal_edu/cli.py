@@ -153,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="auto: bf16 autocast on CUDA, float32 elsewhere")
     t.add_argument("--workers", type=seed, default=None,
                    help="DataLoader processes per training process (default 2 on CUDA, else 0)")
+    t.add_argument("--query-mode", choices=["auto", "resample", "window"], default=None,
+                   help="how a query becomes T snippets: the whole video resampled, or windows of T "
+                        "snippets at the features' own rate (auto, the default for a new run: windows "
+                        "for strided features, resampling for resized ones)")
+    t.add_argument("--window-stride", type=seed, default=None,
+                   help="snippets between two query windows (default 0: T // 2)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint or a baseline on fixed episodes")
@@ -166,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", type=device_arg, default=None)
     e.add_argument("--threads", type=count, default=None, help="torch's CPU threads")
     e.add_argument("--workers", type=seed, default=0, help="DataLoader processes that build the batches (default 0)")
+    e.add_argument("--query-mode", choices=["resample", "window"], default=None,
+                   help="read the queries another way than the checkpoint was trained with (a probe)")
     e.add_argument("--skip", type=stages_arg, default=(),
                    help="bypass these cross-attention stages of the checkpoint's model at inference "
                         "(comma list of qtos, dynamics, stoq): probes a trained model without retraining")
