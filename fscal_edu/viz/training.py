@@ -19,6 +19,12 @@ LOSS_KEYS = ("loss", "cls", "reg", "rel")
 SCORE_COLOURS = ("#d62728", "#1f77b4", "#8c8c8c")        # the rows of relation_scores_figure
 
 
+def _lines32(segments, y):
+    """``_segment_lines`` as float32 arrays: plotly stores them as typed arrays, half the bytes."""
+    x, y = _segment_lines(segments, y)
+    return x.astype(np.float32), y.astype(np.float32)
+
+
 def label_assignment_figure(anchors, labels, best_iou, *, gt=(), others=(), pos_iou: float = 0.5,
                             neg_iou: float = 0.3, title: str | None = None) -> go.Figure:
     """Label assignment on one query's time line (snippet coordinates).
@@ -34,7 +40,7 @@ def label_assignment_figure(anchors, labels, best_iou, *, gt=(), others=(), pos_
     fig = go.Figure()
     for lab in (0, -1, 1):
         rows = np.flatnonzero(labels == lab)
-        x, y = _segment_lines(anchors[rows], best_iou[rows])
+        x, y = _lines32(anchors[rows], best_iou[rows])
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{LABEL_NAMES[lab]} ({len(rows)})",
                                  line=dict(color=LABEL_COLOURS[lab], width=2 if lab == 1 else 1),
                                  hoverinfo="skip"))
@@ -104,7 +110,7 @@ def relation_timeline_figure(anchors, scores: dict, labels, *, gt=(), others=(),
         values = np.asarray(values, float).reshape(-1)
         for lab in (0, -1, 1):
             rows = np.flatnonzero(labels == lab)
-            x, y = _segment_lines(anchors[rows], values[rows])
+            x, y = _lines32(anchors[rows], values[rows])
             fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"{LABEL_NAMES[lab]} ({len(rows)})",
                                      line=dict(color=LABEL_COLOURS[lab], width=2 if lab == 1 else 1),
                                      hoverinfo="skip", showlegend=r == 1, legendgroup=str(lab)), r, 1)
