@@ -293,7 +293,8 @@ def run_curves_figure(runs: dict, *, key: str = "cls", smooth: int = 25, every: 
     if chance is not None:
         fig.add_hline(y=chance, line_dash="dash", line_color="black", row=1, col=1,
                       annotation_text=f"chance level {chance:.3f}", annotation_position="top right")
-    fig.update_xaxes(title_text="step")
+    last = max((r["step"] for records in runs.values() for r in records), default=1)
+    fig.update_xaxes(title_text="step", range=[0, last])
     fig.update_yaxes(title_text="loss", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="mAP@0.5", range=[0, 1], row=1, col=2)
     fig.update_layout(title=title, height=380, legend_orientation="h", legend_y=-0.2,
