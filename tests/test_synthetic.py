@@ -57,6 +57,21 @@ def test_cli_generate_reproduces_the_shipped_world(tmp_path, capsys):
     assert file_hashes(out) == shipped
 
 
+def test_cli_generate_reproduces_the_shipped_thumos_like_world(tmp_path, capsys):
+    """`fscal-edu generate --profile thumos --seed 0` writes data_samples/thumos_like byte for byte:
+    strided features (one row every 2 s), videos of different lengths."""
+    out = tmp_path / "thumos_like"
+    assert cli.main(["generate", "--profile", "thumos", "--out", str(out), "--seed", "0"]) == 0
+    assert "wrote the thumos-like world (seed 0)" in capsys.readouterr().out
+    shipped = file_hashes(SHIPPED.parent / "thumos_like")
+    assert len(shipped) == 140 + 8
+    assert file_hashes(out) == shipped
+    meta = json.loads((out / "features.json").read_text())
+    assert meta == {"feature_dim": 32, "fps": 30.0, "feat_stride": 60, "num_frames": 60}
+    lengths = {np.load(f).shape[0] for f in (out / "features").iterdir()}
+    assert len(lengths) > 50 and min(lengths) > 128           # long videos: two windows or more each
+
+
 def test_shipped_world_json_matches_its_files(anet):
     world = json.loads((SHIPPED / "world.json").read_text())
     annotations = json.loads((SHIPPED / "annotations.json").read_text())

@@ -72,9 +72,9 @@ PROFILES = {
     # THUMOS-like: many short instances per video, longer videos, fewer classes.
     # THUMOS-like: long videos with strided features (one every 2 s), many short instances,
     # fewer classes; small enough to ship (data_samples/thumos_like).
-    "thumos": WorldConfig(profile="thumos", n_base_pairs=10, n_val_pairs=2, n_test_pairs=2,
+    "thumos": WorldConfig(profile="thumos", feature_dim=32, n_base_pairs=10, n_val_pairs=2, n_test_pairs=2,
                           videos_per_class=5, noise_norm=3.5, targets=(3, 8), distractors=(2, 5),
-                          length_frac=(0.01, 0.035), duration=(240.0, 720.0), snippet_seconds=2.0),
+                          length_frac=(0.01, 0.035), duration=(480.0, 1440.0), snippet_seconds=2.0),
 }
 
 
