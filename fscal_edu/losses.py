@@ -94,8 +94,8 @@ def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Te
       ran in training mode): a relation score rho_{n,l} for every (proposal, support) pair: 1 for
       positive proposals with their own episode's supports, 0 for negative proposals, and 0 for
       positive proposals paired with the supports of episode b-1 when its class differs
-      (cross-episode negatives). Those negatives are the only term that says "this proposal is
-      an action, but not *that* action".
+      (cross-episode negatives). There the same positive proposal gets target 1 or 0 depending
+      only on the supports it is paired with.
 
     ``draw`` (B, N): uniforms that pick the relation module's share of negatives (see
     :func:`relation_draw`; default ``torch.rand``). ``dist``: with several processes, every term
