@@ -282,3 +282,52 @@ def ablation_tests(ablations: dict, shots: int = 5) -> dict:
                    + ("" if p_holm < 0.05 else f" (not after Holm's correction, p_Holm = {p_holm:.2f})"))
         out[m] = {"welch": w, "p_holm": p_holm, "verdict": verdict, "steps": steps, "seeds": len(per[m])}
     return out
+
+
+def mass_on_segments(att, anchors, spans: list, *, iou: float = 0.5) -> dict:
+    """Where StoQ Context-CA's attention lands on the query, for each episode ``b`` of a batch:
+    the proposals ``anchors (N_Q, 2)`` that overlap one of ``spans[b] (G, 2)`` (snippet coordinates,
+    e.g. the common action's instances) with tIoU >= ``iou``, against the rest. Means over the
+    episodes that have such a proposal: ``share``, the share of the mass all support snippets give
+    that lands on them; ``fraction``, their share of the proposals (what an even spread gives);
+    ``vs_same_length``, their mass over the mean mass of the proposals of the same length (1: no
+    preference; the attention can favour some lengths, so this compares like with like);
+    ``episodes``, how many episodes counted."""
+    from .proposals import tiou
+    if att.stage != "stoq":
+        raise FscalError(f"{where(field='stage')}: mass_on_segments reads StoQ Context-CA, got {att.stage!r}")
+    anchors = torch.as_tensor(anchors, dtype=torch.float32)
+    mass = att.A.detach().float().cpu().sum(1)                                     # (B, N_Q)
+    length = anchors[:, 1] - anchors[:, 0]                                         # (N_Q,)
+    same = length[:, None] == length[None, :]                                      # (N_Q, N_Q)
+    rows = []
+    for b, seg in enumerate(spans):
+        seg = torch.as_tensor(np.asarray(seg, dtype=np.float32)).reshape(-1, 2)
+        if not len(seg):
+            continue
+        on = tiou(anchors, seg).max(dim=1).values >= iou                           # (N_Q,)
+        if not on.any():
+            continue
+        m = mass[b]
+        peers = (same.float() @ m) / same.sum(1)                                   # mean mass of each length
+        rows.append((float(m[on].sum() / m.sum()), float(on.float().mean()), float((m[on] / peers[on]).mean())))
+    if not rows:
+        return {"share": float("nan"), "fraction": float("nan"), "vs_same_length": float("nan"), "episodes": 0}
+    share, fraction, ratio = np.mean(rows, axis=0)
+    return {"share": float(share), "fraction": float(fraction), "vs_same_length": float(ratio), "episodes": len(rows)}
+
+
+def coarse_window_share(att) -> dict:
+    """Dynamics-CA: where a coarse token of *another* support puts its unit in support l. A token
+    of window ``[a, a + k)`` is "aligned" when it lands on snippets ``[a, a + k)`` of l, the same
+    place in the action. ``{k: mean share of the unit inside the window}`` over the batch, the
+    supports and the other supports' tokens of granularity k; an even spread gives ``k / T_S``."""
+    if att.stage != "dynamics":
+        raise FscalError(f"{where(field='stage')}: coarse_window_share reads Dynamics-CA, got {att.stage!r}")
+    A = att.A.detach().float().cpu()                                               # (B, K, N_coarse, T_S)
+    c, t = att.coarse, torch.arange(att.T_S)
+    inside = ((t[None, :] >= c.start[:, None]) & (t[None, :] < (c.start + c.granularity)[:, None])).float()
+    share = (A * inside).sum(-1)                                                   # (B, K, N_coarse)
+    other = c.support[None, :] != torch.arange(att.K)[:, None]                     # (K, N_coarse)
+    return {k: float(share[:, other & (c.granularity == k)[None, :]].mean())
+            for k in sorted(set(c.granularity.tolist()))}

@@ -320,3 +320,42 @@ def test_shipped_results_files_read():
         if p["ci95_delta"] is not None:
             assert (p["reading"] == "no change detectable (interval holds 0)") == (
                 p["ci95_delta"][0] <= 0 <= p["ci95_delta"][1])
+
+
+def test_mass_on_segments():
+    from fscal_edu.attention import StageAttention
+    from fscal_edu.diagnostics import mass_on_segments
+    anchors = torch.tensor([[0.0, 4.0], [4.0, 8.0], [8.0, 12.0], [0.0, 8.0], [8.0, 16.0]])   # lengths 4, 4, 4, 8, 8
+    # 2 support snippets; they give proposal 1 (on the span) 0.5 + 0.1, the rest spread
+    A = torch.tensor([[[0.1, 0.5, 0.1, 0.2, 0.1], [0.3, 0.1, 0.2, 0.2, 0.2]]])              # (1, 2, 5)
+    att = StageAttention("stoq", A, 1, 2)
+    got = mass_on_segments(att, anchors, [[[4.0, 8.0]]], iou=0.6)      # [0, 8) has tIoU 0.5 only
+    assert got["episodes"] == 1 and got["fraction"] == pytest.approx(1 / 5)
+    assert got["share"] == pytest.approx(0.6 / 2.0)
+    # proposal 1 against the mean of the length-4 proposals (0.4, 0.6, 0.3)
+    assert got["vs_same_length"] == pytest.approx(0.6 / (1.3 / 3))
+    # an episode without a span, or whose span no proposal overlaps enough, does not count
+    assert mass_on_segments(att, anchors, [[[4.0, 8.0]]])["fraction"] == pytest.approx(2 / 5)
+    assert mass_on_segments(att, anchors, [[]])["episodes"] == 0
+    assert mass_on_segments(att, anchors, [[[5.0, 6.0]]], iou=0.5)["episodes"] == 0
+    with pytest.raises(ValueError, match="StoQ"):
+        mass_on_segments(att._replace(stage="qtos"), anchors, [[[4.0, 8.0]]])
+
+
+def test_coarse_window_share(atts):
+    from fscal_edu.attention import coarse_index, StageAttention
+    from fscal_edu.diagnostics import coarse_window_share
+    K_, T = 2, 4
+    coarse = coarse_index(K_, T, (2,))                   # per support: [0, 2), [2, 4)
+    A = torch.zeros(1, K_, 4, T)
+    A[0, 0, 2] = torch.tensor([1.0, 0, 0, 0])            # support 1's [0, 2) -> support 0's t0: inside
+    A[0, 0, 3] = torch.tensor([1.0, 0, 0, 0])            # support 1's [2, 4) -> t0: outside
+    A[0, 1, 0] = torch.tensor([0, 0.5, 0.5, 0])          # support 0's [0, 2) -> support 1: half inside
+    A[0, 1, 1] = torch.tensor([0, 0, 0.25, 0.75])        # support 0's [2, 4) -> inside
+    A[0, 0, :2] = 7.0                                    # own tokens are left out
+    got = coarse_window_share(StageAttention("dynamics", A, K_, T, coarse))
+    assert got == {2: pytest.approx((1 + 0 + 0.5 + 1) / 4)}
+    even = coarse_window_share(atts["dynamics"]._replace(A=torch.full_like(atts["dynamics"].A, 1 / T_S)))
+    assert even == {2: pytest.approx(2 / T_S), 4: pytest.approx(4 / T_S)}
+    with pytest.raises(ValueError, match="Dynamics"):
+        coarse_window_share(atts["stoq"])
