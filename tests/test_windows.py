@@ -78,7 +78,7 @@ def test_window_tensors_map_back_to_seconds(thumos):
 
 
 def test_padding_masks_proposals_and_changes_nothing_when_absent(thumos):
-    cfg = get_config("tiny", T=64, T_S=8, feature_dim=64)
+    cfg = get_config("tiny", T=64, T_S=8, feature_dim=thumos.meta.feature_dim)
     seed_everything(0)
     model = FSCAL(cfg).eval()
     ep = thumos.episodes("test", 5)[0]
@@ -102,7 +102,7 @@ def test_padding_masks_proposals_and_changes_nothing_when_absent(thumos):
 
 
 def test_windowed_prediction_merges_windows_into_seconds(thumos):
-    cfg = get_config("tiny", T=64, T_S=8, feature_dim=64, query_mode="window", window_stride=32)
+    cfg = get_config("tiny", T=64, T_S=8, feature_dim=thumos.meta.feature_dim, query_mode="window", window_stride=32)
     seed_everything(0)
     model = FSCAL(cfg).eval()
     eps = thumos.episodes("test", 5)[:3]
@@ -131,7 +131,7 @@ def _foreign_seconds(world, video, foreign):
 def test_no_training_negative_comes_from_a_val_or_test_class(tempting, mode):
     """Every negative proposal of every training batch, mapped back to seconds, is checked against
     the val/test-class instances read straight from the annotations: it never overlaps one."""
-    cfg = get_config("tiny", T=64, T_S=8, feature_dim=64, query_mode=mode)
+    cfg = get_config("tiny", T=64, T_S=8, feature_dim=tempting.meta.feature_dim, query_mode=mode)
     foreign = set(tempting.splits["val"]) | set(tempting.splits["test"])
     ds = RandomEpisodes(tempting, "base", 5, 48, 64, 8, seed=0, mode=mode)
     seed_everything(0)
