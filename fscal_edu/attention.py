@@ -28,8 +28,14 @@ review in ``seeds/``). Our **choices**, each a switch of the modules below:
   Transformer's cross-attention).
 - W init: the identity, so an untrained stage attends by plain dot-product similarity of the
   tokens, and with the temperature the logits start at the scale of a Transformer's.
-- eq. (5): the review's ``X~'_S^(l)`` on the right reads as a typo for ``X~_S^(l)``; we add the
+- eq. (5): the paper's ``X~'_S^(l)`` on the right reads as a typo for ``X~_S^(l)``; we add the
   fine snippets of support l, the residual of eqs. (2) and (6).
+- ``added`` (the added term ``A^T X_a``): with the row softmax every source spreads one unit, so
+  averaged over the targets the added term is the mean of the sources whatever W is: a part
+  shared by all targets, which ranks nothing. ``"kept"`` (the paper), ``"centred"`` (that shared
+  part removed: the added term minus its mean over the targets), ``"gated"`` (a scalar gate per
+  stage, starting at 0: the stage starts as the identity and must earn its contribution) or
+  ``"null"`` (a learned null target: a source may send its unit nowhere).
 
 With ``scale=1.0, mass_norm=False`` and no LayerNorm, the code is the equations exactly.
 """
@@ -44,6 +50,7 @@ from torch import nn
 from .utils import FscalError, where
 
 AXES = ("row", "column")
+ADDED = ("kept", "centred", "gated", "null")
 
 
 def cross_correlation(X_a: torch.Tensor, X_b: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
@@ -122,11 +129,16 @@ class StageAttention(NamedTuple):
 class _Stage(nn.Module):
     """What the three stages share: the options of the primitive and the LayerNorm after it."""
 
-    def __init__(self, d: int, *, axis: str, temperature: bool, mass_norm: bool, layernorm: bool):
+    def __init__(self, d: int, *, axis: str, temperature: bool, mass_norm: bool, layernorm: bool,
+                 added: str = "kept"):
         super().__init__()
         if axis not in AXES:
             raise FscalError(f"{where(field='softmax_axis')}: {axis!r} is not one of {AXES}")
-        self.d, self.axis = d, axis
+        if added not in ADDED:
+            raise FscalError(f"{where(field='added_term')}: {added!r} is not one of {ADDED}")
+        self.d, self.axis, self.added = d, axis, added
+        self.gate = nn.Parameter(torch.zeros(())) if added == "gated" else None    # starts closed
+        self.null = nn.Parameter(torch.zeros(d)) if added == "null" else None      # the null target
         # choice: temperature 1/sqrt(d), as in a Transformer (the equations have none)
         self.scale = d ** -0.5 if temperature else 1.0
         # choice: one unit per target on average; the column softmax gives that already
@@ -141,9 +153,22 @@ class _Stage(nn.Module):
                              f"got shape {tuple(x.shape)}")
 
     def attend(self, X_a, X_b, W, mask_a=None, mask_b=None):
-        X_b_new, A = cross_attend(X_a, X_b, W, axis=self.axis, scale=self.scale,
-                                  mass_norm=self.mass_norm, mask_a=mask_a, mask_b=mask_b)
-        return self.norm(X_b_new), A
+        opts = dict(axis=self.axis, scale=self.scale, mass_norm=self.mass_norm, mask_a=mask_a)
+        if self.added == "null":      # one more target, learned, whose row of the output is dropped
+            null = self.null.to(X_b.dtype).expand(*X_b.shape[:-2], 1, self.d)            # (..., 1, d)
+            mask_b = None if mask_b is None else torch.cat([mask_b, mask_b.new_ones(*mask_b.shape[:-1], 1)], -1)
+            X_b_new, A = cross_attend(X_a, torch.cat([X_b, null], -2), W, mask_b=mask_b, **opts)
+            return self.norm(X_b_new[..., :-1, :]), A[..., :-1]
+        X_b_new, A = cross_attend(X_a, X_b, W, mask_b=mask_b, **opts)
+        if self.added == "kept":
+            return self.norm(X_b_new), A
+        added = X_b_new - X_b                                                            # (..., N_b, d)
+        if self.added == "centred":   # minus the part shared by all (real) targets: their mean
+            m = torch.ones_like(added[..., :1]) if mask_b is None else mask_b[..., None].to(added.dtype)
+            added = added - (added * m).sum(-2, keepdim=True) / m.sum(-2, keepdim=True).clamp(min=1)
+        else:                         # "gated": g * added, g starts at 0
+            added = self.gate.to(added.dtype) * added
+        return self.norm(X_b + added), A
 
 
 def _identity_W(d: int) -> nn.Parameter:
@@ -160,9 +185,9 @@ class QtoSContextCA(_Stage):
     """
 
     def __init__(self, d: int, *, joint: bool = False, axis: str = "row", temperature: bool = True,
-                 mass_norm: bool = True, layernorm: bool = True):
+                 mass_norm: bool = True, layernorm: bool = True, added: str = "kept"):
         super().__init__(d, axis=axis, temperature=temperature, mass_norm=mass_norm,
-                         layernorm=layernorm)
+                         layernorm=layernorm, added=added)
         self.joint = joint
         self.W_QtoS = _identity_W(d)
 
@@ -215,9 +240,9 @@ class DynamicsCA(_Stage):
     """
 
     def __init__(self, d: int, granularities=(2, 4), *, own_only: bool = False, axis: str = "row",
-                 temperature: bool = True, mass_norm: bool = True, layernorm: bool = True):
+                 temperature: bool = True, mass_norm: bool = True, layernorm: bool = True, added: str = "kept"):
         super().__init__(d, axis=axis, temperature=temperature, mass_norm=mass_norm,
-                         layernorm=layernorm)
+                         layernorm=layernorm, added=added)
         self.granularities = tuple(granularities)
         if any(not isinstance(k, int) or k < 1 for k in self.granularities):
             raise FscalError(f"{where(field='granularities')}: {self.granularities} must be "
@@ -269,9 +294,9 @@ class StoQContextCA(_Stage):
     """
 
     def __init__(self, d: int, *, axis: str = "row", temperature: bool = True,
-                 mass_norm: bool = True, layernorm: bool = True):
+                 mass_norm: bool = True, layernorm: bool = True, added: str = "kept"):
         super().__init__(d, axis=axis, temperature=temperature, mass_norm=mass_norm,
-                         layernorm=layernorm)
+                         layernorm=layernorm, added=added)
         self.W_StoQ = _identity_W(d)
 
     def forward(self, Y_S, X_Q, mask_Q=None) -> tuple[torch.Tensor, StageAttention]:

@@ -75,11 +75,20 @@ class SwitchConfig:
     temperature: bool = True       # scale Lambda by 1/sqrt(d)
     mass_norm: bool = True         # rescale the added term by N_b / N_a
     layernorm: bool = True         # LayerNorm after each residual
-    support_summary: str = "aligned"  # "aligned" (ordered, like a proposal) or "mean" (bag)
+    support_summary: str = "aligned"  # "aligned" (ordered, like a proposal), "mean" (bag) or "pooled" (attention)
+    added_term: str = "kept"       # each stage's added term: "kept" (paper), "centred", "gated", "null"
     blind: bool = False            # control: no stage and no head ever sees the supports
     relation: bool = True          # auxiliary relation module in training (always off when blind)
+    twin_negatives: bool = False   # training: episode 2i+1 draws the twin of episode 2i's class
 
     def __post_init__(self):
+        from .utils import FscalError, where
+        for name, allowed in (("support_summary", ("aligned", "mean", "pooled")),
+                              ("added_term", ("kept", "centred", "gated", "null")),
+                              ("softmax_axis", ("row", "column"))):
+            if getattr(self, name) not in allowed:
+                raise FscalError(f"{where(field='switches.' + name)}: must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
         # the one place of the rule "blind implies no relation module": nothing to relate to
         if self.blind and self.relation:
             self.relation = False

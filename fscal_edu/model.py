@@ -116,13 +116,16 @@ class FSCAL(nn.Module):
         # RoIAlign as fixed sparse matrices: the query's anchors, and a support read as one whole clip
         self._roi_buffers("roi_Q", self.anchors, cfg.data.T)
         self._roi_buffers("roi_S", torch.tensor([[0.0, float(cfg.data.T_S)]]), cfg.data.T_S)
-        opts = dict(axis=sw.softmax_axis, temperature=sw.temperature, mass_norm=sw.mass_norm, layernorm=sw.layernorm)
+        opts = dict(axis=sw.softmax_axis, temperature=sw.temperature, mass_norm=sw.mass_norm, layernorm=sw.layernorm,
+                    added=sw.added_term)
         self.qtos = QtoSContextCA(d, joint=sw.joint, **opts) if sw.qtos and not sw.blind else None
         self.dynamics = (DynamicsCA(d, tuple(m.granularities), own_only=sw.own_only, **opts)
                          if m.granularities and not sw.blind else None)
         self.stoq = StoQContextCA(d, **opts) if sw.stoq and not sw.blind else None
         self.head = RelationHead(d, m.dropout)
         self.blind_s = nn.Parameter(torch.zeros(d)) if sw.blind else None
+        # "pooled" summary: a learned query; zero at the start, so the pooling starts as the mean
+        self.summary_query = nn.Parameter(torch.zeros(d)) if sw.support_summary == "pooled" else None
 
     def _roi_buffers(self, name: str, segments: torch.Tensor, T: int) -> None:
         """Store RoIAlign over ``segments`` on a ``T``-snippet axis, folded for :meth:`tokens`:
@@ -266,13 +269,18 @@ class FSCAL(nn.Module):
         """Per-support summaries ``s^(l)``: ``Y~_S (B, K, T_S, d)`` -> ``(B, K, d)``.
 
         ``"mean"`` (the literal reading): the mean of the support's tokens, a bag of
-        features that forgets temporal order. ``"aligned"`` (**choice**, the default): the support
+        features that forgets temporal order. ``"pooled"``: attention pooling with a learned
+        query (a bag too, but one that can weigh the snippets). ``"aligned"`` (**choice**, the default): the support
         clip is read like a proposal spanning the whole clip (the same RoIAlign points and MLP
         as the query's proposals), so ``s^(l)`` is ordered and lives in the proposal-token space
         that the classifier compares it with. Twin classes differ only in order, so this matters.
         """
         if self.cfg.switches.support_summary == "mean":
             return reduce(Y_S, "b k t d -> b k d", "mean")
+        if self.cfg.switches.support_summary == "pooled":
+            # s^(l) = sum_t softmax_t(q . y_t / sqrt(d)) y_t, a learned query q          (B, K, T_S)
+            w = (einsum(Y_S, self.summary_query, "b k t d, d -> b k t") * Y_S.shape[-1] ** -0.5).softmax(-1)
+            return einsum(w, Y_S, "b k t, b k t d -> b k d")                               # (B, K, d)
         s_l = self.tokens(rearrange(Y_S, "b k t d -> (b k) t d"), "roi_S")               # (B*K, 1, d)
         return rearrange(s_l, "(b k) 1 d -> b k d", b=Y_S.shape[0])                     # (B, K, d)
 

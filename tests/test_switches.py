@@ -94,6 +94,69 @@ def test_no_relation_changes_the_training_loss_not_inference(full):
     assert float(losses[0]["loss"].detach()) != pytest.approx(float(losses[1]["loss"].detach()), abs=1e-6)
 
 
+def build_with(like, **switches) -> FSCAL:
+    """A tiny model with switches changed, every shared weight taken from ``like``."""
+    torch.manual_seed(0)
+    model = FSCAL(get_config("tiny", shots=K, **switches))
+    model.load_state_dict(like.state_dict(), strict=False)
+    return model.eval()
+
+
+@pytest.mark.parametrize("added", ["centred", "gated", "null"])
+def test_every_added_term_option_changes_the_outputs(full, added):
+    """The issue-12 switches on the stages' added term: each one computes something else than the
+    paper's form with the same weights (the gate opened to 0.5 first: it starts closed)."""
+    model = build_with(full, added_term=added)
+    if added == "gated":
+        stoq = model.stoq            # a closed gate: the stage adds nothing (only its LayerNorm acts)
+        Y_S, X_Q = torch.randn(2, K, 8, stoq.d), torch.randn(2, 9, stoq.d)
+        assert torch.allclose(stoq(Y_S, X_Q)[0], stoq.norm(X_Q), atol=1e-6)
+        for stage in STAGES:
+            getattr(model, stage).gate.data.fill_(0.5)
+    assert differ(outputs(model, batch()), outputs(full, batch())), added
+
+
+def test_centred_added_term_has_no_part_shared_by_all_targets():
+    from fscal_edu.attention import StoQContextCA
+    torch.manual_seed(0)
+    stage = StoQContextCA(8, added="centred", layernorm=False)
+    Y_S, X_Q = torch.randn(2, 3, 4, 8), torch.randn(2, 11, 8)
+    mask = torch.ones(2, 11, dtype=torch.bool)
+    mask[1, 7:] = False
+    X_Q_new, _ = stage(Y_S, X_Q, mask)
+    added = X_Q_new - X_Q
+    assert torch.allclose(added[0].mean(0), torch.zeros(8), atol=1e-5)
+    assert torch.allclose(added[1, :7].mean(0), torch.zeros(8), atol=1e-5)   # over the real targets
+
+
+def test_pooled_summary_starts_as_the_mean_and_learns(full):
+    model = build_with(full, support_summary="pooled")
+    Y_S = torch.randn(2, K, 8, model.cfg.model.d)
+    mean = build_with(full, support_summary="mean").support_summary(Y_S)
+    assert torch.allclose(model.support_summary(Y_S), mean, atol=1e-6)   # zero query: uniform weights
+    model.summary_query.data.normal_()
+    assert differ(model.support_summary(Y_S), mean)
+    assert differ(outputs(model, batch()), outputs(full, batch()))
+
+
+def test_twin_negatives_pair_each_odd_episode_with_the_twin_class(world):
+    from fscal_edu.data.episodes import RandomEpisodes
+    twin = {t["nodeName"]: t["twin"] for t in world.annotations["taxonomy"]}
+    plain = RandomEpisodes(world, "base", 1, 8, 32, 8, seed=0)
+    paired = RandomEpisodes(world, "base", 1, 8, 32, 8, seed=0, twin_partners=True)
+    labels = [world.labels[paired[i]["label"]] for i in range(8)]
+    assert all(labels[i + 1] == twin[labels[i]] for i in range(0, 8, 2))
+    assert [paired[i]["label"] for i in range(0, 8, 2)] == [plain[i]["label"] for i in range(0, 8, 2)]
+    assert sum(world.labels[plain[i + 1]["label"]] == twin[world.labels[plain[i]["label"]]]
+               for i in range(0, 8, 2)) < 4         # without the switch, twins are rare
+
+
+def test_bad_switch_values_are_errors():
+    for field, value in (("added_term", "halved"), ("support_summary", "max")):
+        with pytest.raises(FscalError, match=field):
+            get_config("tiny", **{field: value})
+
+
 def test_joint_is_full_at_one_shot():
     """The one case an ablation cannot change anything, by construction: one support is one clip."""
     full1 = build(shots=1)

@@ -353,9 +353,13 @@ class RandomEpisodes(Dataset):
     """
 
     def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0,
-                 *, mode: str = "resample", neg_frac: float = 0.1):
+                 *, mode: str = "resample", neg_frac: float = 0.1, twin_partners: bool = False):
         self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, check_shots(shots), length, T, T_S, seed
         self.mode, self.neg_frac = mode, neg_frac
+        # twin_partners: item 2i+1 draws the twin of item 2i's class (when it has one in the split),
+        # so that the relation loss's cross-episode negatives (episode b with b-1's supports) are hard
+        self.twin = ({t["nodeName"]: t["twin"] for t in world.annotations.get("taxonomy", ())
+                      if isinstance(t, dict) and t.get("twin")} if twin_partners else {})
         if not world.splits.get(split):
             raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
                              f"{split!r} to draw training episodes from")
@@ -383,6 +387,9 @@ class RandomEpisodes(Dataset):
     def __getitem__(self, i):
         rng = np.random.default_rng([self.seed, i])
         label = self.classes[rng.integers(len(self.classes))]
+        if self.twin and i % 2:                  # the class of item i - 1 (its first draw), then its twin
+            before = self.classes[np.random.default_rng([self.seed, i - 1]).integers(len(self.classes))]
+            label = self.twin[before] if self.twin.get(before) in self.by_class else label
         ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}")
         start = self.window_start(ep, rng) if self.mode == "window" else 0
         return episode_tensors(self.world, ep, self.T, self.T_S, mode=self.mode, start=start, foreign=self.foreign)
