@@ -95,3 +95,17 @@ def holm(pvalues) -> list[float]:
 def format_p(p: float) -> str:
     """A p-value for text: two significant digits, ``p < 0.001`` below that."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.2g}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def t_critical(df: float, alpha: float = 0.05) -> float:
+    """The |t| at which the two-sided p of Student's t with ``df`` degrees of freedom reaches
+    ``alpha`` (the inverse of :func:`t_two_sided_p`, by bisection)."""
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"t_critical: needs 0 < alpha < 1, got {alpha}")
+    lo, hi = 0.0, 1.0
+    while t_two_sided_p(hi, df) > alpha:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > alpha else (lo, mid)
+    return 0.5 * (lo + hi)
