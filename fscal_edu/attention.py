@@ -15,8 +15,8 @@ emphasized, targets nobody attends to stay as they were.
 The functions accept extra leading batch axes that broadcast, ``(B, ..., N, d)``: the stages
 give the K supports their own axis, so "each support alone" is an axis, not a python loop.
 
-What is the paper's and what is ours. The equations above are the paper's (read from the
-review in ``seeds/``). Our **choices**, each a switch of the modules below:
+What is the paper's and what is ours. The equations above are the paper's (docs/design.md
+writes them out). Our **choices**, each a switch of the modules below:
 
 - ``temperature``: scale Lambda by ``1/sqrt(d)`` before the softmax (the equations have none).
 - ``mass_norm``: with the row softmax a target can receive up to N_a units; multiply the added
