@@ -37,11 +37,11 @@ from fscal_edu.baselines import evaluate_prototype  # noqa: E402
 from fscal_edu.checkpoints import load_model, read_checkpoint  # noqa: E402
 from fscal_edu.config import PRESETS, Config, get_config  # noqa: E402
 from fscal_edu.data.episodes import EpisodeDataset, World, collate  # noqa: E402
-from fscal_edu.diagnostics import stoq_added_term  # noqa: E402
+from fscal_edu.diagnostics import ablation_tests, stoq_added_term  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.model import FSCAL  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.stats import format_p, holm, welch  # noqa: E402
+from fscal_edu.stats import format_p  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 from fscal_edu.utils import read_json  # noqa: E402
 
@@ -260,22 +260,13 @@ ALPHA = 0.05      # the level of every verdict of the tables
 
 
 def comparisons(rows: list[dict], shots: int) -> tuple:
-    """``(steps, [(model, Welch)])``: each variant's seeds against the full model's at ``shots``,
-    Welch's t-test (``fscal_edu.stats.welch``), with the Holm-adjusted p-value of the list."""
+    """``(steps, [(model, Welch, p_holm, verdict)])``: each variant's seeds against the full model's at
+    ``shots`` (:func:`fscal_edu.diagnostics.ablation_tests`, the one place of the test and its words)."""
     steps, per = seed_scores(rows, shots)
     if steps is None or len(per.get("full", [])) < 2:
         return steps, []
-    full = per.pop("full")
-    tests = [(model, welch(scores, full)) for model, scores in per.items() if len(scores) > 1]
-    return steps, [(m, w, p_holm) for (m, w), p_holm in zip(tests, holm([w.p for _, w in tests]))]
-
-
-def word(w, p_holm: float) -> str:
-    """The verdict of one comparison, from its p-values alone."""
-    if w.p >= ALPHA:
-        return "no difference the seeds can show"
-    better = "the full model is better" if w.diff < 0 else "the variant is better"
-    return better + ("" if p_holm < ALPHA else f" (not after Holm's correction, p_Holm = {p_holm:.2f})")
+    tests = ablation_tests({"runs": rows}, shots)
+    return steps, [(m, t["welch"], t["p_holm"], t["verdict"]) for m, t in tests.items()]
 
 
 def reading(rows: list[dict], shots: int) -> list[str]:
@@ -287,9 +278,9 @@ def reading(rows: list[dict], shots: int) -> list[str]:
              f"the switch hurts; Welch's t-test of the two sets of seeds, Welch–Satterthwaite degrees of freedom, "
              f"two-sided p (`fscal_edu.stats.welch`); a verdict needs p < {ALPHA}, and Holm's correction for the "
              f"{len(tests)} comparisons of this list is noted where it changes it):", ""]
-    for model, w, p_holm in tests:
+    for model, w, _, verdict in tests:
         lines.append(f"- `{model}` ({WHAT[model]}): Δ {w.diff:+.3f}, t = {w.t:+.1f}, df = {w.df:.1f}, "
-                     f"{format_p(w.p)}: {word(w, p_holm)}.")
+                     f"{format_p(w.p)}: {verdict}.")
     return lines + [""]
 
 
@@ -316,7 +307,7 @@ def findings(rows: list[dict], diag: dict, shots: int = 5) -> list[str]:
         return lines
     full = per.pop("full")
     better = [m for m, sc in per.items() if len(sc) > 1 and statistics.mean(sc) > statistics.mean(full)]
-    significant = [m for m, w, _ in comparisons(rows, shots)[1] if w.p < ALPHA and w.diff > 0]
+    significant = [m for m, w, _, _ in comparisons(rows, shots)[1] if w.p < ALPHA and w.diff > 0]
     if better and diag:
         stoq = list(zip(diag["stoq_added_term"]["relative_size"], diag["stoq_added_term"]["shared_energy"]))
         curves = diag["val_curves"]
