@@ -31,7 +31,8 @@ class DataConfig:
     shots: int = 5                 # K, support clips per episode
     # How a query becomes T snippets. "resample": the whole video resampled to T (features resized
     # per video, ActivityNet style). "window": T snippets of the original feature rate, windows
-    # every ``window_stride`` snippets (0: T // 2) over a long video, the tail padded and masked
+    # every ``window_stride`` snippets (0: T // 2) over a long video, the last one ending at the
+    # video's end (a video shorter than T: one window, padded and masked)
     # (features at a fixed stride, THUMOS14 style: short instances survive).
     query_mode: str = "resample"
     window_stride: int = 0

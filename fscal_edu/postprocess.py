@@ -66,12 +66,14 @@ def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5
 
     Segments whose score falls below ``score_floor`` are dropped; at most ``top_k`` are kept.
     As sigma -> 0 any overlap kills a segment: hard NMS at threshold 0. (Sequential, so numpy on
-    the CPU; the results come back on the input's device and dtype.)
+    the CPU; the results come back on the input's device and dtype.) Only the kept segment's row
+    of tIoU is computed at each step: memory O(M), time O(top_k * M), so the merged windows of a
+    long video (thousands of detections) cost no M x M matrix.
     """
     _check(segments, scores)
     if sigma <= 0:
         raise FscalError(f"{where(field='sigma')}: Soft-NMS needs sigma > 0, got {sigma}")
-    decay = np.exp(-tiou(_numpy(segments), _numpy(segments)) ** 2 / sigma)   # (N, N)
+    seg = _numpy(segments)                                                     # (M, 2)
     s = _numpy(scores)
     alive = s >= score_floor
     kept_idx, kept_scores = [], []
@@ -80,7 +82,7 @@ def soft_nms_1d(segments: torch.Tensor, scores: torch.Tensor, sigma: float = 0.5
         kept_idx.append(m)
         kept_scores.append(s[m])
         alive[m] = False
-        s = s * decay[m]
+        s = s * np.exp(-tiou(seg[m:m + 1], seg)[0] ** 2 / sigma)               # (M,) decay by overlap with m
         alive &= s >= score_floor
     idx = torch.tensor(kept_idx, dtype=torch.long, device=segments.device)
     return segments[idx], torch.tensor(kept_scores, dtype=scores.dtype, device=scores.device)

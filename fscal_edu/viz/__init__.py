@@ -1,7 +1,7 @@
 """Plotly figures for the notebooks, one module per part of the pipeline.
 
 ``data`` (notebooks 00-01), ``proposals`` (02), ``attention`` (03-05), ``training`` (06-07) and
-``evaluation`` (08). The ipywidgets wrappers around these live in ``fscal_edu.widgets``. This file
+``evaluation`` (08) and ``windows`` (09). The ipywidgets wrappers around these live in ``fscal_edu.widgets``. This file
 only re-exports their public names, so ``fscal_edu.viz.<name>`` works too.
 """
 from .data import (  # noqa: F401
