@@ -130,7 +130,7 @@ def test_centred_added_term_has_no_part_shared_by_all_targets():
 
 
 def test_pooled_summary_starts_as_the_mean_and_learns(full):
-    model = build_with(full, support_summary="pooled")
+    model = build_with(full, support_summary="pooled").requires_grad_(False)
     Y_S = torch.randn(2, K, 8, model.cfg.model.d)
     mean = build_with(full, support_summary="mean").support_summary(Y_S)
     assert torch.allclose(model.support_summary(Y_S), mean, atol=1e-6)   # zero query: uniform weights
