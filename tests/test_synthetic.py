@@ -224,3 +224,76 @@ def test_unknown_profile():
     with pytest.raises(FscalError, match=r"field 'profile'.*'nope'.*anet"):
         resolve_config("nope")
     assert resolve_config("thumos") is PROFILES["thumos"]
+
+
+# --- issue 12: mechanisms only a stage can resolve (knobs; their defaults are the shipped world) ----
+
+def test_swap_twins_differ_by_one_neighbouring_swap():
+    info = generate_world(dataclasses.replace(SMALL, twin_mode="swap", phases_per_class=4), seed=0)[3]
+    for a, b in info["twin"].items():
+        pa, pb = info["class_phases"][a], info["class_phases"][b]
+        diff = [i for i in range(4) if pa[i] != pb[i]]
+        assert len(diff) == 2 and diff[1] == diff[0] + 1 and pa[diff[0]] == pb[diff[1]]
+    reorder = generate_world(dataclasses.replace(SMALL, phases_per_class=4), seed=0)[3]
+    assert any(sum(x != y for x, y in zip(reorder["class_phases"][a], reorder["class_phases"][b])) > 2
+               for a, b in reorder["twin"].items())          # the default twins are any reorder
+
+
+@pytest.mark.parametrize("span, low_rank", [("phases", True), ("isotropic", False)])
+def test_scene_in_the_span_of_the_phases(span, low_rank):
+    cfg = dataclasses.replace(SMALL, feature_dim=16, n_phases=4, phases_per_class=2, noise_norm=0.0,
+                              drift_norm=0.0, scene_span=span)
+    features, ann = generate_world(cfg, seed=0)[:2]
+    scenes = []
+    for vid, x in features.items():        # a snippet outside every instance is the scene alone
+        busy = np.zeros(len(x), dtype=bool)
+        for a in ann["database"][vid]["annotations"]:
+            s, e = (np.asarray(a["segment"]) / ann["database"][vid]["duration"] * len(x))
+            busy[int(s):int(np.ceil(e)) + 1] = True
+        scenes.append(x[np.flatnonzero(~busy)[0]])
+    rank = np.linalg.matrix_rank(np.stack(scenes), tol=1e-3)
+    assert (rank <= 4) == low_rank
+
+
+def test_loose_supports_hold_their_instance_and_reach_out(tmp_path):
+    write_world(tmp_path / "w", dataclasses.replace(SMALL, support_slack=(0.3, 0.8)), seed=0,
+                n_test_episodes=10, n_val_episodes=5)
+    ann = json.loads((tmp_path / "w" / "annotations.json").read_text())["database"]
+    eps = json.loads((tmp_path / "w" / "episodes_test_5shot.json").read_text())["episodes"]
+    grew = []
+    for ep in eps:
+        for clip in ep["support"]:
+            s, e = clip["segment"]
+            inst = [a["segment"] for a in ann[clip["video"]]["annotations"] if a["label"] == ep["label"]
+                    and a["segment"][0] >= s - 1e-9 and a["segment"][1] <= e + 1e-9]
+            assert inst, "a loose support still holds an instance of its class"
+            assert 0 <= s and e <= ann[clip["video"]]["duration"]
+            grew.append((e - s) / (inst[0][1] - inst[0][0]))
+    assert min(grew) >= 1.0 and np.mean(grew) > 1.5
+    from fscal_edu.data.episodes import RandomEpisodes, World
+    world = World(tmp_path / "w")
+    assert world.episode_knobs == {"support_slack": [0.3, 0.8]}      # knobs at their default are left out
+    assert RandomEpisodes(world, "base", 5, 1, 32, 8).knobs.active     # training draws them loose too
+
+
+def test_outlier_supports_are_twins_or_background(tmp_path):
+    write_world(tmp_path / "w", dataclasses.replace(SMALL, outlier_prob=1.0), seed=0, n_test_episodes=10,
+                n_val_episodes=5)
+    ann = json.loads((tmp_path / "w" / "annotations.json").read_text())
+    twin = {t["nodeName"]: t["twin"] for t in ann["taxonomy"]}
+    kinds = set()
+    for ep in json.loads((tmp_path / "w" / "episodes_test_5shot.json").read_text())["episodes"]:
+        for clip in ep["support"]:
+            s, e = clip["segment"]
+            over = [a["label"] for a in ann["database"][clip["video"]]["annotations"]
+                    if min(e, a["segment"][1]) - max(s, a["segment"][0]) > 1e-9]
+            assert ep["label"] not in over and clip["video"] != ep["query"]
+            kinds.add("twin" if over == [twin[ep["label"]]] else "background" if not over else "other")
+    assert kinds == {"twin", "background"}
+
+
+def test_bad_mechanism_knobs():
+    for change in (dict(twin_mode="rotate"), dict(scene_span="planar"), dict(support_slack=(0.5, 0.2)),
+                   dict(outlier_prob=1.5)):
+        with pytest.raises(FscalError):
+            resolve_config(dataclasses.replace(SMALL, **change))

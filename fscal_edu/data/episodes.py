@@ -6,7 +6,6 @@ it is kept in the episode only so that evaluation knows which instances count.
 """
 from __future__ import annotations
 
-import json
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -18,64 +17,13 @@ from torch.utils.data import Dataset
 from ..utils import FscalError, read_json, where
 from .annotations import instances_by_class, labels, load_annotations, load_splits
 from .features import FeatureMeta, crop, find_feature_file, seconds_to_index
+from .sampling import EpisodeKnobs, check_shots, sample_episode, sample_episodes, save_episodes  # noqa: F401
 from .store import FeatureStore
 
 
 # ---------------------------------------------------------------------------------------------
 # Sampling and episode files
 # ---------------------------------------------------------------------------------------------
-
-def check_shots(shots) -> int:
-    """K, the support clips per episode: an integer >= 1."""
-    if isinstance(shots, bool) or not isinstance(shots, (int, np.integer)) or shots < 1:
-        raise FscalError(f"{where(field='shots')}: K (support clips per episode) must be an integer "
-                         f">= 1, got {shots!r}")
-    return int(shots)
-
-
-def sample_episode(by_class: dict, label: str, shots: int, rng: np.random.Generator, eid: str) -> dict:
-    """One episode of class ``label``: a query video holding it, ``shots`` supports from other videos."""
-    check_shots(shots)
-    clips = by_class[label]
-    videos = sorted({v for v, _ in clips})
-    query = videos[rng.integers(len(videos))]
-    pool = [(v, seg) for v, seg in clips if v != query]          # supports never from the query
-    if len(pool) < shots:
-        raise FscalError(f"{where(video=query, field='support')}: class {label!r} has only "
-                         f"{len(pool)} clip(s) outside the query, fewer than K = {shots}")
-    pick = rng.choice(len(pool), size=shots, replace=False)
-    support = [{"video": pool[i][0], "segment": [float(s) for s in pool[i][1]]} for i in sorted(pick)]
-    return {"id": eid, "label": label, "query": query, "support": support}
-
-
-def sample_episodes(annotations: dict, classes, shots: int, n: int, *, seed: int = 0,
-                    prefix: str = "ep") -> list[dict]:
-    """``n`` episodes balanced over ``classes`` (class ``i % len(classes)`` of a shuffled order)."""
-    check_shots(shots)
-    by_class = instances_by_class(annotations)
-    classes = list(classes)
-    if not classes:
-        raise FscalError(f"{where(field='classes')}: no class to sample episodes from")
-    missing = [c for c in classes if c not in by_class]
-    if missing:
-        raise FscalError(f"{where(field='label')}: class(es) {missing} have no instance in the annotations")
-    for c in classes:
-        videos = sorted({v for v, _ in by_class[c]})
-        if len(by_class[c]) < shots + 1 or len(videos) < 2:
-            raise FscalError(f"{where(field='support')}: class {c!r} has {len(by_class[c])} clip(s) "
-                             f"in {len(videos)} video(s) ({', '.join(videos[:5])}); a {shots}-shot "
-                             f"episode needs K clips outside the query video")
-    rng = np.random.default_rng(seed)
-    order = [classes[i] for i in rng.permutation(len(classes))]
-    return [sample_episode(by_class, order[i % len(order)], shots, rng, f"{prefix}_{i:04d}")
-            for i in range(n)]
-
-
-def save_episodes(episodes: list[dict], path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps({"episodes": episodes}, indent=1) + "\n")
-    return path
-
 
 def load_episodes(path, annotations: dict | None = None, *, shots: int | None = None,
                   split: str | None = None, splits: dict | None = None, meta=None) -> list[dict]:
@@ -237,6 +185,14 @@ class World:
             self._clip_bytes -= self._clips.popitem(last=False)[1].nbytes
         return clip
 
+    @property
+    def episode_knobs(self) -> dict:
+        """A synthetic world's loose or outlier supports (``world.json``), for training episodes
+        drawn like its fixed ones; ``{}`` for real data."""
+        path = self.root / "world.json"
+        config = (read_json(path, "world.json").get("info", {}).get("config", {}) if path.is_file() else {})
+        return {k: config[k] for k in ("support_slack", "outlier_prob") if k in config}
+
     def duration(self, video_id: str) -> float:
         return float(self.annotations["database"][video_id]["duration"])
 
@@ -366,6 +322,7 @@ class RandomEpisodes(Dataset):
         self.classes = list(world.splits[split])
         self.foreign = frozenset(world.labels) - set(self.classes)
         self.by_class = {c: v for c, v in instances_by_class(world.annotations).items() if c in set(self.classes)}
+        self.knobs = EpisodeKnobs(world.annotations, **world.episode_knobs)
 
     def __len__(self):
         return self.length
@@ -390,7 +347,7 @@ class RandomEpisodes(Dataset):
         if self.twin and i % 2:                  # the class of item i - 1 (its first draw), then its twin
             before = self.classes[np.random.default_rng([self.seed, i - 1]).integers(len(self.classes))]
             label = self.twin[before] if self.twin.get(before) in self.by_class else label
-        ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}")
+        ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}", self.knobs)
         start = self.window_start(ep, rng) if self.mode == "window" else 0
         return episode_tensors(self.world, ep, self.T, self.T_S, mode=self.mode, start=start, foreign=self.foreign)
 

@@ -60,6 +60,19 @@ class WorldConfig:
     # 0: features resized to T snippets per video (ActivityNet habit). > 0: one feature every
     # that many seconds (THUMOS habit: strided features, a video's length follows its duration)
     snippet_seconds: float = 0.0
+    # Mechanisms that only a stage can resolve (issue 12; the defaults leave the shipped world as it
+    # was). twin_mode "swap": a twin differs by one swap of two neighbouring phases, a local change
+    # (Dynamics-CA: coarse tokens at several granularities), instead of any reorder. scene_span
+    # "phases": the scene vector lies in the span of the phase vectors, so context can look like
+    # action (the Context stages). support_slack (lo, hi): each support's boundaries reach out by
+    # that share of its length on each side, into background or a neighbouring instance (QtoS:
+    # the query's proposals mark which support snippets matter). outlier_prob: the chance that a
+    # support is an outlier, an instance of the twin class or a background stretch (supports
+    # treated one by one: QtoS's independence, Dynamics-CA's "to-all").
+    twin_mode: str = "reorder"
+    scene_span: str = "isotropic"
+    support_slack: tuple = (0.0, 0.0)
+    outlier_prob: float = 0.0
 
     @property
     def n_classes(self) -> int:
@@ -76,6 +89,16 @@ PROFILES = {
                           videos_per_class=5, noise_norm=3.5, targets=(3, 8), distractors=(2, 5),
                           length_frac=(0.01, 0.035), duration=(480.0, 1440.0), snippet_seconds=2.0),
 }
+
+
+# knobs added after the shipped anet world: left out of world.json at these values (byte-exact)
+LATER_KNOBS = {"snippet_seconds": 0.0, "twin_mode": "reorder", "scene_span": "isotropic",
+               "support_slack": (0.0, 0.0), "outlier_prob": 0.0}
+
+
+def episode_knobs(cfg: WorldConfig) -> dict:
+    """The knobs that shape a world's episodes (fixed and training), as :func:`sample_episode` takes them."""
+    return {"support_slack": tuple(cfg.support_slack), "outlier_prob": float(cfg.outlier_prob)}
 
 
 def resolve_config(cfg: WorldConfig | str) -> WorldConfig:
@@ -98,6 +121,13 @@ def resolve_config(cfg: WorldConfig | str) -> WorldConfig:
     if not 2 <= cfg.phases_per_class <= cfg.n_phases:
         raise FscalError(f"{where(field='phases_per_class')}: need 2 <= phases_per_class <= n_phases "
                          f"= {cfg.n_phases} (a twin reorders the phases), got {cfg.phases_per_class}")
+    for field, allowed in (("twin_mode", ("reorder", "swap")), ("scene_span", ("isotropic", "phases"))):
+        if getattr(cfg, field) not in allowed:
+            raise FscalError(f"{where(field=field)}: must be one of {allowed}, got {getattr(cfg, field)!r}")
+    lo, hi = cfg.support_slack
+    if not 0 <= lo <= hi or not 0 <= cfg.outlier_prob <= 1:
+        raise FscalError(f"{where(field='support_slack')}: need 0 <= lo <= hi and 0 <= outlier_prob <= 1, "
+                         f"got {cfg.support_slack} and {cfg.outlier_prob}")
     most = cfg.targets[1] + cfg.distractors[1]
     if most * cfg.length_frac[0] >= 0.9:
         raise FscalError(f"{where(field='length_frac')}: {most} instances of at least "
@@ -114,6 +144,9 @@ def make_classes(cfg: WorldConfig, rng: np.random.Generator):
         for _ in range(n_pairs):
             order = rng.choice(cfg.n_phases, size=cfg.phases_per_class, replace=False)
             other = order.copy()
+            if cfg.twin_mode == "swap":           # the twin: two neighbouring phases swapped
+                j = int(rng.integers(cfg.phases_per_class - 1))
+                other[[j, j + 1]] = order[[j + 1, j]]
             while np.array_equal(other, order):   # the twin: same phases, another order
                 other = rng.permutation(order)
             a, b = f"action_{pair:02d}a", f"action_{pair:02d}b"
@@ -145,7 +178,10 @@ def render_video(cfg, instances, phase_pool, class_phases, rng, T=None):
     (``T``: the video's snippets, ``cfg.T`` for resized features)."""
     C, T = cfg.feature_dim, T or cfg.T
     unit = lambda v: v / np.linalg.norm(v, axis=-1, keepdims=True)   # noqa: E731
-    scene = cfg.scene_norm * unit(rng.standard_normal(C))                    # (C,)
+    if cfg.scene_span == "phases":   # a random mix of the phase vectors: context that looks like action
+        scene = cfg.scene_norm * unit(rng.standard_normal(len(phase_pool)) @ phase_pool)   # (C,)
+    else:
+        scene = cfg.scene_norm * unit(rng.standard_normal(C))                # (C,)
     # slow drift: a random direction whose amplitude follows one smooth cosine over the video
     phase0, freq = rng.uniform(0, 2 * np.pi), rng.uniform(0.5, 1.5)
     t = (np.arange(T) + 0.5) / T
@@ -209,8 +245,9 @@ def generate_world(cfg: WorldConfig | str = "anet", seed: int = 0):
                    "database": database}
     splits = {k: list(v) for k, v in by_split.items()}
     config = dataclasses.asdict(cfg)
-    if not cfg.snippet_seconds:   # resized features: world.json as before the field existed (byte-exact)
-        del config["snippet_seconds"]
+    for knob, default in LATER_KNOBS.items():   # at their defaults: world.json as before they existed
+        if config[knob] == default:
+            del config[knob]
     info = {"config": config, "seed": seed, "twin": twin,
             "class_phases": {c: [int(p) for p in class_phases[c]] for c in names}}
     return features, annotations, splits, info
@@ -283,7 +320,7 @@ def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
     for split, n in (("val", n_val_episodes), ("test", n_test_episodes)):
         for shots in (1, 5):
             eps = sample_episodes(annotations, splits[split], shots, n, seed=seed * 1000 + shots,
-                                  prefix=f"{split}{shots}shot")
+                                  prefix=f"{split}{shots}shot", knobs=episode_knobs(cfg))
             save_episodes(eps, out / f"episodes_{split}_{shots}shot.json")
             stats[f"common_share_{split}_{shots}shot"] = common_share(annotations, eps)
     (out / "world.json").write_text(json.dumps({"info": info, "statistics": stats}, indent=1) + "\n")
