@@ -1,0 +1,159 @@
+"""Issue 12, item 5: when does each stage matter? For each stage, a sweep of the world knob that
+exists for it, Δ = full − (that stage off), 3 seeds per setting.
+
+Worlds are the anet profile with one mechanism knob set (``fscal_edu.data.synthetic``, written
+once to ``runs/mechanisms/worlds/``); models are the quick preset, 5-shot, trained from scratch;
+scores are mAP@0.5 on each world's fixed 5-shot test episodes. Every run leaves
+``runs/mechanisms/<stage>_<value>_<model>_s<seed>.json`` (resumable; several processes can share
+the job list with ``--worker i/n``); ``--report`` writes ``bench/results/mechanisms.json`` and the
+"Mechanisms (issue 12)" section of ``docs/benchmarks.md``.
+
+    python bench/mechanisms.py --worlds
+    python bench/mechanisms.py --seeds 0 1 2 --worker 0/2 &  python bench/mechanisms.py --seeds 0 1 2 --worker 1/2
+    python bench/mechanisms.py --report
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from train_seeds import replace_section  # noqa: E402
+
+from fscal_edu.checkpoints import load_model  # noqa: E402
+from fscal_edu.config import get_config  # noqa: E402
+from fscal_edu.data.episodes import World  # noqa: E402
+from fscal_edu.data.synthetic import PROFILES, write_world  # noqa: E402
+from fscal_edu.inference import evaluate_model  # noqa: E402
+from fscal_edu.runs import write_atomic  # noqa: E402
+from fscal_edu.runtime import configure_process  # noqa: E402
+from fscal_edu.stats import format_p, welch  # noqa: E402
+from fscal_edu.train import train  # noqa: E402
+
+RUNS = ROOT / "runs" / "mechanisms"
+RESULTS = ROOT / "bench" / "results" / "mechanisms.json"
+SECTION = "## Mechanisms (issue 12)"
+# stage -> (the ablation that turns it off, knob name, its values weakest first, fixed knobs, why)
+SWEEPS = {
+    "qtos": ("no_qtos", "support_slack", [(0.0, 0.0), (0.25, 0.5), (0.5, 1.0)], {},
+             "loose supports: the query's proposals can mark which support snippets matter"),
+    "dynamics": ("no_dynamics", "tempo_concentration", [8.0, 2.0, 0.5], {"twin_mode": "swap", "phases_per_class": 4},
+                 "freer tempo, twins one neighbouring swap apart, 4 phases per class"),
+    "stoq": ("no_stoq", "scene_norm", [0.0, 2.0, 4.0], {"scene_span": "phases"},
+             "a scene in the span of the phases, growing: context that looks like action"),
+}
+
+
+def label(value) -> str:
+    return "-".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+
+
+def world_dir(stage: str, value) -> Path:
+    """The world of one knob setting, generated on first use (seed 0, 300 test episodes per K)."""
+    _, knob, _, fixed, _ = SWEEPS[stage]
+    path = RUNS / "worlds" / f"{stage}_{label(value)}"
+    if not (path / "world.json").is_file():
+        cfg = dataclasses.replace(PROFILES["anet"], **fixed, **{knob: value})
+        write_world(path, cfg, seed=0, n_test_episodes=300, n_val_episodes=100)
+    return path
+
+
+def jobs(seeds) -> list[tuple]:
+    """Seed-major (every setting gets seed 0 first), strongest setting first within a seed."""
+    return [(stage, value, model, seed) for seed in seeds for stage, (off, _, values, _, _) in SWEEPS.items()
+            for value in reversed(values) for model in ("full", off)]
+
+
+def run_one(stage: str, value, model: str, seed: int) -> dict:
+    done = RUNS / f"{stage}_{label(value)}_{model}_s{seed}.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    world = World(world_dir(stage, value))
+    t0 = time.perf_counter()
+    run = RUNS / f"{stage}_{label(value)}_{model}_s{seed}"
+    train(get_config("quick", ablate=[] if model == "full" else [model]), world, run, seed=seed, device="cpu",
+          progress=False, overwrite=True)
+    m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
+    row = {"stage": stage, "knob": SWEEPS[stage][1], "value": value, "model": model, "seed": seed,
+           "mAP@0.5": m["mAP@0.5"], "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
+    write_atomic(done, json.dumps(row) + "\n")
+    return row
+
+
+def pick(rows: list, stage: str, value, model: str) -> list:
+    """The seeds' mAP@0.5 of one model at one knob setting (JSON turns tuples into lists)."""
+    same = lambda v: (tuple(v) if isinstance(v, list) else v) == value   # noqa: E731
+    return [r["mAP@0.5"] for r in rows if r["stage"] == stage and r["model"] == model and same(r["value"])]
+
+
+def report() -> dict:
+    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_s*.json"))]
+    out = []
+    for stage, (off, knob, values, fixed, why) in SWEEPS.items():
+        for value in values:
+            full, ablated = pick(rows, stage, value, "full"), pick(rows, stage, value, off)
+            item = {"stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
+                    "full": full, off: ablated}
+            if full and ablated:
+                item["delta"] = statistics.mean(full) - statistics.mean(ablated)
+            if len(full) > 1 and len(ablated) > 1:
+                w = welch(full, ablated)
+                item |= {"t": w.t, "df": w.df, "p": w.p}
+            out.append(item)
+    result = {"machine": f"{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU",
+              "sweeps": out}
+    write_atomic(RESULTS, json.dumps(result, indent=1) + "\n")
+    lines = ["", f"Machine: {result['machine']}. Quick preset, 5-shot, fixed test episodes of each world (the anet "
+             "profile with one knob set); Δ = full − the stage's ablation, both trained from scratch; Welch's t "
+             "over the seeds.", "",
+             "| stage | knob | value | fixed | full | stage off | Δ | p | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+    for it in out:
+        off = SWEEPS[it["stage"]][0]
+        f = f"{statistics.mean(it['full']):.3f}" if it["full"] else "-"
+        a = f"{statistics.mean(it[off]):.3f}" if it[off] else "-"
+        d = f"{it['delta']:+.3f}" if "delta" in it else "-"
+        p = format_p(it["p"]) if "p" in it else "-"
+        fixed = ", ".join(f"{k}={v}" for k, v in it["fixed"].items()) or "-"
+        lines.append(f"| {it['stage']} | `{it['knob']}` | {it['value']} | {fixed} | {f} | {a} | {d} | {p} | "
+                     f"{len(it['full'])} / {len(it[off])} |")
+    lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
+    replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--worker", default="0/1", help="i/n: run every n-th job, starting at i")
+    p.add_argument("--report", action="store_true", help="only summarise the finished runs")
+    p.add_argument("--worlds", action="store_true", help="only generate the worlds (before several workers start)")
+    args = p.parse_args()
+    if args.report:
+        report()
+        return
+    configure_process(threads=args.threads)
+    i, n = (int(x) for x in args.worker.split("/"))
+    if args.worlds:
+        for stage, (_, _, values, _, _) in SWEEPS.items():
+            for value in values:
+                print("world", world_dir(stage, value), flush=True)
+        return
+    for k, job in enumerate(jobs(args.seeds)):
+        if k % n == i:
+            print(json.dumps(run_one(*job)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
