@@ -48,14 +48,12 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
             scores = torch.where(out.valid.cpu(), scores, 0.0)
         segments = decode(out.anchors.cpu(), out.deltas.float().cpu())          # (B, N, 2) in the window
         for b, eid in enumerate(batch["id"]):   # onto the video's axis: + the window's offset
-            windows.setdefault(eid, []).append((segments[b] + batch["offset"][b], scores[b]))
+            windows.setdefault(eid, []).append((segments[b] + batch["offset"][b], scores[b], batch["axis"][b]))
     results = {}
     for ep in episodes:                          # all windows of an episode merged, then one Soft-NMS
-        parts = windows[ep["id"]]
-        video = ep["query"]
-        axis = len(world.raw_features(video)) if cfg.data.query_mode == "window" else cfg.data.T
-        results[ep["id"]] = merge_detections(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]),
-                                             cfg, world, video=video, axis=axis)
+        segs, scores, axes = zip(*windows[ep["id"]])
+        results[ep["id"]] = merge_detections(torch.cat(segs), torch.cat(scores), cfg, world,
+                                             video=ep["query"], axis=axes[0])
     return {"version": "fscal-edu", "external_data": {}, "results": results}
 
 

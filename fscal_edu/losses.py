@@ -12,16 +12,13 @@ import torch.nn.functional as F
 
 from .config import LossConfig
 from .model import FSCALOutput
-from .proposals import assign_labels
+from .proposals import assign_labels, tiou
 
 
 def touches(anchors: torch.Tensor, segments: torch.Tensor, seg_mask: torch.Tensor) -> torch.Tensor:
     """``anchors (N, 2)``, ``segments (B, G, 2)`` with ``seg_mask (B, G)`` -> ``(B, N)`` bool: the
-    anchor overlaps at least one real segment (by any positive length)."""
-    a = anchors.to(segments.dtype)
-    inter = (torch.minimum(a[None, :, None, 1], segments[:, None, :, 1])
-             - torch.maximum(a[None, :, None, 0], segments[:, None, :, 0]))                # (B, N, G)
-    return ((inter > 0) & seg_mask[:, None, :].to(inter.device)).any(-1)
+    anchor overlaps at least one real segment (tIoU > 0: an overlap of positive length)."""
+    return ((tiou(anchors.to(segments.dtype), segments) > 0) & seg_mask[:, None, :].to(segments.device)).any(-1)
 
 
 def balanced_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Tensor, *, dist=None) -> torch.Tensor:

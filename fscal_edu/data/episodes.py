@@ -312,10 +312,6 @@ class RandomEpisodes(Dataset):
                  *, mode: str = "resample", neg_frac: float = 0.1, twin_partners: bool = False):
         self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, check_shots(shots), length, T, T_S, seed
         self.mode, self.neg_frac = mode, neg_frac
-        # twin_partners: item 2i+1 draws the twin of item 2i's class (when it has one in the split),
-        # so that the relation loss's cross-episode negatives (episode b with b-1's supports) are hard
-        self.twin = ({t["nodeName"]: t["twin"] for t in world.annotations.get("taxonomy", ())
-                      if isinstance(t, dict) and t.get("twin")} if twin_partners else {})
         if not world.splits.get(split):
             raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
                              f"{split!r} to draw training episodes from")
@@ -323,6 +319,9 @@ class RandomEpisodes(Dataset):
         self.foreign = frozenset(world.labels) - set(self.classes)
         self.by_class = {c: v for c, v in instances_by_class(world.annotations).items() if c in set(self.classes)}
         self.knobs = EpisodeKnobs(world.annotations, **world.episode_knobs)
+        # twin_partners: item 2i+1 draws the twin of item 2i's class (when it has one in the split),
+        # so that the relation loss's cross-episode negatives (episode b with b-1's supports) are hard
+        self.twin = self.knobs.twin if twin_partners else {}     # class -> its twin (the taxonomy's)
 
     def __len__(self):
         return self.length
