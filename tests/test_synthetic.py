@@ -294,6 +294,26 @@ def test_outlier_supports_are_twins_or_background(tmp_path):
 
 def test_bad_mechanism_knobs():
     for change in (dict(twin_mode="rotate"), dict(scene_span="planar"), dict(support_slack=(0.5, 0.2)),
-                   dict(outlier_prob=1.5)):
+                   dict(outlier_prob=1.5), dict(variants_per_class=0)):
         with pytest.raises(FscalError):
             resolve_config(dataclasses.replace(SMALL, **change))
+
+
+def test_variants_shift_every_phase_and_keep_twins_twins():
+    """variants_per_class=3: an instance walks through its class's phases shifted by 0, 8 or 16 in the
+    pool of 24 (the same shift for its twin), and all three variants occur."""
+    cfg = dataclasses.replace(SMALL, noise_norm=0.0, scene_norm=0.0, drift_norm=0.0, variants_per_class=3,
+                              n_phases=24)
+    rng = np.random.default_rng(0)
+    pool = rng.standard_normal((cfg.n_phases, cfg.feature_dim))
+    seen = set()
+    for _ in range(30):
+        x = render_video(cfg, [("a", (20.0, 80.0)), ("b", (90.0, 120.0))], pool,
+                         {"a": [5, 2, 9], "b": [2, 5, 9]}, rng)                   # (T, C), b the twin of a
+        for (s, e), order in (((20, 80), [5, 2, 9]), ((90, 120), [2, 5, 9])):
+            which = np.argmin(((x[s:e, None] - pool[None]) ** 2).sum(-1), axis=1)
+            runs = [int(p) for i, p in enumerate(which) if i == 0 or p != which[i - 1]]
+            shift = (runs[0] - order[0]) % 24
+            assert shift in (0, 8, 16) and runs == [(p + shift) % 24 for p in order]
+            seen.add(shift)
+    assert seen == {0, 8, 16}

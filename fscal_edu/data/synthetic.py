@@ -73,6 +73,12 @@ class WorldConfig:
     scene_span: str = "isotropic"
     support_slack: tuple = (0.0, 0.0)
     outlier_prob: float = 0.0
+    # variants_per_class: an action comes in that many variants (filmed from another side, done
+    # another way), drawn per instance: variant m of a class uses phase (p + m * n_phases // V) mod
+    # n_phases for each of its phases p, its twin the same shift, so twins stay twins. Supports then
+    # show a mix of variants whose average matches no instance (StoQ: each proposal is scored by the
+    # support snippets that resemble it; QtoS: the query marks which supports are its variant)
+    variants_per_class: int = 1
 
     @property
     def n_classes(self) -> int:
@@ -93,7 +99,7 @@ PROFILES = {
 
 # knobs added after the shipped anet world: left out of world.json at these values (byte-exact)
 LATER_KNOBS = {"snippet_seconds": 0.0, "twin_mode": "reorder", "scene_span": "isotropic",
-               "support_slack": (0.0, 0.0), "outlier_prob": 0.0}
+               "support_slack": (0.0, 0.0), "outlier_prob": 0.0, "variants_per_class": 1}
 
 
 def episode_knobs(cfg: WorldConfig) -> dict:
@@ -128,6 +134,9 @@ def resolve_config(cfg: WorldConfig | str) -> WorldConfig:
     if not 0 <= lo <= hi or not 0 <= cfg.outlier_prob <= 1:
         raise FscalError(f"{where(field='support_slack')}: need 0 <= lo <= hi and 0 <= outlier_prob <= 1, "
                          f"got {cfg.support_slack} and {cfg.outlier_prob}")
+    if not 1 <= cfg.variants_per_class <= cfg.n_phases:
+        raise FscalError(f"{where(field='variants_per_class')}: need 1 <= variants_per_class <= n_phases "
+                         f"= {cfg.n_phases}, got {cfg.variants_per_class}")
     most = cfg.targets[1] + cfg.distractors[1]
     if most * cfg.length_frac[0] >= 0.9:
         raise FscalError(f"{where(field='length_frac')}: {most} instances of at least "
@@ -190,6 +199,9 @@ def render_video(cfg, instances, phase_pool, class_phases, rng, T=None):
     centres = np.arange(T) + 0.5
     for label, (s, e) in instances:
         order = class_phases[label]
+        if cfg.variants_per_class > 1:   # this instance's variant: every phase shifted in the pool
+            m = int(rng.integers(cfg.variants_per_class))
+            order = (np.asarray(order) + m * (cfg.n_phases // cfg.variants_per_class)) % cfg.n_phases
         shares = rng.dirichlet(np.full(len(order), cfg.tempo_concentration))
         bounds = s + np.concatenate([[0], np.cumsum(shares)]) * (e - s)
         for p, lo, hi in zip(order, bounds[:-1], bounds[1:]):
