@@ -44,13 +44,14 @@ from fscal_edu.train import train  # noqa: E402
 RUNS = ROOT / "runs" / "mechanisms"
 RESULTS = ROOT / "bench" / "results" / "mechanisms.json"
 SECTION = "## Mechanisms (issue 12)"
-# stage -> (the ablation that turns it off, knob name, its values weakest first, fixed knobs, why)
+# sweep -> (the stage, knob name, its values weakest first, fixed knobs, why); the stage's ablation
+# ``no_<stage>`` turns it off. A stage may have several sweeps (one per candidate mechanism).
 SWEEPS = {
-    "qtos": ("no_qtos", "support_slack", [(0.0, 0.0), (0.25, 0.5), (0.5, 1.0)], {},
+    "qtos": ("qtos", "support_slack", [(0.0, 0.0), (0.25, 0.5), (0.5, 1.0)], {},
              "loose supports: the query's proposals can mark which support snippets matter"),
-    "dynamics": ("no_dynamics", "tempo_concentration", [8.0, 2.0, 0.5], {"twin_mode": "swap", "phases_per_class": 4},
+    "dynamics": ("dynamics", "tempo_concentration", [8.0, 2.0, 0.5], {"twin_mode": "swap", "phases_per_class": 4},
                  "freer tempo, twins one neighbouring swap apart, 4 phases per class"),
-    "stoq": ("no_stoq", "scene_norm", [0.0, 2.0, 4.0], {"scene_span": "phases"},
+    "stoq": ("stoq", "scene_norm", [0.0, 2.0, 4.0], {"scene_span": "phases"},
              "a scene in the span of the phases, growing: context that looks like action"),
 }
 
@@ -59,10 +60,15 @@ def label(value) -> str:
     return "-".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
 
 
-def world_dir(stage: str, value) -> Path:
+def off(sweep: str) -> str:
+    """The ablation that turns the sweep's stage off."""
+    return f"no_{SWEEPS[sweep][0]}"
+
+
+def world_dir(sweep: str, value) -> Path:
     """The world of one knob setting, generated on first use (seed 0, 300 test episodes per K)."""
-    _, knob, _, fixed, _ = SWEEPS[stage]
-    path = RUNS / "worlds" / f"{stage}_{label(value)}"
+    _, knob, _, fixed, _ = SWEEPS[sweep]
+    path = RUNS / "worlds" / f"{sweep}_{label(value)}"
     if not (path / "world.json").is_file():
         cfg = dataclasses.replace(PROFILES["anet"], **fixed, **{knob: value})
         write_world(path, cfg, seed=0, n_test_episodes=300, n_val_episodes=100)
@@ -71,40 +77,42 @@ def world_dir(stage: str, value) -> Path:
 
 def jobs(seeds) -> list[tuple]:
     """Seed-major (every setting gets seed 0 first), strongest setting first within a seed."""
-    return [(stage, value, model, seed) for seed in seeds for stage, (off, _, values, _, _) in SWEEPS.items()
-            for value in reversed(values) for model in ("full", off)]
+    return [(sweep, value, model, seed) for seed in seeds for sweep, (_, _, values, _, _) in SWEEPS.items()
+            for value in reversed(values) for model in ("full", off(sweep))]
 
 
-def run_one(stage: str, value, model: str, seed: int) -> dict:
-    done = RUNS / f"{stage}_{label(value)}_{model}_s{seed}.json"
+def run_one(sweep: str, value, model: str, seed: int) -> dict:
+    done = RUNS / f"{sweep}_{label(value)}_{model}_s{seed}.json"
     if done.is_file():
         return json.loads(done.read_text())
-    world = World(world_dir(stage, value))
+    world = World(world_dir(sweep, value))
     t0 = time.perf_counter()
-    run = RUNS / f"{stage}_{label(value)}_{model}_s{seed}"
+    run = RUNS / f"{sweep}_{label(value)}_{model}_s{seed}"
     train(get_config("quick", ablate=[] if model == "full" else [model]), world, run, seed=seed, device="cpu",
           progress=False, overwrite=True)
     m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
-    row = {"stage": stage, "knob": SWEEPS[stage][1], "value": value, "model": model, "seed": seed,
+    row = {"sweep": sweep, "stage": SWEEPS[sweep][0], "knob": SWEEPS[sweep][1], "value": value, "model": model, "seed": seed,
            "mAP@0.5": m["mAP@0.5"], "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
     write_atomic(done, json.dumps(row) + "\n")
     return row
 
 
-def pick(rows: list, stage: str, value, model: str) -> list:
-    """The seeds' mAP@0.5 of one model at one knob setting (JSON turns tuples into lists)."""
+def pick(rows: list, sweep: str, value, model: str) -> list:
+    """The seeds' mAP@0.5 of one model at one knob setting (JSON turns tuples into lists; the
+    first sweeps' rows carry no "sweep": theirs is their stage)."""
     same = lambda v: (tuple(v) if isinstance(v, list) else v) == value   # noqa: E731
-    return [r["mAP@0.5"] for r in rows if r["stage"] == stage and r["model"] == model and same(r["value"])]
+    return [r["mAP@0.5"] for r in rows if r.get("sweep", r["stage"]) == sweep and r["model"] == model
+            and same(r["value"])]
 
 
 def report() -> dict:
     rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_s*.json"))]
     out = []
-    for stage, (off, knob, values, fixed, why) in SWEEPS.items():
+    for sweep, (stage, knob, values, fixed, why) in SWEEPS.items():
         for value in values:
-            full, ablated = pick(rows, stage, value, "full"), pick(rows, stage, value, off)
-            item = {"stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
-                    "full": full, off: ablated}
+            full, ablated = pick(rows, sweep, value, "full"), pick(rows, sweep, value, off(sweep))
+            item = {"sweep": sweep, "stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
+                    "full": full, off(sweep): ablated}
             if full and ablated:
                 item["delta"] = statistics.mean(full) - statistics.mean(ablated)
             if len(full) > 1 and len(ablated) > 1:
@@ -117,16 +125,17 @@ def report() -> dict:
     lines = ["", f"Machine: {result['machine']}. Quick preset, 5-shot, fixed test episodes of each world (the anet "
              "profile with one knob set); Δ = full − the stage's ablation, both trained from scratch; Welch's t "
              "over the seeds.", "",
-             "| stage | knob | value | fixed | full | stage off | Δ | p | seeds |", "|---|---|---|---|---|---|---|---|---|"]
+             "| sweep | stage | knob | value | fixed | full | stage off | Δ | p | seeds |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for it in out:
-        off = SWEEPS[it["stage"]][0]
+        ab = off(it["sweep"])
         f = f"{statistics.mean(it['full']):.3f}" if it["full"] else "-"
-        a = f"{statistics.mean(it[off]):.3f}" if it[off] else "-"
+        a = f"{statistics.mean(it[ab]):.3f}" if it[ab] else "-"
         d = f"{it['delta']:+.3f}" if "delta" in it else "-"
         p = format_p(it["p"]) if "p" in it else "-"
         fixed = ", ".join(f"{k}={v}" for k, v in it["fixed"].items()) or "-"
-        lines.append(f"| {it['stage']} | `{it['knob']}` | {it['value']} | {fixed} | {f} | {a} | {d} | {p} | "
-                     f"{len(it['full'])} / {len(it[off])} |")
+        lines.append(f"| {it['sweep']} | {it['stage']} | `{it['knob']}` | {it['value']} | {fixed} | {f} | {a} | {d} | "
+                     f"{p} | {len(it['full'])} / {len(it[ab])} |")
     lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
     replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
     return result
@@ -146,9 +155,9 @@ def main() -> None:
     configure_process(threads=args.threads)
     i, n = (int(x) for x in args.worker.split("/"))
     if args.worlds:
-        for stage, (_, _, values, _, _) in SWEEPS.items():
+        for sweep, (_, _, values, _, _) in SWEEPS.items():
             for value in values:
-                print("world", world_dir(stage, value), flush=True)
+                print("world", world_dir(sweep, value), flush=True)
         return
     for k, job in enumerate(jobs(args.seeds)):
         if k % n == i:
