@@ -53,11 +53,25 @@ SWEEPS = {
                  "freer tempo, twins one neighbouring swap apart, 4 phases per class"),
     "stoq": ("stoq", "scene_norm", [0.0, 2.0, 4.0], {"scene_span": "phases"},
              "a scene in the span of the phases, growing: context that looks like action"),
+    # outlier supports (the twin class or background): every stage treats supports one by one
+    # (QtoS each support alone, Dynamics-CA individual-to-all, StoQ each support snippet votes)
+    # while a summary averages the outlier in; one world and one full model per setting for the three
+    "qtos_outliers": ("qtos", "outlier_prob", [0.0, 0.2, 0.4], {}, "outlier supports: each support read on its own"),
+    "dynamics_outliers": ("dynamics", "outlier_prob", [0.0, 0.2, 0.4], {},
+                          "outlier supports: each support read against all the others"),
+    "stoq_outliers": ("stoq", "outlier_prob", [0.0, 0.2, 0.4], {},
+                      "outlier supports: each support snippet votes for the proposals it resembles"),
 }
+# sweeps over the same knob share their worlds and full models: run files are named by the group
+GROUP = {"qtos_outliers": "outliers", "dynamics_outliers": "outliers", "stoq_outliers": "outliers"}
 
 
 def label(value) -> str:
     return "-".join(f"{v:g}" for v in value) if isinstance(value, tuple) else f"{value:g}"
+
+
+def group(sweep: str) -> str:
+    return GROUP.get(sweep, sweep)
 
 
 def off(sweep: str) -> str:
@@ -68,7 +82,7 @@ def off(sweep: str) -> str:
 def world_dir(sweep: str, value) -> Path:
     """The world of one knob setting, generated on first use (seed 0, 300 test episodes per K)."""
     _, knob, _, fixed, _ = SWEEPS[sweep]
-    path = RUNS / "worlds" / f"{sweep}_{label(value)}"
+    path = RUNS / "worlds" / f"{group(sweep)}_{label(value)}"
     if not (path / "world.json").is_file():
         cfg = dataclasses.replace(PROFILES["anet"], **fixed, **{knob: value})
         write_world(path, cfg, seed=0, n_test_episodes=300, n_val_episodes=100)
@@ -77,21 +91,23 @@ def world_dir(sweep: str, value) -> Path:
 
 def jobs(seeds) -> list[tuple]:
     """Seed-major (every setting gets seed 0 first), strongest setting first within a seed."""
-    return [(sweep, value, model, seed) for seed in seeds for sweep, (_, _, values, _, _) in SWEEPS.items()
-            for value in reversed(values) for model in ("full", off(sweep))]
+    out = [(sweep, value, model, seed) for seed in seeds for sweep, (_, _, values, _, _) in SWEEPS.items()
+           for value in reversed(values) for model in ("full", off(sweep))]
+    seen = set()      # a group's full model runs once per setting and seed
+    return [j for j in out if not ((group(j[0]),) + j[1:] in seen or seen.add((group(j[0]),) + j[1:]))]
 
 
 def run_one(sweep: str, value, model: str, seed: int) -> dict:
-    done = RUNS / f"{sweep}_{label(value)}_{model}_s{seed}.json"
+    done = RUNS / f"{group(sweep)}_{label(value)}_{model}_s{seed}.json"
     if done.is_file():
         return json.loads(done.read_text())
     world = World(world_dir(sweep, value))
     t0 = time.perf_counter()
-    run = RUNS / f"{sweep}_{label(value)}_{model}_s{seed}"
+    run = RUNS / f"{group(sweep)}_{label(value)}_{model}_s{seed}"
     train(get_config("quick", ablate=[] if model == "full" else [model]), world, run, seed=seed, device="cpu",
           progress=False, overwrite=True)
     m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
-    row = {"sweep": sweep, "stage": SWEEPS[sweep][0], "knob": SWEEPS[sweep][1], "value": value, "model": model, "seed": seed,
+    row = {"sweep": sweep, "group": group(sweep), "stage": SWEEPS[sweep][0], "knob": SWEEPS[sweep][1], "value": value, "model": model, "seed": seed,
            "mAP@0.5": m["mAP@0.5"], "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
     write_atomic(done, json.dumps(row) + "\n")
     return row
@@ -101,8 +117,8 @@ def pick(rows: list, sweep: str, value, model: str) -> list:
     """The seeds' mAP@0.5 of one model at one knob setting (JSON turns tuples into lists; the
     first sweeps' rows carry no "sweep": theirs is their stage)."""
     same = lambda v: (tuple(v) if isinstance(v, list) else v) == value   # noqa: E731
-    return [r["mAP@0.5"] for r in rows if r.get("sweep", r["stage"]) == sweep and r["model"] == model
-            and same(r["value"])]
+    key = lambda r: r.get("group", r.get("sweep", r["stage"]))   # noqa: E731
+    return [r["mAP@0.5"] for r in rows if key(r) == group(sweep) and r["model"] == model and same(r["value"])]
 
 
 def report() -> dict:
