@@ -135,3 +135,74 @@ def test_check_welch_t():
 
     assert ex.check_welch_t(welch)
     assert not ex.check_welch_t(biased)
+
+
+def _item(stage, value, full, off, sweep=None, knob="k", fixed=None):
+    """One setting of a mechanisms.json sweep (Δ, t, df, p only when the seeds allow, as bench writes it)."""
+    from fscal_edu.stats import welch
+    it = {"stage": stage, "knob": knob, "value": value, "fixed": fixed or {}, "why": "why", "full": full,
+          f"no_{stage}": off}
+    if sweep:
+        it["sweep"] = sweep
+    if full and off:
+        it["delta"] = float(np.mean(full) - np.mean(off))
+    if len(full) > 1 and len(off) > 1:
+        w = welch(full, off)
+        it |= {"t": w.t, "df": w.df, "p": w.p}
+    return it
+
+
+MECHANISMS = {"machine": "test", "sweeps": [
+    _item("qtos", [0.0, 0.0], [0.5, 0.6, 0.55], [0.5, 0.55, 0.6]),
+    _item("qtos", [0.5, 1.0], [0.6], [0.4]),                                  # one seed: no error bar
+    _item("qtos", [1.0, 2.0], [], []),                                        # not run yet
+    _item("stoq", 0.0, [0.5, 0.52], [0.5, 0.5], sweep="stoq_variants", knob="scene_norm",
+          fixed={"scene_span": "phases"}),
+    _item("stoq", 4.0, [0.5, 0.52], [0.3, 0.32], sweep="stoq_variants", knob="scene_norm",
+          fixed={"scene_span": "phases"}),
+    _item("stoq", 0.0, [0.5, 0.5], [0.5, 0.5], knob="other")]}                # no "sweep": the stage's name
+
+
+def test_mechanisms_figure_one_panel_per_sweep_with_the_files_deltas():
+    from fscal_edu.viz import mechanisms_figure
+    fig = mechanisms_figure(MECHANISMS)
+    assert fig.layout.title.text == "When does each stage matter?"
+    titles = [a.text for a in fig.layout.annotations]
+    assert len(titles) == 3 and titles[0] == "QtoS Context-CA: k" and "scene_span=phases" in titles[1]
+    deltas = [t for t in fig.data if t.name and t.name.startswith("Δ")]
+    assert len(deltas) == 3 and {t.xaxis for t in deltas} == {"x", "x2", "x3"}
+    qtos, variants, stoq = deltas
+    assert list(qtos.x) == ["(0.0, 0.0)", "(0.5, 1.0)", "(1.0, 2.0)"]          # weakest first, as in the file
+    items = MECHANISMS["sweeps"]
+    np.testing.assert_allclose(qtos.y[:2], [items[0]["delta"], items[1]["delta"]], atol=1e-4)
+    assert qtos.y[2] is None                                                  # missing: a gap, the label kept
+    se = np.sqrt(np.var(items[0]["full"], ddof=1) / 3 + np.var(items[0]["no_qtos"], ddof=1) / 3)
+    assert qtos.error_y.array[0] == pytest.approx(se, abs=1e-4) and qtos.error_y.array[1] is None
+    np.testing.assert_allclose(variants.y, [items[3]["delta"], items[4]["delta"]], atol=1e-4)
+    assert list(stoq.x) == ["0.0"]
+    seeds = [t for t in fig.data if t.name == "one seed: full − off" and t.xaxis == "x"][0]
+    assert len(seeds.x) == 4                                                  # 3 seeds + 1 seed, none missing
+    assert any(t.mode == "text" and "no runs" in t.text for t in fig.data)
+    bars = [s for s in fig.layout.shapes if s.y0 == 0.05]
+    assert len(bars) == 3 and all(s.line.dash == "dash" for s in bars)
+    assert any(t.name and "the issue's bar" in t.name for t in fig.data)
+    assert [s for s in fig.layout.shapes if s.y0 == 0.0]
+    with pytest.raises(ValueError, match="sweep"):
+        mechanisms_figure({"sweeps": []})
+
+
+def test_mechanisms_figure_on_the_shipped_results():
+    from fscal_edu import report
+    from fscal_edu.report_issue12 import mechanism_sweeps
+    from fscal_edu.viz import mechanisms_figure
+    mech = report.load_results("mechanisms")
+    sweeps = mechanism_sweeps(mech)
+    fig = mechanisms_figure(mech)
+    deltas = [t for t in fig.data if t.name and t.name.startswith("Δ")]
+    assert len(deltas) == len(sweeps) == len(fig.layout.annotations)
+    names = [it.get("sweep") or it["stage"] for it in mech["sweeps"]]
+    for trace, name in zip(deltas, dict.fromkeys(names)):
+        file_deltas = [it.get("delta") for it in mech["sweeps"] if (it.get("sweep") or it["stage"]) == name]
+        assert len(trace.y) == len(file_deltas)
+        for y, d in zip(trace.y, file_deltas):
+            assert (y is None) == (d is None) and (d is None or y == pytest.approx(d, abs=1e-4))

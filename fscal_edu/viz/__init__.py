@@ -24,6 +24,7 @@ from .training import (  # noqa: F401
     relation_scores_figure
 )
 from .evaluation import (  # noqa: F401
-    ABLATION_COLOURS, STAGE_TITLES, ablation_figure, explorer_figures, per_class_ap_figure
+    ABLATION_COLOURS, STAGE_TITLES, ablation_figure, explorer_figures, mechanisms_figure,
+    per_class_ap_figure
 )
 from .windows import fig_instance_lengths, fig_window_mask, fig_windows, window_rows  # noqa: F401

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
+from ..report_issue12 import BAR, mechanism_sweeps, sweep_title
 from ..utils import FscalError, where
 from .attention import fig_stage_attention
 from .data import OTHER, SUPPORT
@@ -84,3 +86,61 @@ def explorer_figures(outputs: dict, episode: dict, annotations: dict, *, model: 
         left.update_layout(title=f"{model}: {left.layout.title.text}")
     right = detections_timeline_figure(episode, annotations, {model: outputs["detections"]}, top=top)
     return left, right
+
+
+BAR_COLOUR = "#d62728"
+
+
+def mechanisms_figure(mechanisms: dict, *, columns: int = 3) -> go.Figure:
+    """When does each stage matter? One panel per sweep of ``bench/results/mechanisms.json``
+    (:func:`fscal_edu.report_issue12.mechanism_sweeps`): x = the knob's settings, weakest to
+    strongest; y = Δ = full − stage off (mean over seeds), with the standard error of that
+    difference as an error bar (none below 2 seeds a side); each seed's own difference as a light
+    grey point behind it; a line at 0 and, dashed, the issue's bar Δ ≥ BAR at the strongest
+    setting. A setting with no runs yet keeps its place on the axis, marked "no runs"."""
+    sweeps = mechanism_sweeps(mechanisms)
+    if not sweeps:
+        raise FscalError(f"{where(field='sweeps')}: the mechanisms results hold no sweep")
+    cols = min(columns, len(sweeps))
+    rows = -(-len(sweeps) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[sweep_title(sw).replace(" (", "<br>(") for sw in sweeps],
+                        horizontal_spacing=0.07, vertical_spacing=0.3 / rows)
+    for i, sw in enumerate(sweeps):
+        r, c = i // cols + 1, i % cols + 1
+        labels = [s["label"] for s in sw["settings"]]
+        seeds = [(s["label"], round(a - b, 4)) for s in sw["settings"] for a, b in zip(s["full"], s["off"])]
+        fig.add_trace(go.Scatter(
+            x=[x for x, _ in seeds], y=[y for _, y in seeds], mode="markers", name="one seed: full − off",
+            marker=dict(color=OTHER, size=6, opacity=0.4), legendgroup="seed", showlegend=i == 0,
+            hovertemplate="%{x}: seed Δ %{y:+.3f}<extra></extra>"), row=r, col=c)
+        fig.add_trace(go.Scatter(
+            x=labels, y=[None if s["delta"] is None else round(s["delta"], 4) for s in sw["settings"]],
+            mode="lines+markers", name="Δ = full − stage off (mean ± se)", marker=dict(color=SUPPORT, size=9),
+            line=dict(color=SUPPORT), legendgroup="delta", showlegend=i == 0,
+            error_y=dict(type="data", visible=True,
+                         array=[None if s["se"] is None else round(s["se"], 4) for s in sw["settings"]]),
+            customdata=[[len(s["full"]), len(s["off"]), f"{s['welch'].p:.2g}" if s["welch"] else "-"]
+                        for s in sw["settings"]],
+            hovertemplate="%{x}: Δ %{y:+.3f}<br>seeds %{customdata[0]} / %{customdata[1]}, "
+                          "p %{customdata[2]}<extra></extra>"), row=r, col=c)
+        missing = [s["label"] for s in sw["settings"] if s["delta"] is None]
+        if missing:
+            fig.add_trace(go.Scatter(x=missing, y=[0.0] * len(missing), mode="text", text=["no runs"] * len(missing),
+                                     textposition="top center", cliponaxis=False, showlegend=False, hoverinfo="skip"),
+                          row=r, col=c)
+        fig.add_hline(y=0.0, line_color="black", line_width=1, row=r, col=c)
+        fig.add_hline(y=BAR, line_dash="dash", line_color=BAR_COLOUR, row=r, col=c)
+        values = [0.0, BAR] + [y for _, y in seeds] + [s["delta"] + sign * (s["se"] or 0.0) for s in sw["settings"]
+                                                        if s["delta"] is not None for sign in (-1, 1)]
+        pad = 0.1 * (max(values) - min(values))
+        fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels,
+                         title_text=f"{sw['knob']} (weakest → strongest)", row=r, col=c)
+        fig.update_yaxes(title_text="Δ mAP@0.5" if c == 1 else None, zeroline=False, row=r, col=c,
+                         range=[min(values) - pad, max(values) + pad])
+    fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=BAR_COLOUR, dash="dash"),
+                             name=f"the issue's bar: Δ ≥ {BAR:.2f} at the strongest setting"), row=1, col=1)
+    for title in fig.layout.annotations[:len(sweeps)]:
+        title.font.size = 12
+    fig.update_layout(title="When does each stage matter?", height=330 * rows + 80, legend_orientation="h",
+                      legend_y=-0.25 if rows == 1 else -0.12, margin=dict(l=10, r=10, t=80, b=10))
+    return fig

@@ -1,0 +1,198 @@
+"""Issue 12's results files -> notebook 08's section 9: can the stages be made to matter?
+
+Two experiments, each read from its results file so that the text follows the measurements:
+
+* :func:`defaults_markdown`: ``bench/results/defaults.json`` (``bench/defaults.py``): variants of the
+  model's defaults (support summary, the added term of each stage, ``mass_norm``, twin negatives),
+  each against today's full model, and which default the numbers support;
+* :func:`mechanisms_markdown` (and :func:`mechanism_sweeps`, which the figure
+  :func:`fscal_edu.viz.evaluation.mechanisms_figure` reads too): ``bench/results/mechanisms.json``
+  (``bench/mechanisms.py``): for each stage, worlds in which a knob made for that stage grows, and
+  Δ = full − (that stage off) at each setting.
+
+A mechanism **holds** when Δ grows with its knob (each setting's mean Δ above the previous one's) and,
+at the strongest setting, Δ ≥ :data:`BAR` with p < :data:`~fscal_edu.report.ALPHA` (Welch's t over
+the seeds, :mod:`fscal_edu.stats`). Anything short of that is said plainly.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+
+from .report import ALPHA
+from .stats import format_p, welch
+
+BAR = 0.05                     # issue 12: Δ = full − stage off must reach this at the strongest setting
+STAGE_NAMES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
+
+
+def value_label(value) -> str:
+    """A knob setting as text: ``(0.25, 0.5)`` for a list, the value itself otherwise."""
+    return f"({', '.join(str(v) for v in value)})" if isinstance(value, (list, tuple)) else str(value)
+
+
+def _mean(v: list) -> float | None:
+    return statistics.mean(v) if v else None
+
+
+def _sd(v: list) -> float | None:
+    return statistics.stdev(v) if len(v) > 1 else None
+
+
+def _test(a: list, b: list):
+    """Welch's t of ``mean(a) - mean(b)``, or ``None`` when a side has fewer than 2 seeds."""
+    return welch(a, b) if len(a) > 1 and len(b) > 1 else None
+
+
+def mechanism_sweeps(mechanisms: dict) -> list[dict]:
+    """The items of ``mechanisms.json`` grouped by sweep (an item's ``"sweep"``, else its stage), in
+    file order, each setting with its statistics computed from the per-seed lists: ``full`` and
+    ``off`` (the seeds of the model with the stage off), ``delta`` (mean full − mean off; the file's
+    when the seeds are missing), ``se`` (standard error of that difference, ``None`` below 2 seeds
+    a side) and ``welch`` (:func:`fscal_edu.stats.welch`, or ``None``)."""
+    sweeps: dict[str, dict] = {}
+    for it in mechanisms.get("sweeps", []):
+        stage = it["stage"]
+        off_key = f"no_{stage}" if f"no_{stage}" in it else next(
+            (k for k, v in it.items() if k.startswith("no_") and isinstance(v, list)), None)
+        full, off = list(it.get("full") or []), list(it.get(off_key) or []) if off_key else []
+        delta = _mean(full) - _mean(off) if full and off else it.get("delta")
+        sd_a, sd_b = _sd(full), _sd(off)
+        se = math.sqrt(sd_a ** 2 / len(full) + sd_b ** 2 / len(off)) if sd_a is not None and sd_b is not None \
+            else None
+        name = it.get("sweep") or stage
+        sweep = sweeps.setdefault(name, {"sweep": name, "stage": stage, "knob": it["knob"],
+                                         "fixed": it.get("fixed") or {}, "why": it.get("why", ""),
+                                         "off": off_key or f"no_{stage}", "settings": []})
+        sweep["settings"].append({"value": it["value"], "label": value_label(it["value"]), "full": full, "off": off,
+                                  "delta": delta, "se": se, "welch": _test(full, off)})
+    return list(sweeps.values())
+
+
+def sweep_title(sweep: dict) -> str:
+    """``StoQ Context-CA: scene_norm (scene_span=phases)``; a sweep named other than its stage
+    (several sweeps of one stage) carries its name: ``StoQ Context-CA, stoq_variants: ...``."""
+    fixed = ", ".join(f"{k}={v}" for k, v in sweep["fixed"].items())
+    name = STAGE_NAMES.get(sweep["stage"], sweep["stage"]) + (f", {sweep['sweep']}" if sweep["sweep"] != sweep["stage"]
+                                                             else "")
+    return f"{name}: {sweep['knob']}" + (f" ({fixed})" if fixed else "")
+
+
+def sweep_verdict(sweep: dict) -> dict:
+    """Does Δ grow with the knob, and is Δ ≥ BAR with p < ALPHA at the strongest setting?
+    ``verdict`` is "holds", "does not hold", or "open" while the strongest setting lacks the
+    2 seeds a side a test needs."""
+    settings = sweep["settings"]
+    measured = [s["delta"] for s in settings if s["delta"] is not None]
+    grows = len(measured) > 1 and all(b > a for a, b in zip(measured, measured[1:]))
+    last = settings[-1]
+    at_bar = last["delta"] is not None and last["delta"] >= BAR
+    significant = last["welch"] is not None and last["welch"].p < ALPHA
+    complete = len(measured) == len(settings)
+    holds = complete and grows and at_bar and significant
+    return {"grows": grows, "at_bar": at_bar, "significant": significant, "complete": complete, "holds": holds,
+            "verdict": "holds" if holds else "open" if last["welch"] is None else "does not hold"}
+
+
+def _verdict_text(sweep: dict) -> str:
+    v, settings = sweep_verdict(sweep), sweep["settings"]
+    last, knob, stage = settings[-1], f"`{sweep['knob']}`", STAGE_NAMES.get(sweep["stage"], sweep["stage"])
+    trend = " → ".join(f"{s['delta']:+.3f}" if s["delta"] is not None else "not measured" for s in settings)
+    measured = sum(s["delta"] is not None for s in settings)
+    why = f" (*{sweep['why']}*)" if sweep.get("why") else ""
+    text = f"**{sweep_title(sweep)}**{why}: **{v['verdict']}**."
+    if not measured:
+        return text + f" No runs yet at any of its {len(settings)} settings."
+    if len(settings) == 1:
+        text += f" A single setting of {knob}: no trend to read"
+    elif measured < 2:
+        text += f" No trend yet ({trend})"
+    else:
+        text += (f" Δ {'grows' if v['grows'] else 'does not grow'}{'' if v['complete'] else ' so far'} from the "
+                 f"weakest to the strongest setting of {knob} ({trend})")
+    if not v["complete"]:
+        text += f"; {measured} of {len(settings)} settings measured"
+    if last["delta"] is None:
+        return text + f"; the strongest setting, {knob} = {last['label']}, has no runs yet."
+    w = last["welch"]
+    test = format_p(w.p) if w else f"{min(len(last['full']), len(last['off']))} seed a side, no test yet"
+    text += (f". At the strongest setting, {knob} = {last['label']}, Δ = {last['delta']:+.3f} ({test}): "
+             + ("at or above" if v["at_bar"] else "below") + f" the bar of +{BAR:.2f}"
+             + (", and significant" if v["significant"] else f", and not significant (p ≥ {ALPHA})" if w else "")
+             + ".")
+    if last["delta"] < 0:
+        text += f" The model with {stage} off scores higher on average than the full model there."
+    return text
+
+
+def mechanisms_markdown(mechanisms: dict) -> str:
+    """The table of every setting (full, stage off, Δ, p, seeds) and one verdict per sweep."""
+    sweeps = mechanism_sweeps(mechanisms)
+    named = any(s["sweep"] != s["stage"] for s in sweeps)
+    fmt = lambda v: f"{v:.3f}" if v is not None else "-"  # noqa: E731
+    lines = [f"Machine: {mechanisms.get('machine', 'not recorded')}. Quick preset, 5-shot, fixed test episodes of "
+             "each world (the anet profile with one knob set); Δ = full − the stage's ablation, both trained from "
+             "scratch on the same seeds; Welch's t over the seeds (Welch–Satterthwaite df, two-sided p); "
+             "settings listed weakest first.", "",
+             "| " + ("sweep | " if named else "") + "stage | knob | value | fixed | full | stage off | Δ | p | "
+             "seeds |",
+             "|---" * (10 if named else 9) + "|"]
+    for sw in sweeps:
+        fixed = ", ".join(f"{k}={v}" for k, v in sw["fixed"].items()) or "-"
+        for s in sw["settings"]:
+            cells = [sw["stage"], f"`{sw['knob']}`", s["label"], fixed, fmt(_mean(s["full"])), fmt(_mean(s["off"])),
+                     f"{s['delta']:+.3f}" if s["delta"] is not None else "not measured",
+                     format_p(s["welch"].p) if s["welch"] else "-", f"{len(s['full'])} / {len(s['off'])}"]
+            lines.append("| " + " | ".join(([sw["sweep"]] if named else []) + cells) + " |")
+    verdicts = [sweep_verdict(sw)["verdict"] for sw in sweeps]
+    lines += ["", f"**Verdicts** (a stage matters when Δ grows with its knob and reaches Δ ≥ +{BAR:.2f} with "
+              f"p < {ALPHA} at the strongest setting): {verdicts.count('holds')} of {len(sweeps)} sweeps meet it"
+              + (f", {verdicts.count('open')} still open (the strongest setting lacks 2 seeds a side)"
+                 if "open" in verdicts else "") + ".", ""]
+    lines += [f"- {_verdict_text(sw)}" for sw in sweeps]
+    return "\n".join(lines)
+
+
+def _runs(defaults: dict, variant: str) -> list[float]:
+    return [r["mAP@0.5"] for r in defaults.get("runs", []) if r["variant"] == variant and "mAP@0.5" in r]
+
+
+def defaults_markdown(defaults: dict, base: str = "full") -> str:
+    """The variants of the model's defaults against ``base`` (today's defaults), and which default the
+    numbers support: a variant is significantly better or worse only at p < ALPHA."""
+    lines = [f"Machine: {defaults.get('machine', 'not recorded')}. Quick preset, 5-shot, fixed test episodes of "
+             "`data_samples/anet_like`; each variant changes one switch of today's full model and is trained from "
+             "scratch with the same budget and seeds. Δ = variant − full, Welch's t over the seeds. \"Stages "
+             "skipped\": the same trained model with all three stages bypassed at inference; \"skip cost\" = as "
+             "trained − stages skipped (how much the model uses its stages).", "",
+             "| variant | what it changes | seeds | mAP@0.5 | Δ vs full | p | stages skipped | skip cost | "
+             "learned gates (qtos / dynamics / stoq) |", "|---|---|---|---|---|---|---|---|---|"]
+    base_runs, tests = _runs(defaults, base), {}
+    for s in defaults["summary"]:
+        v = s["variant"]
+        if v != base:
+            w = _test(_runs(defaults, v), base_runs)
+            tests[v] = (w.diff, w.p) if w else (s.get("delta"), s.get("p"))
+        delta, p = tests.get(v, (None, None))
+        n = len(s.get("seeds", []))
+        cells = [f"`{v}`", s.get("what", ""), str(n),
+                 f"{s['mean']:.3f}" + (f" ± {s['sd']:.3f}" if n > 1 and s.get("sd") is not None else ""),
+                 f"{delta:+.3f}" if delta is not None else "-", format_p(p) if p is not None else "-",
+                 f"{s['stages_skipped_mean']:.3f}" if "stages_skipped_mean" in s else "-",
+                 f"{s['skip_cost']:+.3f}" if "skip_cost" in s else "-",
+                 " / ".join(f"{g:+.2f}" for g in s["gates"].values()) if s.get("gates") else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    better = sorted((v for v, (d, p) in tests.items() if p is not None and p < ALPHA and d > 0),
+                    key=lambda v: -tests[v][0])
+    worse = [v for v, (d, p) in tests.items() if p is not None and p < ALPHA and d < 0]
+    noise = [v for v in tests if v not in better and v not in worse]
+    names = lambda vs: ", ".join(f"`{v}`" for v in vs) or "none"  # noqa: E731
+    if better:
+        d, p = tests[better[0]]
+        choice = (f"**The numbers favour `{better[0]}`** over today's defaults (Δ {d:+.3f}, {format_p(p)}): "
+                  f"significantly better at p < {ALPHA}")
+    else:
+        choice = (f"**Today's defaults (`{base}`) stay**: no variant is significantly better at p < {ALPHA}")
+    choice += (f"; significantly worse: {names(worse)}; within the seeds' noise (p ≥ {ALPHA}, which is no evidence "
+               f"of no difference): {names(noise)}.")
+    return "\n".join(lines) + "\n\n" + choice
