@@ -9,7 +9,7 @@ functions, so the text follows the measurements when a results file changes:
 * :func:`training_time`, :func:`shipped_checkpoint`, :func:`sweep_plan`: times and the seed-0 model;
 * :func:`readme_quotes`: the sentences README.md quotes (``tests/test_report.py`` checks them);
 * notebook 08's section 9 (the model's defaults and the world mechanisms, ``defaults.json`` and
-  ``mechanisms.json``): :mod:`fscal_edu.report_issue12`.
+  ``mechanisms.json``): :mod:`fscal_edu.report_stages`.
 
 The tests themselves (Welch's t with Welch-Satterthwaite df, two-sided p, Holm over the list) are
 :func:`fscal_edu.diagnostics.ablation_tests` on :mod:`fscal_edu.stats`. A claim's verdict reads

@@ -22,7 +22,7 @@ import statistics
 from .report import ALPHA
 from .stats import format_p, welch
 
-BAR = 0.05                     # issue 12: Δ = full − stage off must reach this at the strongest setting
+BAR = 0.05                     # the bar: Δ = full − stage off must reach this at the strongest setting
 STAGE_NAMES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
 
 

@@ -134,7 +134,7 @@ def test_notebook_text_states_no_typed_measurement(name):
             assert "raise NotImplementedError" in src, src
 
 
-# --- issue 12: defaults.json and mechanisms.json (fscal_edu.report_issue12) ---
+# --- issue 12: defaults.json and mechanisms.json (fscal_edu.report_stages) ---
 
 def _defaults(seeds: dict, gates=None) -> dict:
     """A tiny defaults.json: ``{variant: [mAP@0.5 per seed]}``, summary computed as bench/defaults.py does."""
@@ -157,7 +157,7 @@ def _defaults(seeds: dict, gates=None) -> dict:
 
 
 def test_defaults_sentence_follows_the_numbers():
-    from fscal_edu.report_issue12 import defaults_markdown
+    from fscal_edu.report_stages import defaults_markdown
     stay = defaults_markdown(_defaults({"full": [0.50, 0.52, 0.48], "worse": [0.30, 0.31, 0.29],
                                         "noisy": [0.40, 0.62, 0.55]}, gates={"noisy": {"qtos": 0.1, "stoq": -0.2}}))
     assert "**Today's defaults (`full`) stay**" in stay and "significantly worse: `worse`" in stay
@@ -170,7 +170,7 @@ def test_defaults_sentence_follows_the_numbers():
 
 
 def test_defaults_markdown_carries_the_files_numbers():
-    from fscal_edu.report_issue12 import defaults_markdown
+    from fscal_edu.report_stages import defaults_markdown
     from fscal_edu.stats import format_p
     d = report.load_results("defaults")
     text = defaults_markdown(d)
@@ -204,7 +204,7 @@ def _bullet(text: str, title: str) -> str:
 
 
 def test_mechanism_verdicts_follow_the_numbers():
-    from fscal_edu.report_issue12 import mechanisms_markdown
+    from fscal_edu.report_stages import mechanisms_markdown
     growing = [_mech("stoq", v, [0.5, 0.51, 0.49], [0.5 - d, 0.51 - d, 0.49 - d])
                for v, d in ((0.0, 0.0), (2.0, 0.04), (4.0, 0.12))]
     text = mechanisms_markdown({"sweeps": growing})
@@ -231,7 +231,7 @@ def test_mechanism_verdicts_follow_the_numbers():
 
 
 def test_several_sweeps_per_stage_are_told_apart():
-    from fscal_edu.report_issue12 import mechanism_sweeps, mechanisms_markdown
+    from fscal_edu.report_stages import mechanism_sweeps, mechanisms_markdown
     items = [_mech("stoq", 0.0, [0.5, 0.5], [0.5, 0.5]), _mech("stoq", 1.0, [0.5, 0.5], [0.5, 0.5]),
              _mech("stoq", "a", [0.5, 0.6], [0.5, 0.5], sweep="stoq_variants"),
              _mech("stoq", "b", [0.5, 0.6], [0.5, 0.5], sweep="stoq_variants")]
@@ -243,7 +243,7 @@ def test_several_sweeps_per_stage_are_told_apart():
 
 
 def test_mechanisms_markdown_carries_the_files_numbers():
-    from fscal_edu.report_issue12 import BAR, mechanisms_markdown
+    from fscal_edu.report_stages import BAR, mechanisms_markdown
     from fscal_edu.stats import format_p
     mech = report.load_results("mechanisms")
     text = mechanisms_markdown(mech)

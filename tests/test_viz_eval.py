@@ -185,7 +185,7 @@ def test_mechanisms_figure_one_panel_per_sweep_with_the_files_deltas():
     assert any(t.mode == "text" and "no runs" in t.text for t in fig.data)
     bars = [s for s in fig.layout.shapes if s.y0 == 0.05]
     assert len(bars) == 3 and all(s.line.dash == "dash" for s in bars)
-    assert any(t.name and "the issue's bar" in t.name for t in fig.data)
+    assert any(t.name and "the bar" in t.name for t in fig.data)
     assert [s for s in fig.layout.shapes if s.y0 == 0.0]
     with pytest.raises(ValueError, match="sweep"):
         mechanisms_figure({"sweeps": []})
@@ -193,7 +193,7 @@ def test_mechanisms_figure_one_panel_per_sweep_with_the_files_deltas():
 
 def test_mechanisms_figure_on_the_shipped_results():
     from fscal_edu import report
-    from fscal_edu.report_issue12 import mechanism_sweeps
+    from fscal_edu.report_stages import mechanism_sweeps
     from fscal_edu.viz import mechanisms_figure
     mech = report.load_results("mechanisms")
     sweeps = mechanism_sweeps(mech)

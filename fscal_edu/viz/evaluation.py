@@ -8,7 +8,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from ..report_issue12 import BAR, mechanism_sweeps, sweep_title
+from ..report_stages import BAR, mechanism_sweeps, sweep_title
 from ..utils import FscalError, where
 from .attention import fig_stage_attention
 from .data import OTHER, SUPPORT
@@ -93,10 +93,10 @@ BAR_COLOUR = "#d62728"
 
 def mechanisms_figure(mechanisms: dict, *, columns: int = 3) -> go.Figure:
     """When does each stage matter? One panel per sweep of ``bench/results/mechanisms.json``
-    (:func:`fscal_edu.report_issue12.mechanism_sweeps`): x = the knob's settings, weakest to
+    (:func:`fscal_edu.report_stages.mechanism_sweeps`): x = the knob's settings, weakest to
     strongest; y = Δ = full − stage off (mean over seeds), with the standard error of that
     difference as an error bar (none below 2 seeds a side); each seed's own difference as a light
-    grey point behind it; a line at 0 and, dashed, the issue's bar Δ ≥ BAR at the strongest
+    grey point behind it; a line at 0 and, dashed, our bar Δ ≥ BAR at the strongest
     setting. A setting with no runs yet keeps its place on the axis, marked "no runs"."""
     sweeps = mechanism_sweeps(mechanisms)
     if not sweeps:
@@ -138,7 +138,7 @@ def mechanisms_figure(mechanisms: dict, *, columns: int = 3) -> go.Figure:
         fig.update_yaxes(title_text="Δ mAP@0.5" if c == 1 else None, zeroline=False, row=r, col=c,
                          range=[min(values) - pad, max(values) + pad])
     fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", line=dict(color=BAR_COLOUR, dash="dash"),
-                             name=f"the issue's bar: Δ ≥ {BAR:.2f} at the strongest setting"), row=1, col=1)
+                             name=f"the bar: Δ ≥ {BAR:.2f} at the strongest setting"), row=1, col=1)
     for title in fig.layout.annotations[:len(sweeps)]:
         title.font.size = 12
     fig.update_layout(title="When does each stage matter?", height=330 * rows + 80, legend_orientation="h",
