@@ -38,7 +38,8 @@ from fscal_edu.data.synthetic import PROFILES, write_world  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.runs import write_atomic  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.stats import format_p, welch  # noqa: E402
+from fscal_edu.report_stages import mechanisms_markdown  # noqa: E402
+from fscal_edu.stats import welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 
 RUNS = ROOT / "runs" / "mechanisms"
@@ -138,20 +139,7 @@ def report() -> dict:
     result = {"machine": f"{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU",
               "sweeps": out}
     write_atomic(RESULTS, json.dumps(result, indent=1) + "\n")
-    lines = ["", f"Machine: {result['machine']}. Quick preset, 5-shot, fixed test episodes of each world (the anet "
-             "profile with one knob set); Δ = full − the stage's ablation, both trained from scratch; Welch's t "
-             "over the seeds.", "",
-             "| sweep | stage | knob | value | fixed | full | stage off | Δ | p | seeds |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for it in out:
-        ab = off(it["sweep"])
-        f = f"{statistics.mean(it['full']):.3f}" if it["full"] else "-"
-        a = f"{statistics.mean(it[ab]):.3f}" if it[ab] else "-"
-        d = f"{it['delta']:+.3f}" if "delta" in it else "-"
-        p = format_p(it["p"]) if "p" in it else "-"
-        fixed = ", ".join(f"{k}={v}" for k, v in it["fixed"].items()) or "-"
-        lines.append(f"| {it['sweep']} | {it['stage']} | `{it['knob']}` | {it['value']} | {fixed} | {f} | {a} | {d} | "
-                     f"{p} | {len(it['full'])} / {len(it[ab])} |")
+    lines = ["", mechanisms_markdown(result)]
     lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
     replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
     return result
