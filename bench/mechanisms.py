@@ -5,7 +5,8 @@ Worlds are the anet profile with one mechanism knob set (``fscal_edu.data.synthe
 once to ``runs/mechanisms/worlds/``); models are the quick preset, 5-shot, trained from scratch;
 scores are mAP@0.5 on each world's fixed 5-shot test episodes. Every run leaves
 ``runs/mechanisms/<stage>_<value>_<model>_s<seed>.json`` (resumable; several processes can share
-the job list with ``--worker i/n``); ``--report`` writes ``bench/results/mechanisms.json`` and the
+the job list with ``--worker i/n``); ``--skips`` probes every finished full model with each stage and all three skipped at
+inference; ``--report`` writes ``bench/results/mechanisms.json`` and the
 "Mechanisms (issue 12)" section of ``docs/benchmarks.md``.
 
     python bench/mechanisms.py --worlds
@@ -38,7 +39,7 @@ from fscal_edu.data.synthetic import PROFILES, write_world  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.runs import write_atomic  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.report_stages import mechanisms_markdown  # noqa: E402
+from fscal_edu.report_stages import mechanisms_markdown, skips_markdown  # noqa: E402
 from fscal_edu.stats import welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 
@@ -114,12 +115,32 @@ def run_one(sweep: str, value, model: str, seed: int) -> dict:
     return row
 
 
-def pick(rows: list, sweep: str, value, model: str) -> list:
+SKIPS = ("qtos", "dynamics", "stoq", "qtos,dynamics,stoq")
+
+
+def skip_probe(done: Path) -> dict:
+    """Inference-time probes of one trained full model: each stage, and all three, bypassed
+    (``forward(skip=...)``) on the same test episodes; written into its run file."""
+    row = json.loads(done.read_text())
+    if row["model"] != "full" or "skipped" in row:
+        return row
+    value = tuple(row["value"]) if isinstance(row["value"], list) else row["value"]
+    world = World(world_dir(row.get("sweep", row["stage"]), value))
+    model = load_model(done.with_suffix("") / "best.pt", device="cpu")
+    row["skipped"] = {sk: evaluate_model(model, world, "test", 5, skip=sk)[0]["mAP@0.5"] for sk in SKIPS}
+    write_atomic(done, json.dumps(row) + "\n")
+    return row
+
+
+def pick(rows: list, sweep: str, value, model: str, skip: str | None = None) -> list:
     """The seeds' mAP@0.5 of one model at one knob setting (JSON turns tuples into lists; the
     first sweeps' rows carry no "sweep": theirs is their stage)."""
     same = lambda v: (tuple(v) if isinstance(v, list) else v) == value   # noqa: E731
     key = lambda r: r.get("group", r.get("sweep", r["stage"]))   # noqa: E731
-    return [r["mAP@0.5"] for r in rows if key(r) == group(sweep) and r["model"] == model and same(r["value"])]
+    rows = [r for r in rows if key(r) == group(sweep) and r["model"] == model and same(r["value"])]
+    if skip is not None:          # the full model with stages bypassed at inference (where probed)
+        return [r["skipped"][skip] for r in rows if "skipped" in r]
+    return [r["mAP@0.5"] for r in rows]
 
 
 def report() -> dict:
@@ -130,6 +151,9 @@ def report() -> dict:
             full, ablated = pick(rows, sweep, value, "full"), pick(rows, sweep, value, off(sweep))
             item = {"sweep": sweep, "stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
                     "full": full, off(sweep): ablated}
+            skipped = {sk: pick(rows, sweep, value, "full", sk) for sk in SKIPS}
+            if any(skipped.values()):
+                item["full_skipped"] = skipped
             if full and ablated:
                 item["delta"] = statistics.mean(full) - statistics.mean(ablated)
             if len(full) > 1 and len(ablated) > 1:
@@ -139,7 +163,7 @@ def report() -> dict:
     result = {"machine": f"{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU",
               "sweeps": out}
     write_atomic(RESULTS, json.dumps(result, indent=1) + "\n")
-    lines = ["", mechanisms_markdown(result)]
+    lines = ["", mechanisms_markdown(result), "", skips_markdown(result)]
     lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
     replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
     return result
@@ -151,6 +175,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--worker", default="0/1", help="i/n: run every n-th job, starting at i")
     p.add_argument("--report", action="store_true", help="only summarise the finished runs")
+    p.add_argument("--skips", action="store_true", help="probe every finished full model with stages skipped")
     p.add_argument("--worlds", action="store_true", help="only generate the worlds (before several workers start)")
     args = p.parse_args()
     if args.report:
@@ -158,6 +183,11 @@ def main() -> None:
         return
     configure_process(threads=args.threads)
     i, n = (int(x) for x in args.worker.split("/"))
+    if args.skips:
+        for k, done in enumerate(sorted(RUNS.glob("*_full_s*.json"))):
+            if k % n == i:
+                print(json.dumps(skip_probe(done)), flush=True)
+        return
     if args.worlds:
         for sweep, (_, _, values, _, _) in SWEEPS.items():
             for value in values:

@@ -1,6 +1,6 @@
 """Issue 12's results files -> notebook 08's section 9: can the stages be made to matter?
 
-Two experiments, each read from its results file so that the text follows the measurements:
+Two experiments (and the probes of the second's models), each read from its results file so that the text follows the measurements:
 
 * :func:`defaults_markdown`: ``bench/results/defaults.json`` (``bench/defaults.py``): variants of the
   model's defaults (support summary, the added term of each stage, ``mass_norm``, twin negatives),
@@ -8,7 +8,8 @@ Two experiments, each read from its results file so that the text follows the me
 * :func:`mechanisms_markdown` (and :func:`mechanism_sweeps`, which the figure
   :func:`fscal_edu.viz.evaluation.mechanisms_figure` reads too): ``bench/results/mechanisms.json``
   (``bench/mechanisms.py``): for each stage, worlds in which a knob made for that stage grows, and
-  Δ = full − (that stage off) at each setting.
+  Δ = full − (that stage off) at each setting; :func:`skips_markdown`: the same trained full models
+  with stages bypassed at inference (does the trained model *use* a stage there?).
 
 A mechanism **holds** when Δ grows with its knob (each setting's mean Δ above the previous one's) and,
 at the strongest setting, Δ ≥ :data:`BAR` with p < :data:`~fscal_edu.report.ALPHA` (Welch's t over
@@ -196,3 +197,33 @@ def defaults_markdown(defaults: dict, base: str = "full") -> str:
     choice += (f"; significantly worse: {names(worse)}; within the seeds' noise (p ≥ {ALPHA}, which is no evidence "
                f"of no difference): {names(noise)}.")
     return "\n".join(lines) + "\n\n" + choice
+
+
+SKIP_LABELS = {"qtos": "QtoS", "dynamics": "Dynamics-CA", "stoq": "StoQ", "qtos,dynamics,stoq": "all three"}
+
+
+def skips_markdown(mechanisms: dict) -> str:
+    """Each world's trained full models with stages skipped at inference: the mean cost
+    ``mAP(full) − mAP(skipped)`` over the seeds probed. Sweeps over one knob share their full models
+    (one row per world). Empty when nothing has been probed yet."""
+    rows, seen = [], set()
+    for it in mechanisms.get("sweeps", []):
+        skipped = it.get("full_skipped") or {}
+        world = (it["knob"], value_label(it["value"]), tuple(sorted(it.get("fixed", {}).items())))
+        if not any(skipped.values()) or world in seen:
+            continue
+        seen.add(world)
+        n = min(len(v) for v in skipped.values())
+        full = it["full"][:n]
+        costs = [statistics.mean(f - x for f, x in zip(full, skipped[k][:n])) for k in SKIP_LABELS]
+        fixed = ", ".join(f"{k}={v}" for k, v in it.get("fixed", {}).items()) or "-"
+        rows.append(f"| `{it['knob']}` = {world[1]} | {fixed} | {statistics.mean(full):.3f} | "
+                    + " | ".join(f"{c:+.3f}" for c in costs) + f" | {n} |")
+    if not rows:
+        return ""
+    head = ["The same trained full models with stages bypassed at inference (`forward(skip=...)`): the cost is "
+            "mAP@0.5 as trained minus mAP@0.5 with the stage skipped, averaged over the seeds probed. A cost "
+            "near 0 means the trained model does not use the stage on that world.", "",
+            "| world | fixed | full | " + " | ".join(f"skip {v}" for v in SKIP_LABELS.values()) + " | seeds |",
+            "|---" * (4 + len(SKIP_LABELS)) + "|"]
+    return "\n".join(head + rows)

@@ -267,3 +267,15 @@ def test_mechanisms_markdown_carries_the_files_numbers():
         grows = None not in deltas and all(b > a for a, b in zip(deltas, deltas[1:])) and len(deltas) > 1
         holds = grows and last["delta"] >= BAR and last["p"] < report.ALPHA
         assert ("**holds**" if holds else "**does not hold**") in line, line
+
+
+def test_skip_costs_are_full_minus_skipped_one_row_per_world():
+    from fscal_edu.report_stages import skips_markdown
+    skipped = {"qtos": [0.4, 0.5], "dynamics": [0.6, 0.6], "stoq": [0.55, 0.65], "qtos,dynamics,stoq": [0.3, 0.3]}
+    shared = [dict(_mech(stage, 0.4, [0.6, 0.7], [0.5, 0.5], sweep=f"{stage}_outliers"), knob="outlier_prob",
+                   full_skipped=skipped) for stage in ("qtos", "dynamics", "stoq")]
+    text = skips_markdown({"sweeps": shared + [_mech("qtos", 0.0, [0.5], [0.5])]})
+    rows = [line for line in text.splitlines() if line.startswith("| `")]
+    assert len(rows) == 1                                  # three sweeps, one world, one row
+    assert rows[0] == "| `outlier_prob` = 0.4 | - | 0.650 | +0.200 | +0.050 | +0.050 | +0.350 | 2 |"
+    assert skips_markdown({"sweeps": [_mech("qtos", 0.0, [0.5], [0.5])]}) == ""    # nothing probed yet
