@@ -63,9 +63,20 @@ SWEEPS = {
                           "outlier supports: each support read against all the others"),
     "stoq_outliers": ("stoq", "outlier_prob", [0.0, 0.2, 0.4], {},
                       "outlier supports: each support snippet votes for the proposals it resembles"),
+    # an action in V variants, V growing: a summary of supports of mixed variants matches no instance
+    "stoq_variants": ("stoq", "variants_per_class", [1, 2, 4], {},
+                      "variants: each support snippet votes for the proposals of its own variant"),
+    "qtos_variants": ("qtos", "variants_per_class", [1, 2, 4], {},
+                      "variants: the query's proposals mark the supports of its variant"),
+    "dynamics_variants": ("dynamics", "variants_per_class", [1, 2, 4], {},
+                          "variants: each support read against supports of other variants"),
 }
 # sweeps over the same knob share their worlds and full models: run files are named by the group
-GROUP = {"qtos_outliers": "outliers", "dynamics_outliers": "outliers", "stoq_outliers": "outliers"}
+GROUP = {"qtos_outliers": "outliers", "dynamics_outliers": "outliers", "stoq_outliers": "outliers",
+         "qtos_variants": "variants", "dynamics_variants": "variants", "stoq_variants": "variants"}
+# a setting that leaves the anet profile as it is uses the runs of that world made under this prefix
+# (same world bytes, same config, same seed: the same training, deterministic on CPU)
+DEFAULT_WORLD = "outliers_0"
 
 
 def label(value) -> str:
@@ -76,6 +87,14 @@ def group(sweep: str) -> str:
     return GROUP.get(sweep, sweep)
 
 
+def prefix(sweep: str, value) -> str:
+    """Run files of one setting: ``<group>_<value>``, or the default world's runs."""
+    _, knob, _, fixed, _ = SWEEPS[sweep]
+    if not fixed and getattr(PROFILES["anet"], knob) == value:
+        return DEFAULT_WORLD
+    return f"{group(sweep)}_{label(value)}"
+
+
 def off(sweep: str) -> str:
     """The ablation that turns the sweep's stage off."""
     return f"no_{SWEEPS[sweep][0]}"
@@ -84,7 +103,7 @@ def off(sweep: str) -> str:
 def world_dir(sweep: str, value) -> Path:
     """The world of one knob setting, generated on first use (seed 0, 300 test episodes per K)."""
     _, knob, _, fixed, _ = SWEEPS[sweep]
-    path = RUNS / "worlds" / f"{group(sweep)}_{label(value)}"
+    path = RUNS / "worlds" / prefix(sweep, value)
     if not (path / "world.json").is_file():
         cfg = dataclasses.replace(PROFILES["anet"], **fixed, **{knob: value})
         write_world(path, cfg, seed=0, n_test_episodes=300, n_val_episodes=100)
@@ -95,17 +114,18 @@ def jobs(seeds) -> list[tuple]:
     """Seed-major (every setting gets seed 0 first), strongest setting first within a seed."""
     out = [(sweep, value, model, seed) for seed in seeds for sweep, (_, _, values, _, _) in SWEEPS.items()
            for value in reversed(values) for model in ("full", off(sweep))]
-    seen = set()      # a group's full model runs once per setting and seed
-    return [j for j in out if not ((group(j[0]),) + j[1:] in seen or seen.add((group(j[0]),) + j[1:]))]
+    seen = set()      # one world's model runs once per seed, whichever sweeps read it
+    key = lambda j: (prefix(j[0], j[1]), j[2], j[3])   # noqa: E731
+    return [j for j in out if not (key(j) in seen or seen.add(key(j)))]
 
 
 def run_one(sweep: str, value, model: str, seed: int) -> dict:
-    done = RUNS / f"{group(sweep)}_{label(value)}_{model}_s{seed}.json"
+    done = RUNS / f"{prefix(sweep, value)}_{model}_s{seed}.json"
     if done.is_file():
         return json.loads(done.read_text())
     world = World(world_dir(sweep, value))
     t0 = time.perf_counter()
-    run = RUNS / f"{group(sweep)}_{label(value)}_{model}_s{seed}"
+    run = RUNS / f"{prefix(sweep, value)}_{model}_s{seed}"
     train(get_config("quick", ablate=[] if model == "full" else [model]), world, run, seed=seed, device="cpu",
           progress=False, overwrite=True)
     m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
@@ -133,18 +153,16 @@ def skip_probe(done: Path) -> dict:
 
 
 def pick(rows: list, sweep: str, value, model: str, skip: str | None = None) -> list:
-    """The seeds' mAP@0.5 of one model at one knob setting (JSON turns tuples into lists; the
-    first sweeps' rows carry no "sweep": theirs is their stage)."""
-    same = lambda v: (tuple(v) if isinstance(v, list) else v) == value   # noqa: E731
-    key = lambda r: r.get("group", r.get("sweep", r["stage"]))   # noqa: E731
-    rows = [r for r in rows if key(r) == group(sweep) and r["model"] == model and same(r["value"])]
+    """The seeds' mAP@0.5 of one model at one knob setting; ``rows`` are ``(file stem, row)``."""
+    head = f"{prefix(sweep, value)}_{model}_s"
+    rows = [r for stem, r in rows if stem.startswith(head) and stem[len(head):].isdigit()]
     if skip is not None:          # the full model with stages bypassed at inference (where probed)
         return [r["skipped"][skip] for r in rows if "skipped" in r]
     return [r["mAP@0.5"] for r in rows]
 
 
 def report() -> dict:
-    rows = [json.loads(p.read_text()) for p in sorted(RUNS.glob("*_s*.json"))]
+    rows = [(p.stem, json.loads(p.read_text())) for p in sorted(RUNS.glob("*_s*.json"))]
     out = []
     for sweep, (stage, knob, values, fixed, why) in SWEEPS.items():
         for value in values:
