@@ -39,7 +39,7 @@ from fscal_edu.data.synthetic import PROFILES, write_world  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.runs import write_atomic  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.report_stages import mechanisms_markdown, skips_markdown  # noqa: E402
+from fscal_edu.report_stages import mechanisms_markdown, pooled_markdown, skips_markdown  # noqa: E402
 from fscal_edu.stats import welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 
@@ -181,7 +181,7 @@ def report() -> dict:
     result = {"machine": f"{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU",
               "sweeps": out}
     write_atomic(RESULTS, json.dumps(result, indent=1) + "\n")
-    lines = ["", mechanisms_markdown(result), "", skips_markdown(result)]
+    lines = ["", mechanisms_markdown(result), "", pooled_markdown(result), "", skips_markdown(result)]
     lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
     replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
     return result

@@ -21,7 +21,7 @@ import math
 import statistics
 
 from .report import ALPHA
-from .stats import format_p, welch
+from .stats import format_p, t_two_sided_p, welch
 
 BAR = 0.05                     # the bar: Δ = full − stage off must reach this at the strongest setting
 STAGE_NAMES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
@@ -227,3 +227,27 @@ def skips_markdown(mechanisms: dict) -> str:
             "| world | fixed | full | " + " | ".join(f"skip {v}" for v in SKIP_LABELS.values()) + " | seeds |",
             "|---" * (4 + len(SKIP_LABELS)) + "|"]
     return "\n".join(head + rows)
+
+
+def pooled_markdown(mechanisms: dict) -> str:
+    """Each stage over every distinct world of the sweeps (a world read by several sweeps, such as
+    the default one, counts once): in how many worlds the stage's ablation scores higher, the mean Δ
+    over the worlds, and a one-sample t-test of the per-world mean Δs against 0 (df = worlds − 1)."""
+    lines = []
+    for stage, name in STAGE_NAMES.items():
+        worlds = {}
+        for it in mechanisms.get("sweeps", []):
+            full, off = it.get("full") or [], it.get(f"no_{stage}") or []
+            if it["stage"] == stage and len(full) > 1 and len(off) > 1:
+                worlds[(tuple(full), tuple(off))] = statistics.mean(full) - statistics.mean(off)
+        deltas = list(worlds.values())
+        if len(deltas) < 2:
+            continue
+        t = statistics.mean(deltas) / (statistics.stdev(deltas) / math.sqrt(len(deltas)))
+        p = t_two_sided_p(t, len(deltas) - 1)
+        lines.append(f"- **{name}** over {len(deltas)} worlds (each with at least 2 seeds a side): mean Δ = "
+                     f"{statistics.mean(deltas):+.3f} (t = {t:+.2f}, df = {len(deltas) - 1}, {format_p(p)}); "
+                     f"the model with it off scores higher in {sum(d < 0 for d in deltas)} of {len(deltas)}.")
+    if not lines:
+        return ""
+    return "\n".join(["**Pooled over the worlds** (Δ = full − stage off, one mean Δ per world):", ""] + lines)

@@ -279,3 +279,20 @@ def test_skip_costs_are_full_minus_skipped_one_row_per_world():
     assert len(rows) == 1                                  # three sweeps, one world, one row
     assert rows[0] == "| `outlier_prob` = 0.4 | - | 0.650 | +0.200 | +0.050 | +0.050 | +0.350 | 2 |"
     assert skips_markdown({"sweeps": [_mech("qtos", 0.0, [0.5], [0.5])]}) == ""    # nothing probed yet
+
+
+def test_pooled_counts_each_world_once_and_tests_the_mean_delta():
+    import math
+    import statistics as st
+
+    from fscal_edu.report_stages import pooled_markdown
+    from fscal_edu.stats import t_two_sided_p
+    worlds = [_mech("stoq", v, [0.5, 0.6], [0.5 + d, 0.6 + d]) for v, d in ((0, 0.02), (1, 0.05), (2, 0.08))]
+    again = dict(worlds[0], sweep="stoq_other")                 # the same world read by another sweep
+    text = pooled_markdown({"sweeps": worlds + [again, _mech("stoq", 3, [0.5], [0.1])]})   # 1 seed: left out
+    deltas = [-0.02, -0.05, -0.08]
+    t = st.mean(deltas) / (st.stdev(deltas) / math.sqrt(3))
+    line = next(x for x in text.splitlines() if "StoQ" in x)
+    assert "over 3 worlds" in line and "mean Δ = -0.050" in line and f"t = {t:+.2f}, df = 2" in line
+    assert f"p = {t_two_sided_p(t, 2):.2f}" in line and "higher in 3 of 3" in line
+    assert "QtoS" not in text and pooled_markdown({"sweeps": worlds[:1]}) == ""
