@@ -4,7 +4,7 @@ exists for it, Δ = full − (that stage off), 3 seeds per setting.
 Worlds are the anet profile with one mechanism knob set (``fscal_edu.data.synthetic``, written
 once to ``runs/mechanisms/worlds/``); models are the quick preset, 5-shot, trained from scratch;
 scores are mAP@0.5 on each world's fixed 5-shot test episodes. Every run leaves
-``runs/mechanisms/<stage>_<value>_<model>_s<seed>.json`` (resumable; several processes can share
+``runs/mechanisms/<world>_<model>_s<seed>.json`` (:func:`prefix`; resumable; several processes can share
 the job list with ``--worker i/n``); ``--skips`` probes every finished full model with each stage and all three skipped at
 inference; ``--report`` writes ``bench/results/mechanisms.json`` and the
 "Mechanisms (issue 12)" section of ``docs/benchmarks.md``.
@@ -129,8 +129,8 @@ def run_one(sweep: str, value, model: str, seed: int) -> dict:
     train(get_config("quick", ablate=[] if model == "full" else [model]), world, run, seed=seed, device="cpu",
           progress=False, overwrite=True)
     m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
-    row = {"sweep": sweep, "group": group(sweep), "stage": SWEEPS[sweep][0], "knob": SWEEPS[sweep][1], "value": value, "model": model, "seed": seed,
-           "mAP@0.5": m["mAP@0.5"], "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
+    row = {"sweep": sweep, "stage": SWEEPS[sweep][0], "knob": SWEEPS[sweep][1], "value": value, "model": model,
+           "seed": seed, "mAP@0.5": m["mAP@0.5"], "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
     write_atomic(done, json.dumps(row) + "\n")
     return row
 
@@ -167,7 +167,7 @@ def report() -> dict:
     for sweep, (stage, knob, values, fixed, why) in SWEEPS.items():
         for value in values:
             full, ablated = pick(rows, sweep, value, "full"), pick(rows, sweep, value, off(sweep))
-            item = {"sweep": sweep, "stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
+            item = {"sweep": sweep, "world": prefix(sweep, value), "stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
                     "full": full, off(sweep): ablated}
             skipped = {sk: pick(rows, sweep, value, "full", sk) for sk in SKIPS}
             if any(skipped.values()):

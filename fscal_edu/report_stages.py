@@ -204,12 +204,12 @@ SKIP_LABELS = {"qtos": "QtoS", "dynamics": "Dynamics-CA", "stoq": "StoQ", "qtos,
 
 def skips_markdown(mechanisms: dict) -> str:
     """Each world's trained full models with stages skipped at inference: the mean cost
-    ``mAP(full) − mAP(skipped)`` over the seeds probed. Sweeps over one knob share their full models
-    (one row per world). Empty when nothing has been probed yet."""
+    ``mAP(full) − mAP(skipped)`` over the seeds probed. Sweeps that read one world share its full
+    models: one row per world (an item's ``"world"``). Empty when nothing has been probed yet."""
     rows, seen = [], set()
     for it in mechanisms.get("sweeps", []):
         skipped = it.get("full_skipped") or {}
-        world = (it["knob"], value_label(it["value"]), tuple(sorted(it.get("fixed", {}).items())))
+        world = it.get("world") or (it["knob"], value_label(it["value"]), tuple(sorted(it.get("fixed", {}).items())))
         if not any(skipped.values()) or world in seen:
             continue
         seen.add(world)
@@ -230,8 +230,8 @@ def skips_markdown(mechanisms: dict) -> str:
 
 
 def pooled_markdown(mechanisms: dict) -> str:
-    """Each stage over every distinct world of the sweeps (a world read by several sweeps, such as
-    the default one, counts once): in how many worlds the stage's ablation scores higher, the mean Δ
+    """Each stage over every distinct world of the sweeps (an item's ``"world"``; a world read by
+    several sweeps, such as the default one, counts once): in how many worlds the stage's ablation scores higher, the mean Δ
     over the worlds, and a one-sample t-test of the per-world mean Δs against 0 (df = worlds − 1)."""
     lines = []
     for stage, name in STAGE_NAMES.items():
@@ -239,7 +239,7 @@ def pooled_markdown(mechanisms: dict) -> str:
         for it in mechanisms.get("sweeps", []):
             full, off = it.get("full") or [], it.get(f"no_{stage}") or []
             if it["stage"] == stage and len(full) > 1 and len(off) > 1:
-                worlds[(tuple(full), tuple(off))] = statistics.mean(full) - statistics.mean(off)
+                worlds[it.get("world") or (tuple(full), tuple(off))] = statistics.mean(full) - statistics.mean(off)
         deltas = list(worlds.values())
         if len(deltas) < 2:
             continue
