@@ -217,7 +217,7 @@ def skips_markdown(mechanisms: dict) -> str:
         full = it["full"][:n]
         costs = [statistics.mean(f - x for f, x in zip(full, skipped[k][:n])) for k in SKIP_LABELS]
         fixed = ", ".join(f"{k}={v}" for k, v in it.get("fixed", {}).items()) or "-"
-        rows.append(f"| `{it['knob']}` = {world[1]} | {fixed} | {statistics.mean(full):.3f} | "
+        rows.append(f"| `{it['knob']}` = {value_label(it['value'])} | {fixed} | {statistics.mean(full):.3f} | "
                     + " | ".join(f"{c:+.3f}" for c in costs) + f" | {n} |")
     if not rows:
         return ""
