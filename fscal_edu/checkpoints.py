@@ -7,21 +7,21 @@ state dict), ``step``, ``best`` (best validation mAP@0.5), ``torch_rng``, ``extr
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from .config import Config
 from .model import FSCAL
-from .utils import FscalError, get_device, where
+from .utils import FscalError, atomic_path, get_device, where
 
 CHECKPOINT_FORMAT = "fscal-edu-checkpoint-v1"
 
 
 def save_checkpoint(path, model: FSCAL, optimizer=None, scheduler=None, *, step: int = 0,
                     best: float = -1.0, extra: dict | None = None) -> Path:
-    """Write atomically: to ``path.tmp`` first, then rename, so a crash never leaves half a file."""
+    """Write atomically (:func:`fscal_edu.utils.atomic_path`: a temporary file, fsync, rename), so a
+    crash never leaves half a file."""
     path = Path(path)
     state = {"format": CHECKPOINT_FORMAT, "config": model.cfg.to_dict(), "model": model.state_dict(),
              "step": step, "best": best, "torch_rng": torch.get_rng_state(), "extra": extra or {}}
@@ -29,9 +29,8 @@ def save_checkpoint(path, model: FSCAL, optimizer=None, scheduler=None, *, step:
         state["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
         state["scheduler"] = scheduler.state_dict()
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -27,7 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
-from .utils import FscalError, where
+from .utils import FscalError, atomic_write_text, check_int, where
+
+# the name bench scripts knew; the one home of atomic writes is fscal_edu.utils
+write_atomic = atomic_write_text
 
 RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
 RUN_KEYS = ("seed", "dataset", "threads")     # what config.json holds beside the config sections
@@ -36,18 +39,6 @@ RUN_KEYS = ("seed", "dataset", "threads")     # what config.json holds beside th
 # ---------------------------------------------------------------------------------------------
 # Small file helpers
 # ---------------------------------------------------------------------------------------------
-
-def write_atomic(path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half a file."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
 
 def run_files(out) -> list[str]:
     """The run files present in ``out`` (empty if ``out`` holds no run)."""
@@ -159,8 +150,8 @@ class Run:
             warnings.warn(f"{where(file=self.out, field='out')}: moved the run that was there aside "
                           f"to {str(aside)!r}", stacklevel=2)
         self.out.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.out / "config.json", json.dumps(self.config, indent=1) + "\n")
-        write_atomic(self.log_path, "".join(json.dumps(r) + "\n" for r in self.records))
+        atomic_write_text(self.out / "config.json", json.dumps(self.config, indent=1) + "\n")
+        atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._t0 = time.perf_counter()
         return self
 
@@ -323,7 +314,6 @@ def validate_training_data(world, cfg: Config, *, progress: bool = True) -> None
 
 
 def check_positive(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, else an error naming the argument ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise FscalError(f"{where(field=name)}: must be an integer >= {minimum}, got {value!r}")
-    return value
+    """``value`` as an int >= ``minimum``, else an error naming the argument ``name``
+    (:func:`fscal_edu.utils.check_int`)."""
+    return check_int(value, at_least=minimum, field=name)

@@ -1,15 +1,20 @@
-"""Small helpers shared by the whole package: device, seeds, quick mode, JSON files, showing source.
+"""Small helpers shared by the whole package: device, seeds, quick mode, JSON files, atomic writes,
+range checks, showing source.
 
 Process-wide settings (threads, denormal flushing) are not here: they belong to the entry points,
 see :mod:`fscal_edu.runtime`.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import math
 import os
 import random
 import re
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,7 +101,6 @@ def read_json(path, what: str = "file"):
     ``what`` names the file in the messages (``"features.json"``, ``"the annotations file"``): a
     missing file, unreadable bytes (not UTF-8) and invalid JSON each say so.
     """
-    from pathlib import Path
     path = Path(path)
     if not path.is_file():
         raise FscalError(f"{where(file=path, field='path')}: {what} is missing")
@@ -104,3 +108,101 @@ def read_json(path, what: str = "file"):
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FscalError(f"{where(file=path, field='path')}: not readable JSON, {what} ({e})") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic writes: the one home (checkpoints, run files, the feature store, bench results)
+# ---------------------------------------------------------------------------------------------
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename inside ``folder`` durable (POSIX); where a folder cannot be opened (Windows),
+    the rename is still atomic, only not forced to disk."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path, *, mode: int | None = None):
+    """Yield a temporary path beside ``path``; when the block ends without an error, the temporary
+    file is forced to disk (``fsync``), renamed onto ``path`` (``os.replace``, atomic) and the folder
+    is synced. On an error the temporary file is removed and ``path`` is left as it was.
+
+    So a reader (or a crash, or a kill) sees the old file or the new one, never half a file. The
+    temporary name is unique (``tempfile.mkstemp``), so processes writing the same target at the
+    same time do not collide; ``mode`` sets the permissions (default: what ``open`` would give).
+    """
+    path = Path(path)
+    fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        if mode is None:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        yield tmp
+        fd = os.open(tmp, os.O_RDWR)          # the writer may have closed (or replaced) the file
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    _fsync_folder(path.parent)
+
+
+def _umask() -> int:
+    """The process's file-creation mask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path, data: bytes, *, mode: int | None = None) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`atomic_path`)."""
+    with atomic_path(path, mode=mode) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def atomic_write_text(path, text: str, *, mode: int | None = None) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_path`)."""
+    return atomic_write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+def atomic_write_json(path, obj, *, indent: int | None = 1, mode: int | None = None) -> Path:
+    """Write ``obj`` as JSON (and a final newline) to ``path`` atomically (:func:`atomic_path`)."""
+    return atomic_write_text(path, json.dumps(obj, indent=indent) + "\n", mode=mode)
+
+
+# ---------------------------------------------------------------------------------------------
+# Range checks: the one home for "an integer >= n" and "a number in [low, high]"
+# ---------------------------------------------------------------------------------------------
+
+def check_int(value, *, at_least: int, field: str, file=None) -> int:
+    """``value`` as an ``int`` >= ``at_least``, else an :class:`FscalError` naming ``field`` (and
+    ``file``). Booleans and floats are refused (``shots=True`` or ``T=2.5`` are mistakes)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)) or value < at_least:
+        raise FscalError(f"{where(file=file, field=field)}: must be an integer >= {at_least}, got {value!r}")
+    return int(value)
+
+
+def check_number(value, *, field: str, low: float | None = None, high: float | None = None,
+                 file=None) -> float:
+    """``value`` as a finite ``float`` with ``low <= value <= high`` (a bound left ``None`` is open),
+    else an :class:`FscalError` naming ``field`` (and ``file``)."""
+    is_number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not is_number or not math.isfinite(value) or (low is not None and value < low) \
+            or (high is not None and value > high):
+        span = f"[{'-inf' if low is None else low}, {'inf' if high is None else high}]"
+        raise FscalError(f"{where(file=file, field=field)}: must be a finite number in {span}, got {value!r}")
+    return float(value)

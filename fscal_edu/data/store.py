@@ -15,8 +15,9 @@ once, shared by every process that maps it, and a video is a zero-copy slice of 
 * Building reads every file with :func:`fscal_edu.data.features.read_features`, so bad input
   (wrong width, NaN, zero length) stops the build with the usual error naming file, video and field.
   Values beyond float16's range (|x| > 65504) are an error too, not a silent inf.
-* Writes are atomic (a temporary name, then ``os.replace``): processes that build at the same time
-  write the same bytes, and a reader never sees half a pack.
+* Writes are atomic (:func:`fscal_edu.utils.atomic_path`: a unique temporary name, fsync, then
+  ``os.replace``): processes that build at the same time write the same bytes, and a reader never
+  sees half a pack.
 * Where ``DIR`` is read-only, the cache goes to ``$FSCAL_CACHE_DIR`` (or ``~/.cache/fscal-edu``)
   under a folder named after a hash of ``DIR``'s path.
 
@@ -29,15 +30,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from ..utils import FscalError, where
+from ..utils import FscalError, atomic_path, atomic_write_text, where
 from .features import FEATURE_SUFFIXES, read_features
 
 STORE_VERSION = 1
+SHARED = 0o644                 # pack and index readable by every user of a shared dataset
 CACHE_NAME = ".fscal_cache"
 FLOAT16_MAX = float(np.finfo(np.float16).max)
 
@@ -94,13 +95,6 @@ def _peek_shape(path: Path) -> tuple | None:
         return None                                        # read_features says what is wrong
 
 
-def _atomic_path(target: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o644)                  # readable by every user of a shared dataset
-    return Path(tmp)
-
-
 class FeatureStore:
     """All feature files of ``DIR/features`` as one float16 memory map, built on first use.
 
@@ -145,8 +139,7 @@ class FeatureStore:
                 shape = read_features(p, expected_dim=C, video_id=vid).shape   # raises on bad input
             lengths[vid] = int(shape[0])
         total = sum(lengths.values())
-        tmp = _atomic_path(pack)
-        try:
+        with atomic_path(pack, mode=SHARED) as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(total, C))
             videos, row = {}, 0
             for vid, p in files.items():      # pass 2: read, check, round to float16, write
@@ -161,14 +154,8 @@ class FeatureStore:
                 row += len(x)
             out.flush()
             del out
-            os.replace(tmp, pack)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        tmp = _atomic_path(index)
-        tmp.write_text(json.dumps({"version": STORE_VERSION, "feature_dim": C, "shape": [total, C],
-                                   "dtype": "float16", "videos": videos}) + "\n")
-        os.replace(tmp, index)
+        atomic_write_text(index, json.dumps({"version": STORE_VERSION, "feature_dim": C, "shape": [total, C],
+                                             "dtype": "float16", "videos": videos}) + "\n", mode=SHARED)
 
     # --- reading ---------------------------------------------------------------------------------
 
