@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .postprocess import results_json
 from .proposals import tiou
 from .utils import FscalError, read_json, where
 
@@ -368,8 +369,7 @@ def fscal_predictions(results: dict, episodes, *, pooled: bool = True) -> dict:
             raise FscalError(f"{where(video=eid, field='results')}: must be a list of detections")
         label = COMMON if pooled else eps[eid]["label"]
         out[eid] = [{**entry, "label": label} if isinstance(entry, dict) else entry for entry in entries]
-    return {"version": results.get("version"), "external_data": results.get("external_data"),
-            "results": out}
+    return results_json(out)
 
 
 def evaluate_fscal(episodes, annotations: dict, results: dict, tiou_thresholds=None) -> dict:

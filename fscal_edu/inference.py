@@ -13,7 +13,7 @@ from .data.episodes import EpisodeDataset, World, collate, episode_tensors
 from .distributed import unwrap
 from .evaluation import evaluate_fscal
 from .model import STAGES
-from .postprocess import merge_detections
+from .postprocess import merge_detections, results_json
 from .proposals import decode, proposal_names
 from .utils import get_device
 
@@ -54,7 +54,7 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
         segs, scores, axes = zip(*windows[ep["id"]])
         results[ep["id"]] = merge_detections(torch.cat(segs), torch.cat(scores), cfg, world,
                                              video=ep["query"], axis=axes[0])
-    return {"version": "fscal-edu", "external_data": {}, "results": results}
+    return results_json(results)
 
 
 def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | None = None,

@@ -101,8 +101,24 @@ def to_seconds(segments, *, duration: float, num_snippets: int, meta=None, feat_
     return np.clip(seconds, 0.0, duration)
 
 
-def predictions_to_results(detections: dict, label: str = "common", version: str = "VERSION 1.3") -> dict:
-    """An ActivityNet results JSON dict from ``{video_or_episode_id: (segments_seconds (M, 2), scores (M,))}``.
+# The version string of every results JSON fscal-edu writes (ActivityNet's format, version 1.3).
+RESULTS_VERSION = "VERSION 1.3"
+
+
+def results_json(results: dict) -> dict:
+    """The one writer of the ActivityNet results JSON: ``{"version", "results", "external_data"}``,
+    ``results`` being ``{video_or_episode_id: [{"label", "score", "segment": [start_s, end_s]}, ...]}``.
+
+    Training-free baselines, the model's predictions and relabelled copies all go through here, so
+    every results file carries the same ``version`` (:data:`RESULTS_VERSION`).
+    """
+    return {"version": RESULTS_VERSION, "results": results,
+            "external_data": {"used": False, "details": "fscal-edu"}}
+
+
+def predictions_to_results(detections: dict, label: str = "common") -> dict:
+    """An ActivityNet results JSON dict (:func:`results_json`) from
+    ``{video_or_episode_id: (segments_seconds (M, 2), scores (M,))}``.
 
     Every detection gets ``label`` (FS-CAL episodes have one class, never named to the model:
     :func:`fscal_edu.evaluation.fscal_predictions` relabels them for scoring).
@@ -114,8 +130,7 @@ def predictions_to_results(detections: dict, label: str = "common", version: str
                             dtype=np.float64)
         results[vid] = [{"label": label, "score": float(sc), "segment": [float(a), float(b)]}
                         for (a, b), sc in zip(segs.reshape(-1, 2), scores.reshape(-1))]
-    return {"version": version, "external_data": {"used": False, "details": "fscal-edu"},
-            "results": results}
+    return results_json(results)
 
 
 def merge_detections(segments: torch.Tensor, scores: torch.Tensor, cfg, world, *, video: str,
