@@ -37,6 +37,12 @@ class DataConfig:
     query_mode: str = "resample"
     window_stride: int = 0
     window_neg_frac: float = 0.1   # training: share of windows drawn anywhere (may hold no instance)
+    # Long instances (data/sampling.py: query_mode_rule). window_pool: windows read at a coarser rate,
+    # each query row the mean of that many feature rows (an instance of L rows takes L / pool).
+    # window_merge: at inference, detections that meet or overlap at a window edge are merged into
+    # one segment before Soft-NMS (an instance longer than a window is found whole)
+    window_pool: int = 1
+    window_merge: bool = False
 
     def __post_init__(self):
         _at_least(self, "data", ("feature_dim", "T", "T_S", "shots"), 1)

@@ -133,6 +133,52 @@ def predictions_to_results(detections: dict, label: str = "common") -> dict:
     return results_json(results)
 
 
+def _touching(seg: np.ndarray, sc: np.ndarray, at: np.ndarray, top: int) -> list:
+    """The ``top`` best-scored ``(start, end, score)`` among the segments where ``at`` is True."""
+    idx = np.flatnonzero(at)
+    idx = idx[np.argsort(-sc[idx], kind="stable")[:top]]
+    return [(float(seg[i, 0]), float(seg[i, 1]), float(sc[i])) for i in idx]
+
+
+def merge_window_edges(windows, *, axis: int, tol: float = 2.0, top: int = 5,
+                       score_floor: float = 1e-3) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segments of an action cut by window edges, put back together: ``(segments (M, 2), scores (M,))``.
+
+    ``windows``: one ``(segments (N, 2), scores (N,), offset, span)`` per window of one query, the
+    segments already on the video's axis (of ``axis`` rows). A window sees a long instance only up
+    to its edge, so it reports a piece ``[s, edge]``; the next window reports ``[edge', e]``. Walking
+    the windows in order, each of the ``top`` best segments that reach (within ``tol`` rows) the right
+    edge of a window is joined to each of the ``top`` best segments of the next window that start at
+    its left edge and meet or overlap it:
+
+        merged = [min(s_a, s_b), e_b],   score = max(score_a, score_b)
+
+    A merged segment that again reaches the right edge stays open for the window after (an instance
+    longer than two windows). The pieces are kept: Soft-NMS, run on pieces and merged segments
+    together, keeps whichever scores best (the merged one first on a tie).
+    """
+    merged, open_ = [], []
+    for seg, sc, offset, span in sorted(windows, key=lambda w: w[2]):
+        seg, sc = _numpy(seg).reshape(-1, 2), _numpy(sc).reshape(-1)        # (N, 2), (N,)
+        left, right, live = float(offset), float(offset + span), sc >= score_floor
+        joined = []
+        if open_ and left > 0:
+            for b_s, b_e, b_sc in _touching(seg, sc, live & (seg[:, 0] <= left + tol), top):
+                for a_s, a_e, a_sc in open_:
+                    if b_s <= a_e + tol and b_e > a_e:          # meet or overlap, and reach further
+                        joined.append((min(a_s, b_s), b_e, max(a_sc, b_sc)))
+        merged += joined
+        if right < axis - tol:                                # an inner edge: pieces stay open
+            at_edge = joined + _touching(seg, sc, live & (seg[:, 1] >= right - tol), top)
+            open_ = sorted((m for m in at_edge if m[1] >= right - tol), key=lambda m: -m[2])[:top]
+        else:
+            open_ = []
+    if not merged:
+        return torch.zeros(0, 2), torch.zeros(0)
+    out = torch.tensor(merged, dtype=torch.float32)                          # (M, 3)
+    return out[:, :2], out[:, 2]
+
+
 def merge_detections(segments: torch.Tensor, scores: torch.Tensor, cfg, world, *, video: str,
                      axis: int) -> list[dict]:
     """One episode's scored segments ``(M, 2)``, ``(M,)`` (positions on an axis of ``axis`` snippets

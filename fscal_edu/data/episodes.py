@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
 from torch.utils.data import Dataset
 
 from ..utils import FscalError, read_json, where
@@ -193,6 +194,18 @@ class World:
         config = (read_json(path, "world.json").get("info", {}).get("config", {}) if path.is_file() else {})
         return {k: config[k] for k in ("support_slack", "outlier_prob") if k in config}
 
+    def query_features(self, video_id: str, pool: int = 1) -> np.ndarray:
+        """``(ceil(T_video / pool), C)``: the video's rows read at a coarser rate, each the mean of
+        ``pool`` consecutive feature rows (``pool = 1``: :meth:`raw_features`, no copy)."""
+        raw = self.raw_features(video_id)                                          # (T_video, C)
+        if check_pool(pool) == 1:
+            return raw
+        rows = pooled_rows(len(raw), pool)
+        x = torch.from_numpy(np.asarray(raw, dtype=np.float32))                    # (T_video, C)
+        # row j = mean of the feature rows in the j-th of ``rows`` equal bins (about ``pool`` rows each),
+        # so that position x on this axis is x * T_video / rows on the file's axis (World.to_index)
+        return torch.nn.functional.adaptive_avg_pool1d(rearrange(x, "t c -> c t"), rows).T.numpy()
+
     def duration(self, video_id: str) -> float:
         return float(self.annotations["database"][video_id]["duration"])
 
@@ -218,6 +231,18 @@ def load_world(root) -> World:
 # Tensors for the model
 # ---------------------------------------------------------------------------------------------
 
+def check_pool(pool) -> int:
+    """The coarser rate of windows (``data.window_pool``): an integer >= 1."""
+    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1:
+        raise FscalError(f"{where(field='data.window_pool')}: must be an integer >= 1, got {pool!r}")
+    return int(pool)
+
+
+def pooled_rows(length: int, pool: int) -> int:
+    """Rows of a video of ``length`` feature rows read at ``pool`` rows per query row."""
+    return -(-length // pool)
+
+
 def window_starts(length: int, T: int, stride: int) -> list[int]:
     """Starts of the windows of ``T`` snippets, every ``stride``, that cover a video of ``length``
     snippets; the last window ends at the video's end (one window, padded, if ``length <= T``)."""
@@ -236,7 +261,7 @@ def _segments(world: World, video: str, anns, axis: int, offset: int, span: int)
 
 
 def episode_tensors(world: World, ep: dict, T: int, T_S: int, *, mode: str = "resample",
-                    start: int = 0, foreign=()) -> dict:
+                    start: int = 0, foreign=(), pool: int = 1) -> dict:
     """One episode as tensors: query ``(T, C)`` with its ``mask (T,)``, supports ``(K, T_S, C)``,
     ground truth ``(G, 2)``.
 
@@ -244,7 +269,8 @@ def episode_tensors(world: World, ep: dict, T: int, T_S: int, *, mode: str = "re
 
     - ``mode="resample"``: the whole video resampled to T snippets (``mask`` all True);
     - ``mode="window"``: the T snippets from ``start`` at the features' own rate, the tail past the
-      video's end zero and masked (``mask`` False).
+      video's end zero and masked (``mask`` False); with ``pool > 1`` the video is first read at a
+      coarser rate (:meth:`World.query_features`: each row the mean of ``pool`` rows).
 
     Ground truth: the query's instances of the episode's class, in snippet coordinates of the
     query tensor (clipped to a window). ``offset`` and ``axis`` map them back: ``x + offset`` is a
@@ -257,7 +283,7 @@ def episode_tensors(world: World, ep: dict, T: int, T_S: int, *, mode: str = "re
     if mode == "resample":
         X_Q, mask, axis, span = world.clip(q, None, T), np.ones(T, dtype=bool), T, T    # (T, C), (T,)
     elif mode == "window":
-        raw = world.raw_features(q)                                                    # (T_video, C) float16
+        raw = world.query_features(q, pool)                                  # (T_video / pool, C)
         axis, span = len(raw), min(T, len(raw) - start)
         X_Q = np.zeros((T, raw.shape[1]), dtype=np.float32)                            # (T, C)
         X_Q[:span] = raw[start:start + span]
@@ -280,12 +306,14 @@ class EpisodeDataset(Dataset):
     """
 
     def __init__(self, world: World, episodes: list[dict], T: int, T_S: int, *, mode: str = "resample",
-                 stride: int | None = None):
+                 stride: int | None = None, pool: int = 1):
         self.world, self.episodes, self.T, self.T_S, self.mode = world, episodes, T, T_S, mode
+        self.pool = check_pool(pool)
         if mode == "window":
             stride = stride or max(1, T // 2)
             self.items = [(i, s) for i, ep in enumerate(episodes)
-                          for s in window_starts(len(world.raw_features(ep["query"])), T, stride)]
+                          for s in window_starts(pooled_rows(len(world.raw_features(ep["query"])), self.pool),
+                                                 T, stride)]
         else:
             self.items = [(i, 0) for i in range(len(episodes))]
 
@@ -294,7 +322,8 @@ class EpisodeDataset(Dataset):
 
     def __getitem__(self, j):
         i, start = self.items[j]
-        return episode_tensors(self.world, self.episodes[i], self.T, self.T_S, mode=self.mode, start=start)
+        return episode_tensors(self.world, self.episodes[i], self.T, self.T_S, mode=self.mode, start=start,
+                               pool=self.pool)
 
 
 class RandomEpisodes(Dataset):
@@ -305,13 +334,14 @@ class RandomEpisodes(Dataset):
     loss never uses them as negatives (no val/test class reaches training, not even as "no").
     ``mode="window"``: the query is one window of T snippets; with probability ``neg_frac`` it
     starts anywhere (it may hold no instance of the class: a negative window), otherwise it holds
-    a randomly chosen instance of the class whole (when the instance fits in T).
+    a randomly chosen instance of the class whole (when the instance fits in T); ``pool``: windows
+    read at a coarser rate (:func:`episode_tensors`).
     """
 
     def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0,
-                 *, mode: str = "resample", neg_frac: float = 0.1, twin_partners: bool = False):
+                 *, mode: str = "resample", neg_frac: float = 0.1, twin_partners: bool = False, pool: int = 1):
         self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, check_shots(shots), length, T, T_S, seed
-        self.mode, self.neg_frac = mode, neg_frac
+        self.mode, self.neg_frac, self.pool = mode, neg_frac, check_pool(pool)
         if not world.splits.get(split):
             raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
                              f"{split!r} to draw training episodes from")
@@ -329,7 +359,7 @@ class RandomEpisodes(Dataset):
     def window_start(self, ep: dict, rng: np.random.Generator) -> int:
         """Where a training window starts in the query of ``ep`` (see the class docstring)."""
         q, T = ep["query"], self.T
-        length = len(self.world.raw_features(q))
+        length = pooled_rows(len(self.world.raw_features(q)), self.pool)
         if length <= T:
             return 0
         if rng.random() < self.neg_frac:
@@ -348,7 +378,8 @@ class RandomEpisodes(Dataset):
             label = self.twin[before] if self.twin.get(before) in self.by_class else label
         ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}", self.knobs)
         start = self.window_start(ep, rng) if self.mode == "window" else 0
-        return episode_tensors(self.world, ep, self.T, self.T_S, mode=self.mode, start=start, foreign=self.foreign)
+        return episode_tensors(self.world, ep, self.T, self.T_S, mode=self.mode, start=start, foreign=self.foreign,
+                               pool=self.pool)
 
 
 def collate(items: list[dict]) -> dict:

@@ -7,6 +7,7 @@ ground-truth crops unless the world's :class:`EpisodeKnobs` loosen them or swap 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,70 @@ def save_episodes(episodes: list[dict], path) -> Path:
     path = Path(path)
     path.write_text(json.dumps({"episodes": episodes}, indent=1) + "\n")
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# How a query is read: the rule of ``--query-mode auto``
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class QueryMode:
+    """What :func:`query_mode_rule` decided: ``mode`` ("window" or "resample"), ``pool`` (windows read
+    at ``pool`` feature rows per query row, ``data.window_pool``), one line of ``reason``, and the
+    statistics it read (rows of the feature files)."""
+
+    mode: str
+    pool: int
+    reason: str
+    stats: dict
+
+
+def instance_rows(world, split: str = "base") -> tuple[np.ndarray, np.ndarray]:
+    """Lengths in feature rows of the instances of ``split``'s classes, and of the videos that hold them."""
+    classes, inst, videos = set(world.splits.get(split, ())), [], []
+    for vid, entry in world.annotations["database"].items():
+        segs = [a["segment"] for a in entry["annotations"] if a["label"] in classes]
+        if not segs:
+            continue
+        rows = len(world.raw_features(vid))
+        idx = np.asarray(world.to_index(vid, np.asarray(segs, dtype=np.float64), rows))   # (G, 2)
+        inst += list(idx[:, 1] - idx[:, 0])
+        videos.append(rows)
+    if not inst:
+        raise FscalError(f"{where(field=split)}: no instance of the {split!r} classes to read lengths from")
+    return np.asarray(inst), np.asarray(videos)
+
+
+def query_mode_rule(world, T: int = 128, *, split: str = "base", share: float = 0.5,
+                    long: str = "resample") -> QueryMode:
+    """``--query-mode auto``: how to read the queries of ``world``, decided by how long its training
+    instances are against a window of ``T`` rows.
+
+    - Resized features (one length per video): ``resample`` (the rows already span the video).
+    - Strided features whose p95 training instance is at most ``share`` of a window: ``window``
+      (short instances survive at the features' own rate, and a window seldom cuts one).
+    - Longer instances: a window of T rows cuts most of them, so ``long`` decides: ``"resample"``
+      (the whole query at T rows), or ``"pool"`` (windows at a coarser rate, ``pool`` rows per query
+      row, so that the p95 instance is ``share`` of a window). The default and ``share`` come from
+      ``bench/long_instances.py`` (docs/benchmarks.md, "Long instances in long videos").
+    """
+    if long not in ("resample", "pool"):
+        raise FscalError(f"{where(field='long')}: must be 'resample' or 'pool', got {long!r}")
+    if not world.meta.strided:
+        return QueryMode("resample", 1, f"query mode: resample (features resized to "
+                         f"{world.meta.resize_length} rows per video)", {})
+    inst, videos = instance_rows(world, split)
+    p95 = float(np.percentile(inst, 95))
+    stats = {"instance_rows_median": float(np.median(inst)), "instance_rows_p95": p95,
+             "video_rows_median": float(np.median(videos)), "instances": len(inst)}
+    # share of a window taken by the p95 instance: p95 / T
+    frac = p95 / T
+    if frac <= share:
+        return QueryMode("window", 1, f"query mode: window (p95 instance {p95:.0f} rows = {100 * frac:.0f} % "
+                         f"of a {T}-row window)", stats)
+    if long == "pool":
+        pool = int(np.ceil(p95 / (share * T)))
+        return QueryMode("window", pool, f"query mode: window at 1/{pool} rate (p95 instance {p95:.0f} rows > "
+                         f"{100 * share:.0f} % of a {T}-row window; {p95 / pool:.0f} rows at 1/{pool})", stats)
+    return QueryMode("resample", 1, f"query mode: resample (p95 instance {p95:.0f} rows > {100 * share:.0f} % "
+                     f"of a {T}-row window)", stats)

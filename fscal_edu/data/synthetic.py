@@ -94,6 +94,18 @@ PROFILES = {
     "thumos": WorldConfig(profile="thumos", feature_dim=32, n_base_pairs=10, n_val_pairs=2, n_test_pairs=2,
                           videos_per_class=5, noise_norm=3.5, targets=(3, 8), distractors=(2, 5),
                           length_frac=(0.01, 0.035), duration=(480.0, 1440.0), snippet_seconds=2.0),
+    # Long instances in long videos: strided features at one row per second, videos of 6-15
+    # minutes holding 1-3 instances of about 1-3 minutes (15-45 % of the video): most instances are
+    # longer than half a window of 128 rows. Generated at run time (bench/long_instances.py), not shipped.
+    "long": WorldConfig(profile="long", feature_dim=32, n_base_pairs=10, n_val_pairs=2, n_test_pairs=2,
+                        videos_per_class=5, targets=(1, 2), distractors=(0, 1), length_frac=(0.1, 0.22),
+                        duration=(360.0, 900.0), snippet_seconds=1.0),
+    # ActivityNet with strided features (e.g. TSP, one row per 16 frames): videos of 30-210 s at two
+    # rows per second, 1-2 instances whose length is a wide share of the video (median about a
+    # third, up to most of it), as in ActivityNet-1.3. Generated at run time, not shipped.
+    "anet_strided": WorldConfig(profile="anet_strided", feature_dim=32, n_base_pairs=10, n_val_pairs=2,
+                                n_test_pairs=2, videos_per_class=8, targets=(1, 1), distractors=(0, 1),
+                                length_frac=(0.03, 0.85), snippet_seconds=0.5),
 }
 
 

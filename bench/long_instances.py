@@ -1,0 +1,211 @@
+"""Long actions in long videos: how to read a query whose instances are long against the window.
+
+For each world and seed, trains the quick preset (5-shot) from scratch and scores the fixed 5-shot
+test episodes (mAP@0.5 and average mAP), one setting at a time:
+
+- ``resample``: every query resampled to T = 128 rows;
+- ``window``: windows of T = 128 rows at the features' own rate, stride 64 (today's default for
+  strided features);
+- ``window+merge``: the same windowed model, with detections that meet or overlap at a window edge
+  merged into one segment before Soft-NMS (an inference option: no extra training);
+- ``pool``: windows read at a coarser rate, ``pool`` rows per query row, so that the p95 training
+  instance is at most half a window (``query_mode_rule(..., long="pool")``; skipped where that
+  rate is 1, i.e. where it is ``window``); ``pool+merge``: the same model with the edge merge.
+
+Worlds: the generator's ``long`` profile (videos of 6-15 minutes at one row per second, instances of
+1-3 minutes) and ``anet_strided`` profile (ActivityNet with strided features), both generated at
+seed 0 into ``--worlds`` on first use, and ``data_samples/thumos_like``. The queue is seed-major;
+the results file is written after every run, and runs already in it are skipped (resumable).
+
+    python bench/long_instances.py --seeds 0 1 2 [--results bench/results/long_instances.json]
+    python bench/long_instances.py --report      # the tables, as markdown for docs/benchmarks.md
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import fscal_edu.train as train_module  # noqa: E402
+from fscal_edu.checkpoints import load_model  # noqa: E402
+from fscal_edu.config import get_config  # noqa: E402
+from fscal_edu.data.episodes import RandomEpisodes, World  # noqa: E402
+from fscal_edu.data.sampling import query_mode_rule  # noqa: E402
+from fscal_edu.data.synthetic import write_world  # noqa: E402
+from fscal_edu.inference import evaluate_model  # noqa: E402
+from fscal_edu.runtime import configure_process  # noqa: E402
+from fscal_edu.stats import format_p, welch  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "long_instances.json"
+WORLDS = ("long", "anet_strided", "thumos_like")
+TRAINED = ("resample", "window", "pool")                 # trained settings, in queue order
+SETTINGS = ("resample", "window", "window+merge", "pool", "pool+merge")   # reported
+TITLES = {"long": "long-instance world (`long` profile)", "anet_strided": "ActivityNet with strided features "
+          "(`anet_strided` profile)", "thumos_like": "`data_samples/thumos_like`"}
+
+
+def world_dir(name: str, worlds: Path) -> Path:
+    """The world's directory: ``data_samples/thumos_like``, or a generated profile (written once)."""
+    if name == "thumos_like":
+        return ROOT / "data_samples" / "thumos_like"
+    out = worlds / name
+    if not (out / "world.json").is_file():
+        write_world(out, name, seed=0, n_test_episodes=200, n_val_episodes=100)
+    return out
+
+
+def setting_config(setting: str, pool: int):
+    if setting == "resample":
+        return get_config("quick", query_mode="resample")
+    return get_config("quick", query_mode="window", window_pool=pool if setting == "pool" else 1)
+
+
+def train_one(world: World, cfg, run: Path, seed: int) -> float:
+    """Train; the training windows read at ``cfg.data.window_pool`` rows per query row."""
+    t0 = time.perf_counter()
+    original = train_module.RandomEpisodes
+    train_module.RandomEpisodes = functools.partial(RandomEpisodes, pool=cfg.data.window_pool)
+    try:
+        train_module.train(cfg, world, run, seed=seed, device="cpu", progress=False, overwrite=True,
+                           feature_dim="data")
+    finally:
+        train_module.RandomEpisodes = original
+    return time.perf_counter() - t0
+
+
+def score(model, world: World, **changes) -> dict:
+    model.cfg = model.cfg.replace(**changes)
+    m, _ = evaluate_model(model, world, "test", 5)
+    return {"mAP@0.5": m["mAP@0.5"], "average_mAP": m["average_mAP"]}
+
+
+def run_setting(name: str, world: World, setting: str, seed: int, pool: int, runs: Path) -> list[dict]:
+    """Train one setting, score it (and its edge-merged reading): result rows."""
+    cfg = setting_config(setting, pool)
+    run = runs / f"{name}_{setting}_s{seed}"
+    secs = train_one(world, cfg, run, seed)
+    model = load_model(run / "best.pt", device="cpu")
+    base = {"world": name, "seed": seed, "pool": cfg.data.window_pool, "train_s": round(secs, 1),
+            "threads": torch.get_num_threads()}
+    rows = [base | {"setting": setting} | score(model, world)]
+    if setting != "resample":
+        rows.append(base | {"setting": setting + "+merge"} | score(model, world, window_merge=True))
+    return rows
+
+
+def queue(seeds, worlds, pools: dict) -> list[tuple]:
+    """Seed-major: every (world, setting) of seed 0, then of seed 1, ..."""
+    return [(s, w, st) for s in seeds for w in worlds for st in TRAINED if not (st == "pool" and pools[w] == 1)]
+
+
+def commit_of() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def save(path: Path, payload: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def mean_sd(vals) -> str:
+    if not vals:
+        return "-"
+    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
+
+
+def world_table(payload: dict, name: str) -> list[str]:
+    rows = [r for r in payload["runs"] if r["world"] == name]
+    info = payload.get("worlds", {}).get(name, {})
+    ref = [r["mAP@0.5"] for r in rows if r["setting"] == "resample"]
+    lines = [f"**{TITLES[name]}**: {info.get('rule', '')}; median instance "
+             f"{info.get('instance_rows_median', float('nan')):.0f} rows, p95 "
+             f"{info.get('instance_rows_p95', float('nan')):.0f}, median video "
+             f"{info.get('video_rows_median', float('nan')):.0f} rows.", "",
+             "| setting | seeds | mAP@0.5 | average mAP | Δ mAP@0.5 vs resample | Welch's t (df), p |",
+             "|---|---|---|---|---|---|"]
+    for setting in SETTINGS:
+        mine = [r for r in rows if r["setting"] == setting]
+        if not mine:
+            continue
+        x = [r["mAP@0.5"] for r in mine]
+        label = setting.replace("pool", f"pool {mine[0]['pool']}")
+        test = "-"
+        if setting != "resample" and len(x) > 1 and len(ref) > 1:
+            w = welch(x, ref)
+            test = f"{w.diff:+.3f} | {w.t:.2f} ({w.df:.1f}), {format_p(w.p)}"
+        lines.append(f"| {label} | {len(x)} | {mean_sd(x)} | {mean_sd([r['average_mAP'] for r in mine])} | "
+                     + (test if test != "-" else "- | -") + " |")
+    return lines + [""]
+
+
+def report(payload: dict) -> str:
+    """The section "Long instances in long videos" of docs/benchmarks.md, as markdown."""
+    lines = ["## Long instances in long videos", "",
+             f"Quick preset, 5-shot, fixed test episodes, seeds {sorted({r['seed'] for r in payload['runs']})}, "
+             f"one thread, CPU ({payload.get('machine', '')}; code at commit {payload.get('commit', '')[:10]}). "
+             "Means ± standard deviations over seeds; Welch's t-test against resampling. `merge`: the "
+             "same windowed model, detections that meet at a window edge merged before Soft-NMS.", ""]
+    for name in WORLDS:
+        if any(r["world"] == name for r in payload["runs"]):
+            lines += world_table(payload, name)
+    lines += ["Reproduce: `python bench/long_instances.py --seeds 0 1 2`, then `--report`.", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--worlds", default=str(ROOT / "runs" / "worlds"))
+    p.add_argument("--only-worlds", nargs="+", choices=WORLDS, default=list(WORLDS))
+    p.add_argument("--runs", default=str(ROOT / "runs" / "long_instances"))
+    p.add_argument("--results", default=str(RESULTS))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--limit", type=int, default=None, help="stop after this many trainings")
+    p.add_argument("--report", action="store_true", help="print the tables from the results file")
+    args = p.parse_args()
+    path = Path(args.results)
+    payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
+    if args.report:
+        print(report(payload))
+        return
+    configure_process(threads=args.threads)
+    worlds = {w: World(world_dir(w, Path(args.worlds))) for w in args.only_worlds}
+    pools = {}
+    for name, world in worlds.items():
+        rule, pooled = query_mode_rule(world), query_mode_rule(world, long="pool")
+        pools[name] = pooled.pool
+        payload.setdefault("worlds", {})[name] = {"rule": rule.reason, "pool_rule": pooled.reason} | rule.stats
+    payload |= {"commit": commit_of(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
+    done = 0
+    for seed, name, setting in queue(args.seeds, args.only_worlds, pools):
+        if any(r["world"] == name and r["setting"] == setting and r["seed"] == seed for r in payload["runs"]):
+            continue                                   # resumable: finished runs are kept
+        if args.limit is not None and done >= args.limit:
+            break
+        rows = run_setting(name, worlds[name], setting, seed, pools[name], Path(args.runs))
+        payload["runs"] += rows
+        done += 1
+        for r in rows:
+            print(json.dumps(r), flush=True)
+        save(path, payload)
+
+
+if __name__ == "__main__":
+    main()
