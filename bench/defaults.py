@@ -36,7 +36,7 @@ from fscal_edu.checkpoints import load_model  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import World  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.model import STAGES  # noqa: E402
+from fscal_edu import stages  # noqa: E402
 from fscal_edu.runs import write_atomic  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
 from fscal_edu.stats import format_p, welch  # noqa: E402
@@ -69,9 +69,9 @@ def run_one(world: World, name: str, seed: int, runs: Path) -> dict:
     row = {"variant": name, "seed": seed, "train_s": round(time.perf_counter() - t0, 1),
            "threads": torch.get_num_threads()}
     row["mAP@0.5"] = evaluate_model(model, world, "test", 5)[0]["mAP@0.5"]
-    row["mAP@0.5_stages_skipped"] = evaluate_model(model, world, "test", 5, skip=STAGES)[0]["mAP@0.5"]
+    row["mAP@0.5_stages_skipped"] = evaluate_model(model, world, "test", 5, skip=stages.names())[0]["mAP@0.5"]
     if cfg.switches.added_term == "gated":
-        row["gates"] = {s: round(float(getattr(model, s).gate), 4) for s in STAGES}
+        row["gates"] = {s: round(float(getattr(model, s).gate), 4) for s in stages.names()}
     done.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(done, json.dumps(row) + "\n")
     return row
@@ -94,7 +94,7 @@ def summary(rows: list[dict]) -> list[dict]:
             w = welch(vals, base)
             item |= {"delta": w.diff, "t": w.t, "df": w.df, "p": w.p}
         if any("gates" in r for r in mine):
-            item["gates"] = {s: statistics.mean(r["gates"][s] for r in mine) for s in STAGES}
+            item["gates"] = {s: statistics.mean(r["gates"][s] for r in mine) for s in stages.names()}
         out.append(item)
     return out
 
@@ -111,7 +111,7 @@ def write_docs(result: dict) -> None:
         sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
         delta = f"{s['delta']:+.3f}" if "delta" in s else "-"
         p = format_p(s["p"]) if "p" in s else "-"
-        gates = " / ".join(f"{s['gates'][g]:+.2f}" for g in STAGES) if "gates" in s else "-"
+        gates = " / ".join(f"{s['gates'][g]:+.2f}" for g in stages.names()) if "gates" in s else "-"
         lines.append(f"| {s['variant']} | {s['what']} | {len(s['seeds'])} | {s['mean']:.3f}{sd} | {delta} | {p} | "
                      f"{s['stages_skipped_mean']:.3f} | {s['skip_cost']:+.3f} | {gates} |")
     lines += ["", "Reproduce: `python bench/defaults.py --seeds 0 1 2`", ""]

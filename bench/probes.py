@@ -38,7 +38,8 @@ from fscal_edu.diagnostics import (EditedSupports, replace_supports, reverse_sni
                                    shuffle_snippets, stage_probes, weight_drift)
 from fscal_edu.evaluation import evaluate_detection, fscal_ground_truth, fscal_predictions  # noqa: E402
 from fscal_edu.inference import predict  # noqa: E402
-from fscal_edu.model import FSCAL, STAGES  # noqa: E402
+from fscal_edu import stages  # noqa: E402
+from fscal_edu.model import FSCAL  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
 from fscal_edu.utils import read_json  # noqa: E402
 
@@ -75,7 +76,7 @@ def paired_bootstrap(episodes, annotations, base: dict, other: dict, n: int, see
 def probe_runs(model, world, episodes, draws: int) -> list[tuple]:
     """``(name, what, draw, model or wrapper, episodes, skip)`` for every probe of ``model``."""
     runs = [("as trained", "the checkpoint, nothing changed", 0, model, episodes, ())]
-    present = [s for s in STAGES if getattr(model, s) is not None]
+    present = [s for s in stages.names() if getattr(model, s) is not None]
     for r in range(1, len(present) + 1):
         for subset in itertools.combinations(present, r):
             runs.append((f"skip {'+'.join(subset)}", f"{', '.join(TITLES[s] for s in subset)} skipped "
@@ -123,7 +124,7 @@ def probe_checkpoint(path: Path, world, episodes, args) -> dict:
            "blind": model.cfg.switches.blind, "probes": rows,
            "switches": {"softmax_axis": model.cfg.switches.softmax_axis, "mass_norm": model.cfg.switches.mass_norm},
            "stages": {}, "weight_drift": {}}
-    if any(getattr(model, s) is not None for s in STAGES):
+    if any(getattr(model, s) is not None for s in stages.names()):
         torch.manual_seed(args.seed)
         fresh = FSCAL(model.cfg).eval()
         out["stages"] = {"trained": stage_table(model, world, episodes), "init": stage_table(fresh, world, episodes)}
@@ -179,7 +180,7 @@ def markdown(result: dict) -> str:
             lines += ["| stage | attention entropy / max (trained; at init) | tokens each softmax spreads over | "
                       "added term / tokens (trained; at init) | shared share of the added energy (trained; at init) | "
                       "‖W − W₀‖ / ‖W₀‖ |", "|---|---|---|---|---|---|"]
-            for s in (s for s in STAGES if s in tr):
+            for s in (s for s in stages.names() if s in tr):
                 drift = ", ".join(f"{k} {v:.3f}" for k, v in ck["weight_drift"].get(s, {}).items())
                 lines.append(f"| {TITLES[s]} | {tr[s]['entropy']:.3f}; {init[s]['entropy']:.3f} | "
                              f"{tr[s]['spread_over']:.0f} | {tr[s]['relative_size']:.2f}; {init[s]['relative_size']:.2f} | "
@@ -225,12 +226,12 @@ def reading(ck: dict) -> list[str]:
                if ck["switches"] == {"softmax_axis": "row", "mass_norm": True} else "")
         out.append("- Share of each stage's added energy that is one vector shared by all its targets, trained "
                    "(at init): " + ", ".join(f"{TITLES[s]} {tr[s]['shared_energy']:.0%} ({init[s]['shared_energy']:.0%})"
-                                             for s in STAGES if s in tr) + why + ".")
+                                             for s in stages.names() if s in tr) + why + ".")
         moved = max((v, f"{s} {k}") for s, d in ck["weight_drift"].items() for k, v in d.items())
         out.append(f"- The stage weights moved by {min(v for d in ck['weight_drift'].values() for v in d.values()):.0%}"
                    f" to {moved[0]:.0%} of their initial norm (most: `{moved[1]}`); attention entropy over its maximum, "
                    "trained (at init): " + ", ".join(f"{TITLES[s]} {tr[s]['entropy']:.2f} ({init[s]['entropy']:.2f})"
-                                                     for s in STAGES if s in tr) + ".")
+                                                     for s in stages.names() if s in tr) + ".")
     if not skips and edits and max(abs(r["mean"] - base) for r in edits) == 0:
         out.append("- Every support edit leaves mAP@0.5 exactly as it was: this model never reads the supports.")
     return out + [""]

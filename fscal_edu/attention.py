@@ -233,8 +233,8 @@ class DynamicsCA(_Stage):
     The coarse tokens of every k and of **all** supports form X~_S'; for each support l they are
     the source and the fine snippets of l the target (eqs. 4-5): "individual-to-all".
 
-    ``granularities=()`` turns the stage off (it returns its input); ``own_only=True``
-    (ablation) lets support l see only its own coarse tokens.
+    ``own_only=True`` (ablation) lets support l see only its own coarse tokens. (The stage is
+    switched off like the others, by its name: ``cfg.switches.off``, see ``fscal_edu.stages``.)
     The convolutions start as window means (weight I / k, bias 0): a **choice**, so that an
     untrained coarse token is the average of its k snippets.
     """
@@ -244,9 +244,9 @@ class DynamicsCA(_Stage):
         super().__init__(d, axis=axis, temperature=temperature, mass_norm=mass_norm,
                          layernorm=layernorm, added=added)
         self.granularities = tuple(granularities)
-        if any(not isinstance(k, int) or k < 1 for k in self.granularities):
+        if not self.granularities or any(not isinstance(k, int) or k < 1 for k in self.granularities):
             raise FscalError(f"{where(field='granularities')}: {self.granularities} must be "
-                             f"positive integers")
+                             f"one or more positive integers")
         self.own_only = own_only
         # eq. (3): one temporal convolution w_k per granularity, kernel = stride = k
         self.w = nn.ModuleDict({str(k): nn.Conv1d(d, d, k, stride=k) for k in self.granularities})
@@ -273,9 +273,6 @@ class DynamicsCA(_Stage):
         self.expect(X_S_tilde, "X_S_tilde", "(B, K, T_S, d)")
         B, K, T_S, d = X_S_tilde.shape
         coarse = coarse_index(K, T_S, self.granularities)
-        if not self.granularities:                                       # the stage is off
-            return X_S_tilde, StageAttention("dynamics", X_S_tilde.new_zeros(B, K, 0, T_S),
-                                             K, T_S, coarse)
         # X~_S': the coarse tokens of all supports, shared by every support l     (B, 1, N_coarse, d)
         X_S_prime = rearrange(self.coarse_tokens(X_S_tilde), "b k n d -> b 1 (k n) d")
         # own_only (ablation): support l sees only its own coarse tokens             (K, N_coarse)

@@ -37,11 +37,11 @@ def int_at_least(minimum: int):
 
 def stages_arg(text: str) -> tuple:
     """An argparse type: a comma-separated list of cross-attention stages, ``qtos,dynamics,stoq``."""
-    from .model import STAGES
+    from . import stages
     names = [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in STAGES]
+    unknown = [n for n in names if n not in stages.names()]
     if not names or unknown:
-        raise argparse.ArgumentTypeError(f"must be a comma-separated list of stages among {','.join(STAGES)}, "
+        raise argparse.ArgumentTypeError(f"must be a comma-separated list of stages among {','.join(stages.names())}, "
                                          f"got {text!r}")
     return tuple(dict.fromkeys(names))
 

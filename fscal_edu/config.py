@@ -10,6 +10,7 @@ to exactly one section) or with its section (``model__d=32`` or ``"model.d"``).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -68,14 +69,21 @@ class ModelConfig:
     roi_inside: int = 8            # RoIAlign points inside a proposal
     roi_context: int = 2           # RoIAlign points in each side's context
     roi_context_frac: float = 0.25  # context width on each side, as a share of the length
-    granularities: tuple = (2, 4)  # Dynamics-CA kernel = stride sizes; () turns the stage off
+    granularities: tuple = (2, 4)  # Dynamics-CA kernel = stride sizes (each divides T_S)
     dropout: float = 0.0
+
+    def __post_init__(self):
+        from .utils import FscalError, where
+        if (not isinstance(self.granularities, tuple) or not self.granularities
+                or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.granularities)):
+            raise FscalError(f"{where(field='model.granularities')}: must be a non-empty tuple of integers "
+                             f">= 1, got {self.granularities!r} (switch Dynamics-CA off with "
+                             f"off=('dynamics',) or dynamics=False)")
 
 
 @dataclass
 class SwitchConfig:
-    qtos: bool = True              # stage 1 on
-    stoq: bool = True              # stage 3 on
+    off: tuple = ()                # stages switched off, names from fscal_edu.stages ("qtos", "dynamics", "stoq")
     joint: bool = False            # stage 1 treats all supports as one clip (ablation)
     own_only: bool = False         # stage 2: each support attends to its own coarse tokens only
     softmax_axis: str = "row"      # "row" (the paper) or "column" (ablation)
@@ -96,9 +104,19 @@ class SwitchConfig:
             if getattr(self, name) not in allowed:
                 raise FscalError(f"{where(field='switches.' + name)}: must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
+        from . import stages
+        unknown = [n for n in self.off if n not in stages.names()]
+        if not isinstance(self.off, tuple) or unknown:
+            raise FscalError(f"{where(field='switches.off')}: must be a tuple of stage names among "
+                             f"{list(stages.names())}, got {self.off!r}")
+        self.off = tuple(n for n in stages.names() if n in self.off)       # running order, no repeats
         # the one place of the rule "blind implies no relation module": nothing to relate to
         if self.blind and self.relation:
             self.relation = False
+
+    def on(self, stage: str) -> bool:
+        """Whether the model builds and runs ``stage``: not switched off, and not the blind control."""
+        return stage not in self.off and not self.blind
 
 
 @dataclass
@@ -150,13 +168,21 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         """A copy with fields changed: flat names (``steps=40``), ``section__field`` or ``"section.field"``."""
-        by_section = {}
+        by_section, toggles = {}, {}
         for key, value in changes.items():
             if key == "preset" or key in SECTIONS:
                 by_section.setdefault(None, {})[key] = value
                 continue
+            stage = _stage_switch(key, value)
+            if stage is not None:           # qtos=False: a stage's name switches it (sets switches.off)
+                toggles[stage] = value
+                continue
             section, name = _locate(key)
             by_section.setdefault(section, {})[name] = _tuples(value)
+        if toggles:
+            off = by_section.setdefault("switches", {}).get("off", self.switches.off)
+            by_section["switches"]["off"] = (tuple(n for n in off if n not in toggles)
+                                             + tuple(n for n, on in toggles.items() if not on))
         top = by_section.pop(None, {})
         # every section is copied, so that two configs never share a section object
         sections = {s: dataclasses.replace(getattr(self, s), **by_section.get(s, {})) for s in SECTIONS}
@@ -169,7 +195,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
         """Read the nested form of :meth:`to_dict`, or the flat form of older checkpoints and runs."""
-        unknown = [k for k in d if k not in SECTIONS and k != "preset" and k not in SECTION_OF]
+        from . import stages
+        unknown = [k for k in d if k not in SECTIONS and k != "preset" and k not in SECTION_OF
+                   and k not in stages.names()]
         if unknown:
             raise ValueError(f"config: unknown field(s) {sorted(unknown)}")
         flat = {k: v for k, v in d.items() if k not in SECTIONS}
@@ -178,6 +206,11 @@ class Config:
                 if not isinstance(d[section], dict):
                     raise ValueError(f"config: section {section!r} must be an object")
                 flat |= {f"{section}__{k}": v for k, v in d[section].items()}
+        # older files switched Dynamics-CA off with an empty width: read that as dynamics=False
+        for key in ("granularities", "model__granularities"):
+            if key in flat and not flat[key]:
+                del flat[key]
+                flat["dynamics"] = False
         return cls().replace(**flat)
 
 
@@ -194,6 +227,20 @@ def _locate(key: str) -> tuple[str, str]:
     return SECTION_OF[key], key
 
 
+def _stage_switch(key: str, value) -> str | None:
+    """``qtos=False`` (or ``switches__qtos``, ``"switches.qtos"``): the stage's name if ``key`` names a
+    registered stage with a boolean, else None."""
+    from . import stages
+    name = key.split("__", 1)[1] if key.startswith("switches__") else key
+    name = name.split(".", 1)[1] if name.startswith("switches.") else name
+    if name not in stages.names():
+        return None
+    if not isinstance(value, bool):
+        from .utils import FscalError, where
+        raise FscalError(f"{where(field='switches.' + name)}: a stage is switched by True or False, got {value!r}")
+    return name
+
+
 def _tuples(value):
     return tuple(value) if isinstance(value, list) else value
 
@@ -207,12 +254,31 @@ PRESETS = {
 }
 
 
-# The ablation switches of ``fscal-edu train --ablate NAME``: each one names the fields it changes.
-ABLATIONS = {
-    "no_qtos": dict(qtos=False),                 # stage 1 off
-    "no_dynamics": dict(granularities=()),       # stage 2 off
-    "no_stoq": dict(stoq=False),                 # stage 3 off
-    "no_stages": dict(qtos=False, granularities=(), stoq=False),
+class _Ablations(Mapping):
+    """The ablation switches of ``fscal-edu train --ablate NAME``, each naming the fields it changes:
+    ``no_<stage>`` for every registered stage (``fscal_edu.stages``), ``no_stages`` (all of them),
+    then the switches of :data:`SWITCH_ABLATIONS`. Read when used, so a stage registered later has
+    its ablation too."""
+
+    def _all(self) -> dict:
+        from . import stages
+        by_stage = {f"no_{n}": dict(off=(n,)) for n in stages.names()}             # one stage off
+        return by_stage | {"no_stages": dict(off=stages.names())} | SWITCH_ABLATIONS
+
+    def __getitem__(self, name):
+        return self._all()[name]
+
+    def __iter__(self):
+        return iter(self._all())
+
+    def __len__(self):
+        return len(self._all())
+
+    def __repr__(self):
+        return f"ABLATIONS({self._all()!r})"
+
+
+SWITCH_ABLATIONS = {
     "joint": dict(joint=True),                   # stage 1 sees all supports as one clip
     "own_only": dict(own_only=True),             # stage 2 without the "to-all" part
     "column": dict(softmax_axis="column"),       # softmax down each column in every stage
@@ -220,6 +286,7 @@ ABLATIONS = {
     "mean_summary": dict(support_summary="mean"),  # bag-of-features support summary
     "blind": dict(blind=True),                   # the support-blind control (implies no relation)
 }
+ABLATIONS = _Ablations()
 
 
 def get_config(preset: str = "quick", ablate=(), **overrides) -> Config:
@@ -230,5 +297,8 @@ def get_config(preset: str = "quick", ablate=(), **overrides) -> Config:
     for name in ([ablate] if isinstance(ablate, str) else ablate):
         if name not in ABLATIONS:
             raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
-        cfg = cfg.replace(**ABLATIONS[name])
+        changes = dict(ABLATIONS[name])
+        if "off" in changes:              # ablations add up: no_qtos then no_stoq turns both off
+            changes["off"] = cfg.switches.off + tuple(changes["off"])
+        cfg = cfg.replace(**changes)
     return cfg.replace(**overrides)

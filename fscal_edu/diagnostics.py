@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
+from fnmatch import fnmatch
 
 import numpy as np
 import torch
@@ -9,7 +10,7 @@ from torch import nn
 
 from .attention import cross_attend
 from .data.annotations import instances_by_class
-from .model import STAGES
+from . import stages
 from .utils import FscalError, read_json, where
 
 
@@ -26,14 +27,14 @@ def stoq_added_term(model, query, support) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Issue 12: probes of every stage, of the trained weights, and of edited supports
+# Probes of every stage, of the trained weights, and of edited supports
 # ---------------------------------------------------------------------------------------------
 
 @contextmanager
 def _operands(model):
     """Within the block, ``store[stage]`` receives what each stage of ``model`` hands to the
     primitive (``X_a, X_b, W, mask_a, mask_b``), exactly as the stage passes it."""
-    store, stages = {}, {n: getattr(model, n) for n in STAGES if getattr(model, n, None) is not None}
+    store, present = {}, stages.modules(model)
 
     def capture(name, original):
         def attend(X_a, X_b, W, mask_a=None, mask_b=None):
@@ -41,12 +42,12 @@ def _operands(model):
             return original(X_a, X_b, W, mask_a=mask_a, mask_b=mask_b)
         return attend
 
-    for name, stage in stages.items():
+    for name, stage in present.items():
         stage.attend = capture(name, stage.attend)       # an instance attribute shadows the method
     try:
         yield store
     finally:
-        for stage in stages.values():
+        for stage in present.values():
             del stage.attend
 
 
@@ -93,21 +94,19 @@ def _entropy(A: torch.Tensor, o: dict, axis: str) -> dict:
 def weight_drift(model) -> dict:
     """How far each stage's weights moved from their initialisation, ``||W - W_0|| / ||W_0||``.
 
-    ``{stage: {parameter: ratio}}`` for the weights with a fixed start (``attention.py``): the
-    ``W_*`` matrices (the identity) and Dynamics-CA's convolutions ``w.<k>.weight`` (the window
-    mean). The starts come from a fresh model of the same config (the random state is left as it was).
+    ``{stage: {parameter: ratio}}`` for the weights with a fixed start (``attention.py``), as the
+    stage registry names them (``Stage.weight`` and ``Stage.fixed_starts``): the ``W`` matrices (the
+    identity) and Dynamics-CA's convolutions ``w.<k>.weight`` (the window mean). The starts come
+    from a fresh model of the same config (the random state is left as it was).
     """
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         fresh = type(model)(model.cfg)
     out = {}
-    for name in STAGES:
-        stage, start = getattr(model, name), getattr(fresh, name)
-        if stage is None:
-            continue
-        init = dict(start.named_parameters())
+    for name, stage in stages.modules(model).items():
+        init, record = dict(getattr(fresh, name).named_parameters()), stages.get(name)
         out[name] = {p: float((w.detach().cpu() - init[p].detach()).norm() / init[p].detach().norm())
                      for p, w in stage.named_parameters()
-                     if p.startswith("W_") or (p.startswith("w.") and p.endswith(".weight"))}
+                     if p == record.weight or any(fnmatch(p, f) for f in record.fixed_starts)}
     return out
 
 
@@ -195,12 +194,10 @@ def stage_inputs(model, query, support, skip=()) -> dict:
     ``qtos``: ``(X_Q, X_S)``, ``dynamics``: ``(X~_S,)``, ``stoq``: ``(Y~_S, X_Q)`` (forward
     pre-hooks; the model is run once under ``no_grad`` and left as it was)."""
     store, hooks = {}, []
-    for name in STAGES:
-        stage = getattr(model, name, None)
-        if stage is not None:
-            hooks.append(stage.register_forward_pre_hook(
-                lambda module, args, kwargs, name=name: store.__setitem__(name, (args, kwargs)),
-                with_kwargs=True))
+    for name, stage in stages.modules(model).items():
+        hooks.append(stage.register_forward_pre_hook(
+            lambda module, args, kwargs, name=name: store.__setitem__(name, (args, kwargs)),
+            with_kwargs=True))
     try:
         with torch.no_grad():
             model(query, support, skip=skip, relation=False)
@@ -217,7 +214,7 @@ def start_stages(model) -> dict:
     with torch.random.fork_rng(devices=[]):
         fresh = type(model)(model.cfg)
     device = next(model.parameters()).device
-    return {n: getattr(fresh, n).to(device).eval() for n in STAGES if getattr(fresh, n, None) is not None}
+    return {n: stage.to(device).eval() for n, stage in stages.modules(fresh).items()}
 
 
 def stage_attention(model, query, support) -> dict:

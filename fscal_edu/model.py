@@ -18,12 +18,10 @@ import torch
 import torch.nn as nn
 from einops import einsum, rearrange, reduce, repeat
 
-from .attention import DynamicsCA, QtoSContextCA, StoQContextCA
+from . import stages
 from .config import Config
 from .proposals import make_anchors, roi_align_matrix
 from .utils import FscalError, where
-
-STAGES = ("qtos", "dynamics", "stoq")      # the cross-attention stages, in order (``forward(skip=...)``)
 
 
 class TemporalEmbedding(nn.Module):
@@ -116,12 +114,10 @@ class FSCAL(nn.Module):
         # RoIAlign as fixed sparse matrices: the query's anchors, and a support read as one whole clip
         self._roi_buffers("roi_Q", self.anchors, cfg.data.T)
         self._roi_buffers("roi_S", torch.tensor([[0.0, float(cfg.data.T_S)]]), cfg.data.T_S)
-        opts = dict(axis=sw.softmax_axis, temperature=sw.temperature, mass_norm=sw.mass_norm, layernorm=sw.layernorm,
-                    added=sw.added_term)
-        self.qtos = QtoSContextCA(d, joint=sw.joint, **opts) if sw.qtos and not sw.blind else None
-        self.dynamics = (DynamicsCA(d, tuple(m.granularities), own_only=sw.own_only, **opts)
-                         if m.granularities and not sw.blind else None)
-        self.stoq = StoQContextCA(d, **opts) if sw.stoq and not sw.blind else None
+        # the cross-attention stages, in running order (fscal_edu.stages): self.qtos, self.dynamics,
+        # self.stoq, each None when switched off (an ablation) or in the blind control
+        for stage in stages.registered():
+            self.add_module(stage.name, stage.build(cfg) if sw.on(stage.name) else None)
         self.head = RelationHead(d, m.dropout)
         self.blind_s = nn.Parameter(torch.zeros(d)) if sw.blind else None
         # "pooled" summary: a learned query; zero at the start, so the pooling starts as the mean
@@ -187,17 +183,18 @@ class FSCAL(nn.Module):
         return end <= length + 0.25 * (end - start)                                    # (B, N_Q)
 
     def check_skip(self, skip) -> frozenset:
-        """``skip`` of :meth:`forward`: names among :data:`STAGES` (a collection, or one string of
-        comma-separated names), each a stage this model has; returns them as a frozenset.
+        """``skip`` of :meth:`forward`: names of registered stages (``fscal_edu.stages.names()``; a
+        collection, or one string of comma-separated names), each a stage this model has; returns
+        them as a frozenset.
 
         Skipping a stage the model was built without (an ablation, the blind control) is an
         error, not a no-op: a switch that silently does nothing would read as "no effect".
         """
         names = [n.strip() for n in skip.split(",") if n.strip()] if isinstance(skip, str) else list(skip)
-        unknown = [n for n in names if n not in STAGES]
+        unknown = [n for n in names if n not in stages.names()]
         if unknown:
-            raise FscalError(f"{where(field='skip')}: unknown stage(s) {unknown}; choose from {list(STAGES)}")
-        absent = [n for n in STAGES if n in names and getattr(self, n) is None]
+            raise FscalError(f"{where(field='skip')}: unknown stage(s) {unknown}; choose from {list(stages.names())}")
+        absent = [n for n in stages.names() if n in names and getattr(self, n, None) is None]
         if absent:
             raise FscalError(f"{where(field='skip')}: this model has no {' and no '.join(absent)} stage "
                              f"({'blind control' if self.cfg.switches.blind else 'ablation'}), nothing to skip")
@@ -217,7 +214,7 @@ class FSCAL(nn.Module):
         support summaries ``(B, K, d)`` to those of each episode's partner, episode b-1 (default
         ``torch.roll`` over the batch; with several processes
         :meth:`fscal_edu.distributed.Dist.roll_global`, the partner in the *global* batch).
-        ``skip`` (names among ``"qtos"``, ``"dynamics"``, ``"stoq"``) bypasses those stages at
+        ``skip`` (stage names, e.g. ``"qtos"``, ``"dynamics"``, ``"stoq"``) bypasses those stages at
         inference time: a skipped stage is the identity, its input passes through unchanged and
         ``out.attention`` has no entry for it (probes of a trained model, ``bench/probes.py``).
         """
@@ -236,13 +233,17 @@ class FSCAL(nn.Module):
         else:
             X_S = rearrange(self.embed(rearrange(support, "b k t c -> (b k) t c")),
                             "(b k) t d -> b k t d", b=B)                                 # (B, K, T_S, d)
-            if self.qtos is not None and "qtos" not in skip:          # stage 1, eq. (1)-(2)
-                X_S, attention["qtos"] = self.qtos(X_Q, X_S, mask_Q)
-            Y_S = X_S
-            if self.dynamics is not None and "dynamics" not in skip:  # stage 2, eq. (3)-(5)
-                Y_S, attention["dynamics"] = self.dynamics(X_S)
-            if self.stoq is not None and "stoq" not in skip:          # stage 3, eq. (6)
-                X_Q, attention["stoq"] = self.stoq(Y_S, X_Q, mask_Q)
+            tokens = {"X_Q": X_Q, "X_S": X_S, "mask_Q": mask_Q}
+            # the stages in running order, each reading tokens and rewriting X_S or X_Q:
+            #   stage 1 QtoS      eqs. (1)-(2)  X~_S = QtoS(X_Q, X_S)     (B, K, T_S, d)
+            #   stage 2 Dynamics  eqs. (3)-(5)  Y~_S = Dynamics(X~_S)     (B, K, T_S, d)
+            #   stage 3 StoQ      eq. (6)       X~_Q = StoQ(Y~_S, X_Q)    (B, N_Q, d)
+            for stage in stages.registered():
+                module = getattr(self, stage.name, None)
+                if module is None or stage.name in skip:       # switched off, or bypassed: the identity
+                    continue
+                tokens[stage.output], attention[stage.name] = module(*(tokens[t] for t in stage.inputs))
+            X_Q, Y_S = tokens["X_Q"], tokens["X_S"]
             s_l = self.support_summary(Y_S)                                              # (B, K, d)
             s = reduce(s_l, "b k d -> b d", "mean")                                      # (B, d)
         logits, deltas = self.head(X_Q, s)

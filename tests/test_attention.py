@@ -198,10 +198,8 @@ def test_dynamics_is_eqs_4_5_over_all_supports():
     assert_each_support_is_eqs_1_2(Y_S, att.A, X_S_prime, X_S, stage.W_StoS)
 
 
-def test_dynamics_empty_set_is_the_identity_and_own_only_isolates():
+def test_dynamics_own_only_isolates_the_supports():
     _, X_S = episode()
-    Y_S, att = DynamicsCA(16, ())(X_S)
-    assert torch.equal(Y_S, X_S) and att.A.shape == (2, 5, 0, 16)
     X_S2 = X_S.clone()
     X_S2[:, 2] += 3.0
     own = DynamicsCA(16, own_only=True)
@@ -217,6 +215,8 @@ def test_dynamics_granularity_must_divide_T_S():
         DynamicsCA(16, (2, 3))(X_S)
     with pytest.raises(FscalError, match="granularities"):
         DynamicsCA(16, (0,))
+    with pytest.raises(FscalError, match="granularities"):     # switched off by name, never by width
+        DynamicsCA(16, ())
 
 
 def test_stoq_is_eq6_and_ignores_support_order():

@@ -24,11 +24,14 @@ from fscal_edu.diagnostics import (EditedSupports, replace_supports, reverse_sni
                                    stage_probes, stoq_added_term, twin_classes, weight_drift)
 from fscal_edu.inference import evaluate_model, predict
 from fscal_edu.losses import fscal_loss
-from fscal_edu.model import FSCAL, STAGES
+from fscal_edu.model import FSCAL
 from fscal_edu.stats import betainc, holm, t_two_sided_p, welch
 from fscal_edu.utils import FscalError
+from fscal_edu import stages
 
 from conftest import DATA, ROOT
+
+STAGES = stages.names()     # the paper's three stages (no test in this file registers another)
 
 K = 5        # > 1: at K = 1 `joint` is the full model by construction (see test_joint_is_full_at_one_shot)
 
