@@ -13,7 +13,7 @@ from .data.episodes import EpisodeDataset, World, collate, episode_tensors
 from .distributed import unwrap
 from .evaluation import evaluate_fscal
 from . import stages
-from .postprocess import merge_detections, results_json
+from .postprocess import merge_detections, merge_window_edges, results_json
 from .proposals import decode, proposal_names
 from .utils import get_device
 
@@ -26,7 +26,10 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     ``workers`` DataLoader processes build the batches ahead of the model (pinned memory on CUDA).
     With ``cfg.data.query_mode == "window"`` a long query is read as overlapping windows
     (:class:`~fscal_edu.data.episodes.EpisodeDataset`); the detections of all its windows, mapped
-    onto the video's snippet axis, are merged before one Soft-NMS and the conversion to seconds.
+    onto the video's snippet axis, are merged before one Soft-NMS and the conversion to seconds;
+    ``cfg.data.window_pool`` reads the windows at a coarser rate, and ``cfg.data.window_merge`` adds
+    the segments of an action cut by window edges put back together
+    (:func:`~fscal_edu.postprocess.merge_window_edges`).
     ``skip`` names cross-attention stages to bypass (``FSCAL.forward``'s ``skip``; checked first).
     """
     model = unwrap(model)                        # the model inside a DistributedDataParallel
@@ -35,11 +38,11 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     data = EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S, mode=cfg.data.query_mode,
-                          stride=cfg.data.stride)
+                          stride=cfg.data.stride, pool=cfg.data.window_pool)
     loader = DataLoader(data, batch_size=batch_size, collate_fn=collate, num_workers=workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
                         generator=torch.Generator())     # never draws from the global RNG
-    windows = {}                                 # episode id -> [(segments, scores)] of its windows
+    windows, axes = {}, {}                 # episode id -> [(segments, scores, offset, span)] of its windows
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
         out = model(batch["query"].to(device, non_blocking=True), batch["support"].to(device, non_blocking=True),
                     mask=batch["mask"].to(device, non_blocking=True), skip=skip)
@@ -48,12 +51,17 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
             scores = torch.where(out.valid.cpu(), scores, 0.0)
         segments = decode(out.anchors.cpu(), out.deltas.float().cpu())          # (B, N, 2) in the window
         for b, eid in enumerate(batch["id"]):   # onto the video's axis: + the window's offset
-            windows.setdefault(eid, []).append((segments[b] + batch["offset"][b], scores[b], batch["axis"][b]))
+            windows.setdefault(eid, []).append((segments[b] + batch["offset"][b], scores[b], batch["offset"][b],
+                                                int(batch["mask"][b].sum())))
+            axes[eid] = batch["axis"][b]
     results = {}
     for ep in episodes:                          # all windows of an episode merged, then one Soft-NMS
-        segs, scores, axes = zip(*windows[ep["id"]])
+        segs, scores, _, _ = zip(*windows[ep["id"]])
+        if cfg.data.window_merge and cfg.data.query_mode == "window" and len(segs) > 1:
+            joined = merge_window_edges(windows[ep["id"]], axis=axes[ep["id"]], score_floor=cfg.post.score_floor)
+            segs, scores = (joined[0], *segs), (joined[1], *scores)     # merged first: they win ties
         results[ep["id"]] = merge_detections(torch.cat(segs), torch.cat(scores), cfg, world,
-                                             video=ep["query"], axis=axes[0])
+                                             video=ep["query"], axis=axes[ep["id"]])
     return results_json(results)
 
 
