@@ -126,8 +126,12 @@ class StageAttention(NamedTuple):
     coarse: CoarseTokens | None = None
 
 
-class _Stage(nn.Module):
-    """What the three stages share: the options of the primitive and the LayerNorm after it."""
+class CrossAttentionStage(nn.Module):
+    """What every stage shares: the options of the primitive and the LayerNorm after it.
+
+    A stage subclasses it, holds its ``W`` matrices and calls :meth:`attend` (the primitive with
+    the stage's options), so the probes of ``fscal_edu.diagnostics`` can see its operands. A new
+    stage is then registered in ``fscal_edu.stages``."""
 
     def __init__(self, d: int, *, axis: str, temperature: bool, mass_norm: bool, layernorm: bool,
                  added: str = "kept"):
@@ -176,7 +180,7 @@ def _identity_W(d: int) -> nn.Parameter:
     return nn.Parameter(torch.eye(d))
 
 
-class QtoSContextCA(_Stage):
+class QtoSContextCA(CrossAttentionStage):
     """Stage 1, QtoS Context-CA: all N_Q proposals attend to each support, one support at a time.
 
     Every support is recalibrated in the context of the query, and supports never see each
@@ -225,7 +229,7 @@ def coarse_index(K: int, T_S: int, granularities) -> CoarseTokens:
     )
 
 
-class DynamicsCA(_Stage):
+class DynamicsCA(CrossAttentionStage):
     """Stage 2, Dynamics-CA: coarse tokens of all supports attend to each support's snippets.
 
     eq. (3): for each granularity k, a temporal convolution w_k with kernel = stride = k turns
@@ -284,7 +288,7 @@ class DynamicsCA(_Stage):
         return Y_S, StageAttention("dynamics", A, K, T_S, coarse)
 
 
-class StoQContextCA(_Stage):
+class StoQContextCA(CrossAttentionStage):
     """Stage 3, StoQ Context-CA: all support snippets at once attend to the proposals (eq. 6).
 
     The order of the supports does not matter: every support snippet is one more source token.
