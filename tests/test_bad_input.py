@@ -1,5 +1,5 @@
-"""Bad input (issue 10, items 5-10, 12, 13): one line naming the file, the video or the option and
-the field, exit code 2, no traceback, nothing lost; or handled (warned, refused) as the item says."""
+"""Bad input: one line naming the file, the video or the option and the field, exit code 2, no
+traceback, nothing lost; or handled (warned, refused) as each test says."""
 import json
 import math
 

@@ -1,6 +1,6 @@
 """Many processes through torchrun (gloo on the CPU), mixed precision, and the training DataLoader.
 
-The acceptance of issue 13: ``torchrun --nproc_per_node=2 -m fscal_edu train ARGS`` trains on the
+What must hold: ``torchrun --nproc_per_node=2 -m fscal_edu train ARGS`` trains on the
 same global batches as ``fscal-edu train ARGS`` and logs the same losses; rank 0's checkpoints
 load and evaluate; a killed 2-process run resumes to the numbers of an uninterrupted one; bf16
 autocast gives finite gradients and losses within 5 % of float32's.

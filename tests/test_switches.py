@@ -1,4 +1,4 @@
-"""Issue 12: no switch may be silently ignored, and the statistics behind the verdicts are right.
+"""No switch may be silently ignored, and the statistics behind the verdicts are right.
 
 Every ablation of ``config.ABLATIONS`` and every inference-time skip must change what a fixed model
 computes on a fixed batch; a skipped stage is the identity (skipping it equals the ablation without

@@ -226,7 +226,7 @@ def test_unknown_profile():
     assert resolve_config("thumos") is PROFILES["thumos"]
 
 
-# --- issue 12: mechanisms only a stage can resolve (knobs; their defaults are the shipped world) ----
+# --- mechanisms only a stage can resolve (knobs; their defaults are the shipped world) ----
 
 def test_swap_twins_differ_by_one_neighbouring_swap():
     info = generate_world(dataclasses.replace(SMALL, twin_mode="swap", phases_per_class=4), seed=0)[3]
