@@ -32,10 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from .postprocess import results_json
-from .proposals import tiou
+from .proposals import TIOU_THRESHOLDS, tiou
 from .utils import FscalError, read_json, where
 
-TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 COMMON = "common"
 
 

@@ -20,7 +20,7 @@ from einops import einsum, rearrange, reduce, repeat
 
 from . import stages
 from .config import Config
-from .proposals import make_anchors, roi_align_matrix
+from .proposals import RoIAlign, make_anchors, roi_align_mlp
 from .utils import FscalError, where
 
 
@@ -111,9 +111,10 @@ class FSCAL(nn.Module):
         n_points = m.roi_inside + 2 * m.roi_context
         self.proposal_mlp = mlp(n_points * d, 2 * d, d, m.dropout)
         self.proposal_norm = nn.LayerNorm(d)
-        # RoIAlign as fixed sparse matrices: the query's anchors, and a support read as one whole clip
-        self._roi_buffers("roi_Q", self.anchors, cfg.data.T)
-        self._roi_buffers("roi_S", torch.tensor([[0.0, float(cfg.data.T_S)]]), cfg.data.T_S)
+        # RoIAlign over fixed segments: the query's anchors, and a support read as one whole clip
+        roi = dict(inside=m.roi_inside, context=m.roi_context, context_frac=m.roi_context_frac)
+        self.roi_Q = RoIAlign(self.anchors, cfg.data.T, **roi)
+        self.roi_S = RoIAlign(torch.tensor([[0.0, float(cfg.data.T_S)]]), cfg.data.T_S, **roi)
         # the cross-attention stages, in running order (fscal_edu.stages): self.qtos, self.dynamics,
         # self.stoq, each None when switched off (an ablation) or in the blind control
         for stage in stages.registered():
@@ -123,54 +124,23 @@ class FSCAL(nn.Module):
         # "pooled" summary: a learned query; zero at the start, so the pooling starts as the mean
         self.summary_query = nn.Parameter(torch.zeros(d)) if sw.support_summary == "pooled" else None
 
-    def _roi_buffers(self, name: str, segments: torch.Tensor, T: int) -> None:
-        """Store RoIAlign over ``segments`` on a ``T``-snippet axis, folded for :meth:`tokens`:
-        entry ``(n, t * P + p)`` is the weight of snippet t in point p of segment n, ``(N, T * P)``."""
-        m = self.cfg.model
-        Phi = roi_align_matrix(segments, T, m.roi_inside, m.roi_context, m.roi_context_frac)  # (N*P, T)
-        P = m.roi_inside + 2 * m.roi_context
-        row, t = Phi.indices()
-        self.register_buffer(f"{name}_index", torch.stack([row // P, t * P + row % P]), persistent=False)
-        self.register_buffer(f"{name}_weight", Phi.values(), persistent=False)
-        setattr(self, f"{name}_shape", (Phi.shape[0] // P, T * P))
+    def tokens(self, E: torch.Tensor, roi: RoIAlign) -> torch.Tensor:
+        """Tokens of fixed segments: ``E (B, T, d)`` -> ``(B, N, d)``, RoIAlign then the proposal MLP.
 
-    def tokens(self, E: torch.Tensor, roi: str) -> torch.Tensor:
-        """Tokens of fixed segments: ``E (B, T, d)`` -> ``(B, N, d)``, the proposal MLP over RoIAlign.
-
-        The MLP reads the P RoIAlign points of a segment side by side, ``R = [R_1; ...; R_P]``
-        with ``R_p = Phi_p E`` (``Phi_p``: point p of every segment, two weights per row), so its
-        first layer splits into one ``d x 2d`` block ``W_p`` per point and commutes with RoIAlign:
-
-            W [R_1; ...; R_P] + b  =  sum_p Phi_p (E W_p) + b
-
-        Both orders give the same numbers; the cheaper one runs. Many segments (the query's N_Q =
-        361 anchors on T = 128 snippets): ``E W_p`` costs T rows instead of N, so the first layer
-        runs on the snippets and the proposals interpolate its output (25 instead of 71 MFLOP
-        per episode, quick preset). Few segments (a whole support clip, N = 1): RoIAlign first.
-        ``roi`` names the segments: ``"roi_Q"`` the anchors, ``"roi_S"`` a whole support.
+        ``roi`` is the operator of the segments: ``self.roi_Q`` the query's anchors, ``self.roi_S``
+        a whole support clip. The MLP reads a segment's P RoIAlign points side by side,
+        ``x = LayerNorm(MLP([R_1; ...; R_P]))``; :func:`fscal_edu.proposals.roi_align_mlp` says
+        why it runs the MLP's first layer before RoIAlign when that is cheaper.
         """
-        first, act, drop, second = self.proposal_mlp
-        B, T = E.shape[:2]
-        P = self.cfg.model.roi_inside + 2 * self.cfg.model.roi_context
-        Phi = torch.sparse_coo_tensor(getattr(self, f"{roi}_index"), getattr(self, f"{roi}_weight"),
-                                      getattr(self, f"{roi}_shape"), is_coalesced=True,
-                                      check_invariants=False)                          # (N, T*P)
-        if Phi.shape[0] < T:     # few segments: R = RoIAlign(E), then the first layer on (p d)
-            Phi_p = rearrange(Phi.to_dense().to(E.dtype), "n (t p) -> n t p", p=P)      # (N, T, P)
-            R = einsum(Phi_p, E, "n t p, b t d -> b n p d")                             # (B, N, P, d)
-            Z = first(rearrange(R, "b n p d -> b n (p d)"))                             # (B, N, 2d)
-        else:                    # many segments: sum_p Phi_p (E W_p), one sparse product for the batch
-            W_p = rearrange(first.weight, "h (p d) -> d (p h)", p=P)                   # (d, P*2d)
-            H = rearrange(E @ W_p, "b t (p h) -> (t p) (b h)", p=P)                   # (T*P, B*2d)
-            # in Phi's dtype (float32, or float64 for a .double() model) with autocast off: autocast
-            # would run the sparse product in bf16, whose backward then fails (Float vs BFloat16)
-            with torch.autocast(E.device.type, enabled=False):
-                Z = rearrange(torch.sparse.mm(Phi, H.to(Phi.dtype)), "n (b h) -> b n h", b=B) + first.bias  # (B, N, 2d)
-        return self.proposal_norm(second(drop(act(Z))))                                # (B, N, d)
+        # roi_align_mlp computes exactly proposal_mlp(rearrange(roi(E), "b n p d -> b n (p d)"))
+        return self.proposal_norm(roi_align_mlp(E, roi, self.proposal_mlp))          # (B, N, d)
 
     def proposals(self, query: torch.Tensor) -> torch.Tensor:
-        """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)`` by 1-D RoIAlign + MLP."""
-        return self.tokens(self.embed(query), "roi_Q")                                  # (B, N_Q, d)
+        """Query features ``(B, T, C)`` -> proposal tokens ``X_Q (B, N_Q, d)``: the embedding,
+        1-D RoIAlign over the anchors, then the proposal MLP."""
+        E = self.embed(query)                                                           # (B, T, d)
+        # X_Q = LayerNorm(MLP(RoIAlign(E, anchors)))
+        return self.tokens(E, self.roi_Q)                                               # (B, N_Q, d)
 
     def proposal_mask(self, mask: torch.Tensor | None) -> torch.Tensor | None:
         """``mask (B, T)`` (True = a real snippet, padding at the tail) -> ``mask_Q (B, N_Q)``: a
@@ -282,7 +252,8 @@ class FSCAL(nn.Module):
             # s^(l) = sum_t softmax_t(q . y_t / sqrt(d)) y_t, a learned query q          (B, K, T_S)
             w = (einsum(Y_S, self.summary_query, "b k t d, d -> b k t") * Y_S.shape[-1] ** -0.5).softmax(-1)
             return einsum(w, Y_S, "b k t, b k t d -> b k d")                               # (B, K, d)
-        s_l = self.tokens(rearrange(Y_S, "b k t d -> (b k) t d"), "roi_S")               # (B*K, 1, d)
+        # s^(l) = LayerNorm(MLP(RoIAlign(Y~_S^(l), [0, T_S])))
+        s_l = self.tokens(rearrange(Y_S, "b k t d -> (b k) t d"), self.roi_S)           # (B*K, 1, d)
         return rearrange(s_l, "(b k) 1 d -> b k d", b=Y_S.shape[0])                     # (B, K, d)
 
 

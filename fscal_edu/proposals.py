@@ -10,6 +10,10 @@ window (:func:`roi_align_1d`) so that every proposal becomes one fixed-size toke
 training, say which anchors are foreground and how their boundaries should move
 (:func:`assign_labels`, :func:`encode`, :func:`decode`). :func:`average_recall` measures how well
 the proposals cover the ground truth before any classifier has a say.
+
+The model holds RoIAlign over its anchors as one :class:`RoIAlign` operator and turns each read
+proposal into a token with :func:`roi_align_mlp`: RoIAlign, then the proposal MLP, the same
+numbers as :func:`roi_align_1d` followed by the MLP, computed in the cheaper order.
 """
 from __future__ import annotations
 
@@ -17,12 +21,17 @@ import math
 
 import numpy as np
 import torch
-from einops import rearrange, repeat
+import torch.nn as nn
+from einops import einsum, rearrange, repeat
 
-from .data.features import interpolate_at
+from .config import LossConfig, ModelConfig
+from .data.features import interpolate_at, interpolation_weights
 from .utils import FscalError, where
 
-ANCHOR_LENGTHS = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96)
+# the defaults have one home each: anchor lengths in the model's config, the labelling thresholds
+# in the loss's; the tIoU thresholds of AR@AN and mAP (0.5:0.05:0.95, as ActivityNet) here
+ANCHOR_LENGTHS = ModelConfig.anchor_lengths
+TIOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 # decode() clamps the predicted log width ratio to +-log(1000 / 16) (a width changes by at most
 # a factor 62.5), the usual guard that keeps exp() finite on an untrained regressor.
 MAX_LOG_WIDTH = math.log(1000.0 / 16)
@@ -133,24 +142,88 @@ def roi_align_matrix(segments: torch.Tensor, T: int, inside: int = 8, context: i
 
     Reading a point between two snippet centres is linear in the features, so RoIAlign over
     fixed segments is one matrix with two non-zeros per row (weights ``1 - w`` and ``w`` on the
-    two neighbouring snippets, the same rule as :func:`fscal_edu.data.features.interpolate_at`):
+    two neighbouring snippets, :func:`fscal_edu.data.features.interpolation_weights`):
 
         roi_align_1d(E, segments)[b]  ==  (Phi @ E[b]).reshape(N, P, C)
 
-    Row ``n * P + p`` is point ``p`` of segment ``n``. The model uses it to apply the proposal
-    MLP's first layer to the T snippets *before* reading the proposals (see
-    :meth:`fscal_edu.model.FSCAL.tokens`).
+    Row ``n * P + p`` is point ``p`` of segment ``n``. :class:`RoIAlign` holds it for
+    :func:`roi_align_mlp`.
     """
     pos = roi_positions(segments, inside, context, context_frac)             # (N, P)
     N, P = pos.shape
-    x = (pos - 0.5).clamp(0, T - 1)                                         # on the centre grid
-    lo = x.floor().long().clamp(max=T - 1)
-    hi = (lo + 1).clamp(max=T - 1)
-    w = x - lo.to(x.dtype)                                                  # (N, P)
+    lo, hi, w = interpolation_weights(pos, T)                               # (N, P) each
     rows = torch.arange(N * P, device=segments.device)
     index = torch.stack([torch.cat([rows, rows]), torch.cat([lo.flatten(), hi.flatten()])])
     values = torch.cat([(1 - w).flatten(), w.flatten()])
     return torch.sparse_coo_tensor(index, values, (N * P, T), check_invariants=True).coalesce()  # (N*P, T)
+
+
+class RoIAlign(nn.Module):
+    """1-D RoIAlign over fixed segments of a ``T``-snippet axis (the query's anchors, or a whole
+    support clip), the operator the model holds: ``RoIAlign(...)(E)`` is :func:`roi_align_1d`,
+    ``E (B, T, C)`` -> ``(B, N, P, C)``.
+
+    It also keeps :func:`roi_align_matrix` folded for :func:`roi_align_mlp`: :meth:`matrix` is
+    ``Phi (N, T * P)`` with entry ``(n, t * P + p)`` the weight of snippet t in point p of segment
+    n. Its buffers are not saved with the model (they follow from the config).
+    """
+
+    def __init__(self, segments: torch.Tensor, T: int, inside: int = 8, context: int = 2,
+                 context_frac: float = 0.25):
+        super().__init__()
+        self.inside, self.context, self.context_frac = inside, context, context_frac
+        self.P = inside + 2 * context
+        Phi = roi_align_matrix(segments, T, inside, context, context_frac)         # (N*P, T)
+        row, t = Phi.indices()
+        self.register_buffer("segments", segments.clone(), persistent=False)       # (N, 2)
+        self.register_buffer("index", torch.stack([row // self.P, t * self.P + row % self.P]),
+                             persistent=False)                                      # (2, 2*N*P)
+        self.register_buffer("weight", Phi.values(), persistent=False)             # (2*N*P,)
+        self.shape = (Phi.shape[0] // self.P, T * self.P)
+
+    def forward(self, E: torch.Tensor) -> torch.Tensor:       # (B, T, C) -> (B, N, P, C)
+        return roi_align_1d(E, self.segments, self.inside, self.context, self.context_frac)
+
+    def matrix(self) -> torch.Tensor:
+        """The folded RoIAlign matrix, sparse ``(N, T * P)`` in the buffers' dtype and device."""
+        return torch.sparse_coo_tensor(self.index, self.weight, self.shape, is_coalesced=True,
+                                       check_invariants=False)                     # (N, T*P)
+
+
+def roi_align_mlp(E: torch.Tensor, roi: RoIAlign, mlp: nn.Sequential) -> torch.Tensor:
+    """RoIAlign, then an MLP that reads the P points side by side: ``E (B, T, d)`` -> ``(B, N, h_out)``,
+    exactly ``mlp(rearrange(roi(E), "b n p d -> b n (p d)"))``, computed in the cheaper order.
+
+    ``mlp`` starts with a linear layer ``x -> x W^T + b`` of ``P d`` inputs and ``h`` outputs (the
+    proposal MLP: ``h = 2d``). RoIAlign reads point p of every segment as ``R_p = Phi_p E``
+    ``(N, d)`` (``Phi_p (N, T)``: two weights per row); the layer reads ``[R_1; ...; R_P]`` side by
+    side. Split its weight into one block per point, ``W_p = W[:, p d : (p + 1) d]^T`` ``(d, h)``;
+    then, as matrix products associate,
+
+        W [R_1; ...; R_P] + b  =  sum_p R_p W_p + b  =  sum_p (Phi_p E) W_p + b  =  sum_p Phi_p (E W_p) + b
+
+    Both orders give the same numbers. Many segments (the query's N_Q = 361 anchors on T = 128
+    snippets): ``E W_p`` costs T rows instead of N, so the first layer runs on the snippets and
+    one sparse product interpolates its output (25 instead of 71 MFLOP per episode, quick preset).
+    Few segments (``N < T``: a whole support clip, N = 1): RoIAlign first, as a dense product, then
+    the layer. The rest of ``mlp`` follows.
+    """
+    first, rest = mlp[0], mlp[1:]
+    B, T = E.shape[:2]
+    P = roi.P
+    Phi = roi.matrix()                                                               # (N, T*P)
+    if Phi.shape[0] < T:     # few segments: R = RoIAlign(E), then W [R_1; ...; R_P] + b
+        Phi_p = rearrange(Phi.to_dense().to(E.dtype), "n (t p) -> n t p", p=P)        # (N, T, P)
+        R = einsum(Phi_p, E, "n t p, b t d -> b n p d")                               # (B, N, P, d)
+        Z = first(rearrange(R, "b n p d -> b n (p d)"))                               # (B, N, h)
+    else:                    # many segments: sum_p Phi_p (E W_p) + b, one sparse product for the batch
+        W_p = rearrange(first.weight, "h (p d) -> d (p h)", p=P)                     # (d, P*h)
+        H = rearrange(E @ W_p, "b t (p h) -> (t p) (b h)", p=P)                     # (T*P, B*h)
+        # in Phi's dtype (float32, or float64 for a .double() model) with autocast off: autocast
+        # would run the sparse product in bf16, whose backward then fails (Float vs BFloat16)
+        with torch.autocast(E.device.type, enabled=False):
+            Z = rearrange(torch.sparse.mm(Phi, H.to(Phi.dtype)), "n (b h) -> b n h", b=B) + first.bias  # (B, N, h)
+    return rest(Z)                                                                   # (B, N, h_out)
 
 
 def encode(anchors: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -179,7 +252,7 @@ def decode(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 
 def assign_labels(anchors: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor,
-                  pos_iou: float = 0.5, neg_iou: float = 0.3):
+                  pos_iou: float = LossConfig.pos_iou, neg_iou: float = LossConfig.neg_iou):
     """Training labels of every anchor in every query of the batch.
 
     ``anchors (N, 2)``, ``gt (B, G, 2)`` (padded), ``gt_mask (B, G)`` bool (True = a real instance).
@@ -212,7 +285,7 @@ def assign_labels(anchors: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor
 
 
 def average_recall(proposals: dict, ground_truth: dict, num_proposals=tuple(range(1, 101)),
-                   tiou_thresholds=np.linspace(0.5, 0.95, 10)) -> dict:
+                   tiou_thresholds=TIOU_THRESHOLDS) -> dict:
     """Average recall at N proposals per video (AR@AN) and the area under that curve.
 
     ``proposals``: video -> ``(n, 2)`` segments sorted by score, best first; ``ground_truth``:

@@ -3,9 +3,11 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn as nn
+from einops import einsum, rearrange
 
-from fscal_edu.proposals import (assign_labels, average_recall, decode, encode, make_anchors, roi_align_1d,
-                                 roi_positions, tiou)
+from fscal_edu.proposals import (RoIAlign, assign_labels, average_recall, decode, encode, make_anchors,
+                                 roi_align_1d, roi_align_mlp, roi_positions, tiou)
 from fscal_edu.utils import FscalError
 
 
@@ -122,6 +124,56 @@ def test_roi_align_gradients():
 def test_roi_align_rejects_inverted_segments():
     with pytest.raises(FscalError, match="inverted"):
         roi_align_1d(torch.zeros(1, 8, 2), torch.tensor([[5.0, 2.0]]))
+
+
+def some_segments(n, T, seed):
+    """``n`` segments of a ``T``-snippet axis, float64, some reaching past either end."""
+    g = torch.Generator().manual_seed(seed)
+    s = torch.rand(n, generator=g, dtype=torch.float64) * (T + 4) - 2
+    w = torch.rand(n, generator=g, dtype=torch.float64) * T / 2
+    return torch.stack([s, s + w], 1)                                    # (n, 2)
+
+
+@pytest.mark.parametrize("T, n", [(16, 1), (16, 5), (32, 31), (16, 16), (16, 40), (32, 200)])
+def test_roi_align_mlp_is_roi_align_then_mlp(T, n):
+    """The fold of RoIAlign into the MLP's first layer gives the numbers and the gradients of
+    RoIAlign, then the MLP: few segments (n < T, RoIAlign first) and many (first layer first)."""
+    torch.manual_seed(n)
+    d, inside, context = 3, 4, 2
+    roi = RoIAlign(some_segments(n, T, seed=T + n), T, inside=inside, context=context, context_frac=0.5)
+    P = inside + 2 * context
+    mlp = nn.Sequential(nn.Linear(P * d, 5), nn.GELU(), nn.Linear(5, 4)).double()
+    E = torch.randn(2, T, d, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(2, n, 4, dtype=torch.float64)
+
+    def run(fn):
+        E.grad = None
+        mlp.zero_grad()
+        out = fn()
+        (out * upstream).sum().backward()
+        return out.detach(), [E.grad.clone()] + [p.grad.clone() for p in mlp.parameters()]
+
+    plain, plain_grads = run(lambda: mlp(rearrange(roi(E), "b n p d -> b n (p d)")))     # (B, N, 4)
+    fast, fast_grads = run(lambda: roi_align_mlp(E, roi, mlp))
+    assert fast.shape == plain.shape == (2, n, 4)
+    torch.testing.assert_close(fast, plain, rtol=0, atol=1e-12)
+    for a, b in zip(fast_grads, plain_grads):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+
+
+def test_roi_align_operator_reads_as_roi_align_1d():
+    T = 20
+    segments = torch.cat([make_anchors(T, (4, 8)), torch.tensor([[-3.0, 2.0], [T - 2.0, T + 5.0]])])
+    roi = RoIAlign(segments, T, inside=4, context=1, context_frac=0.25)
+    E = torch.randn(2, T, 3)
+    assert torch.equal(roi(E), roi_align_1d(E, segments, inside=4, context=1, context_frac=0.25))
+    # the folded matrix: entry (n, t * P + p) is the weight of snippet t in point p of segment n
+    folded = rearrange(roi.matrix().to_dense(), "n (t p) -> n p t", p=roi.P)          # (N, P, T)
+    assert torch.allclose(folded.sum(-1), torch.ones(len(segments), roi.P))
+    assert torch.allclose(einsum(folded, E, "n p t, b t c -> b n p c"), roi(E), atol=1e-6)
+    # fixed by the config, so not saved with a model
+    assert roi.state_dict() == {} and roi.double().matrix().dtype == torch.float64
 
 
 # --- encode / decode / labels ------------------------------------------------------------------

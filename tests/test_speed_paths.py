@@ -1,4 +1,5 @@
-"""The fast paths of issue 11 compute the same numbers as the plain ones they replace."""
+"""The model's fast paths compute the same numbers as the plain ones they replace: RoIAlign as a
+matrix, and the model's tokens (RoIAlign folded into the proposal MLP) as RoIAlign, then the MLP."""
 import numpy as np
 import pytest
 import torch
@@ -31,13 +32,16 @@ def test_first_layer_first_gives_the_same_tokens(preset):
     E = torch.randn(4, cfg.data.T, m.d)
     R = roi_align_1d(E, model.anchors, inside=m.roi_inside, context=m.roi_context, context_frac=m.roi_context_frac)
     plain = model.proposal_norm(model.proposal_mlp(rearrange(R, "b n p d -> b n (p d)")))   # (B, N, d)
-    assert torch.allclose(plain, model.tokens(E, "roi_Q"), atol=1e-5)
+    assert torch.allclose(plain, model.tokens(E, model.roi_Q), atol=1e-5)
+    assert torch.equal(model.roi_Q.segments, model.anchors)
+    # the RoIAlign operators follow from the config: nothing of them is saved with the model
+    assert not [k for k in model.state_dict() if k.startswith("roi_")]
     # the support summary reads a whole clip the same way
     Y = torch.randn(4, cfg.data.T_S, m.d)
     whole = torch.tensor([[0.0, float(cfg.data.T_S)]])
     R_S = roi_align_1d(Y, whole, inside=m.roi_inside, context=m.roi_context, context_frac=m.roi_context_frac)
     plain_S = model.proposal_norm(model.proposal_mlp(rearrange(R_S, "b n p d -> b n (p d)")))
-    assert torch.allclose(plain_S, model.tokens(Y, "roi_S"), atol=1e-5)
+    assert torch.allclose(plain_S, model.tokens(Y, model.roi_S), atol=1e-5)
 
 
 def test_first_layer_first_gradients_match():
@@ -57,5 +61,5 @@ def test_first_layer_first_gradients_match():
         R = roi_align_1d(E, model.anchors, inside=m.roi_inside, context=m.roi_context, context_frac=m.roi_context_frac)
         return model.proposal_norm(model.proposal_mlp(rearrange(R, "b n p d -> b n (p d)")))
 
-    for a, b in zip(grads(plain), grads(lambda: model.tokens(E, "roi_Q"))):
+    for a, b in zip(grads(plain), grads(lambda: model.tokens(E, model.roi_Q))):
         np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4, rtol=1e-4)

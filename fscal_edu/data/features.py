@@ -166,20 +166,37 @@ def find_feature_file(feature_dir, video_id: str) -> Path:
     raise FscalError(f"{at}: no feature file for this video (looked for {', '.join(FEATURE_SUFFIXES)})")
 
 
+def interpolation_weights(positions: torch.Tensor, T: int):
+    """The one interpolation rule of the package: where a continuous position reads a ``T``-snippet axis.
+
+    Snippet ``i`` sits at ``i + 0.5``. A position ``x`` between two centres mixes its neighbours
+    ``lo = floor(x - 0.5)`` and ``hi = lo + 1`` linearly; beyond the first or last centre it
+    takes that snippet (clamped):
+
+        read(x) = (1 - w) * f[lo] + w * f[hi],   w = (x - 0.5) - lo
+
+    ``positions (...)`` -> ``lo (...)`` and ``hi (...)`` long, ``w (...)`` in the dtype of
+    ``positions`` (differentiable in ``positions``). :func:`interpolate_at` gathers with it,
+    :func:`fscal_edu.proposals.roi_align_matrix` writes it as the rows of a matrix.
+    """
+    p = (positions - 0.5).clamp(0, T - 1)                      # (...) on the centre grid
+    lo = p.detach().floor().long().clamp(max=T - 1)
+    hi = (lo + 1).clamp(max=T - 1)
+    return lo, hi, p - lo.to(p.dtype)                          # (...) each
+
+
 def interpolate_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     """Read features at continuous positions: ``x (..., T, C)``, ``positions (..., P)`` -> ``(..., P, C)``.
 
     Snippet ``i`` sits at ``i + 0.5``; a position between two centres mixes them linearly and a
-    position beyond the first or last centre takes that snippet (clamped). Differentiable in both
-    ``x`` and ``positions``; the one interpolation rule behind resampling, support crops and
-    RoIAlign.
+    position beyond the first or last centre takes that snippet (clamped,
+    :func:`interpolation_weights`). Differentiable in both ``x`` and ``positions``; the one
+    interpolation rule behind resampling, support crops and RoIAlign.
     """
-    T = x.shape[-2]
-    p = (positions - 0.5).clamp(0, T - 1)                      # (..., P) on the centre grid
-    lo = p.detach().floor().long().clamp(max=T - 1)
-    hi = (lo + 1).clamp(max=T - 1)
-    w = (p - lo.to(p.dtype)).unsqueeze(-1)                     # (..., P, 1)
+    lo, hi, w = interpolation_weights(positions, x.shape[-2])  # (..., P) each
+    w = w.unsqueeze(-1)                                        # (..., P, 1)
     idx = lambda i: i.unsqueeze(-1).expand(*i.shape, x.shape[-1])  # noqa: E731
+    # read(x) = (1 - w) f[lo] + w f[hi]                                               (..., P, C)
     return torch.gather(x, -2, idx(lo)) * (1 - w) + torch.gather(x, -2, idx(hi)) * w
 
 
