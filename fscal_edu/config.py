@@ -10,18 +10,57 @@ to exactly one section) or with its section (``model__d=32`` or ``"model.d"``).
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .utils import FscalError, check_int, check_number, where
 
-def _at_least(section, name: str, fields, minimum: int) -> None:
-    """Counts of a section must be integers >= ``minimum`` (``shots=0`` or ``T=0`` would fail later,
-    cryptically)."""
-    from .utils import FscalError, where
-    for f in fields:
-        value = getattr(section, f)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise FscalError(f"{where(field=f'{name}.{f}')}: must be an integer >= {minimum}, got {value!r}")
+
+# Each field's type and range, checked when a section is built (``get_config``, ``replace``,
+# ``from_dict``, a checkpoint's config before its model is built): bad values fail at once, with
+# the field's name, never later and cryptically. ("int", n): an integer >= n; ("num", lo, hi): a
+# finite number in [lo, hi] (None: open); ("pos",): a finite number > 0; ("bool",); ("choice", a,
+# b, ...); ("ints", n): a non-empty tuple of integers >= n.
+RULES = {
+    "data": dict(feature_dim=("int", 1), T=("int", 1), T_S=("int", 1), shots=("int", 1),
+                 query_mode=("choice", "resample", "window"), window_stride=("int", 0),
+                 window_neg_frac=("num", 0.0, 1.0), window_pool=("int", 1), window_merge=("bool",)),
+    "model": dict(d=("int", 1), embed_layers=("int", 1), anchor_lengths=("ints", 1),
+                  anchor_stride_frac=("num", 1e-6, 1.0), roi_inside=("int", 1), roi_context=("int", 0),
+                  roi_context_frac=("num", 0.0, None), granularities=("ints", 1), dropout=("num", 0.0, 0.99)),
+    "switches": dict(joint=("bool",), own_only=("bool",), softmax_axis=("choice", "row", "column"),
+                     temperature=("bool",), mass_norm=("bool",), layernorm=("bool",),
+                     support_summary=("choice", "aligned", "mean", "pooled"),
+                     added_term=("choice", "kept", "centred", "gated", "null"), blind=("bool",),
+                     relation=("bool",), twin_negatives=("bool",)),
+    "loss": dict(pos_iou=("num", 1e-6, 1.0), neg_iou=("num", 0.0, 1.0), lambda_reg=("num", 0.0, None),
+                 lambda_rel=("num", 0.0, None), rel_neg_frac=("num", 0.0, 1.0)),
+    "optim": dict(steps=("int", 1), batch_size=("int", 1), lr=("pos",), weight_decay=("num", 0.0, None),
+                  warmup=("int", 0), grad_clip=("pos",), eval_every=("int", 1), val_episodes=("int", 1)),
+    "post": dict(soft_nms_sigma=("pos",), top_k=("int", 1), score_floor=("num", 0.0, 1.0)),
+}
+
+
+def _check_section(section, name: str) -> None:
+    """Check every field of ``section`` against :data:`RULES` (its type and range)."""
+    for f, (kind, *args) in RULES[name].items():
+        value, field_name = getattr(section, f), f"{name}.{f}"
+        if kind == "int":
+            check_int(value, at_least=args[0], field=field_name)
+        elif kind == "num":
+            check_number(value, low=args[0], high=args[1], field=field_name)
+        elif kind == "pos" and check_number(value, low=0.0, field=field_name) == 0.0:
+            raise FscalError(f"{where(field=field_name)}: must be a number > 0, got {value!r}")
+        elif kind == "bool" and not isinstance(value, bool):
+            raise FscalError(f"{where(field=field_name)}: must be true or false, got {value!r}")
+        elif kind == "choice" and (not isinstance(value, str) or value not in args):
+            raise FscalError(f"{where(field=field_name)}: must be one of {args}, got {value!r}")
+        elif kind == "ints":
+            if not isinstance(value, tuple) or not value:
+                raise FscalError(f"{where(field=field_name)}: must be a non-empty list of integers, got {value!r}")
+            for v in value:
+                check_int(v, at_least=args[0], field=field_name)
 
 
 @dataclass
@@ -46,13 +85,7 @@ class DataConfig:
     window_merge: bool = False
 
     def __post_init__(self):
-        _at_least(self, "data", ("feature_dim", "T", "T_S", "shots"), 1)
-        _at_least(self, "data", ("window_stride",), 0)
-        from .utils import FscalError, where
-        if self.query_mode not in ("resample", "window"):
-            raise FscalError(f"{where(field='data.query_mode')}: must be 'resample' or 'window', got {self.query_mode!r}")
-        if not 0.0 <= self.window_neg_frac <= 1.0:
-            raise FscalError(f"{where(field='data.window_neg_frac')}: must be in [0, 1], got {self.window_neg_frac!r}")
+        _check_section(self, "data")
 
     @property
     def stride(self) -> int:
@@ -73,12 +106,7 @@ class ModelConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        from .utils import FscalError, where
-        if (not isinstance(self.granularities, tuple) or not self.granularities
-                or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in self.granularities)):
-            raise FscalError(f"{where(field='model.granularities')}: must be a non-empty tuple of integers "
-                             f">= 1, got {self.granularities!r} (switch Dynamics-CA off with "
-                             f"off=('dynamics',) or dynamics=False)")
+        _check_section(self, "model")
 
 
 @dataclass
@@ -97,13 +125,7 @@ class SwitchConfig:
     twin_negatives: bool = False   # training: episode 2i+1 draws the twin of episode 2i's class
 
     def __post_init__(self):
-        from .utils import FscalError, where
-        for name, allowed in (("support_summary", ("aligned", "mean", "pooled")),
-                              ("added_term", ("kept", "centred", "gated", "null")),
-                              ("softmax_axis", ("row", "column"))):
-            if getattr(self, name) not in allowed:
-                raise FscalError(f"{where(field='switches.' + name)}: must be one of {allowed}, "
-                                 f"got {getattr(self, name)!r}")
+        _check_section(self, "switches")
         from . import stages
         unknown = [n for n in self.off if n not in stages.names()]
         if not isinstance(self.off, tuple) or unknown:
@@ -127,6 +149,12 @@ class LossConfig:
     lambda_rel: float = 0.5        # weight of the relation module
     rel_neg_frac: float = 0.1      # share of negative proposals the relation loss samples
 
+    def __post_init__(self):
+        _check_section(self, "loss")
+        if self.neg_iou > self.pos_iou:
+                raise FscalError(f"{where(field='loss.neg_iou')}: must not exceed loss.pos_iou = {self.pos_iou}, "
+                             f"got {self.neg_iou}")
+
 
 @dataclass
 class OptimConfig:
@@ -140,8 +168,7 @@ class OptimConfig:
     val_episodes: int = 100        # fixed val episodes per validation
 
     def __post_init__(self):
-        _at_least(self, "optim", ("steps", "batch_size", "eval_every", "val_episodes"), 1)
-        _at_least(self, "optim", ("warmup",), 0)
+        _check_section(self, "optim")
 
 
 @dataclass
@@ -149,6 +176,9 @@ class PostConfig:
     soft_nms_sigma: float = 0.5    # Gaussian Soft-NMS width
     top_k: int = 100               # detections kept per episode
     score_floor: float = 1e-3      # detections below this score are dropped
+
+    def __post_init__(self):
+        _check_section(self, "post")
 
 
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "switches": SwitchConfig, "loss": LossConfig,
@@ -165,6 +195,23 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     post: PostConfig = field(default_factory=PostConfig)
     preset: str = "quick"          # the preset this config started from
+
+    def __post_init__(self):
+        for name, cls in SECTIONS.items():
+            if not isinstance(getattr(self, name), cls):
+                raise FscalError(f"{where(field=name)}: must be a {cls.__name__}, got {type(getattr(self, name)).__name__}")
+        if not isinstance(self.preset, str):
+            raise FscalError(f"{where(field='preset')}: must be a preset's name, got {self.preset!r}")
+        if self.switches.on("dynamics"):
+            for k in self.model.granularities:
+                if self.data.T_S % k:
+                    raise FscalError(f"{where(field='model.granularities')}: k={k} does not divide "
+                                     f"T_S={self.data.T_S}; choose divisors of the support length")
+        need, have = estimated_memory(self), physical_memory()
+        if have and need > have:
+            raise FscalError(f"{where(field='data.T')}: one batch of {self.optim.batch_size} episodes with "
+                             f"T = {self.data.T} needs about {need / 2**30:.0f} GiB (estimated from the config), "
+                             f"more than this machine's {have / 2**30:.0f} GiB")
 
     def replace(self, **changes) -> "Config":
         """A copy with fields changed: flat names (``steps=40``), ``section__field`` or ``"section.field"``."""
@@ -199,12 +246,13 @@ class Config:
         unknown = [k for k in d if k not in SECTIONS and k != "preset" and k not in SECTION_OF
                    and k not in stages.names()]
         if unknown:
-            raise ValueError(f"config: unknown field(s) {sorted(unknown)}")
+            raise FscalError(f"{where(field='config')}: unknown field(s) {sorted(unknown)}")
         flat = {k: v for k, v in d.items() if k not in SECTIONS}
         for section in SECTIONS:
             if section in d:
                 if not isinstance(d[section], dict):
-                    raise ValueError(f"config: section {section!r} must be an object")
+                    raise FscalError(f"{where(field=section)}: a config section must be an object, "
+                                     f"got {type(d[section]).__name__}")
                 flat |= {f"{section}__{k}": v for k, v in d[section].items()}
         # older files switched Dynamics-CA off with an empty width: read that as dynamics=False
         for key in ("granularities", "model__granularities"):
@@ -215,16 +263,40 @@ class Config:
 
 
 def _locate(key: str) -> tuple[str, str]:
-    """``"d"``, ``"model__d"`` or ``"model.d"`` -> ``("model", "d")``; unknown names raise ``ValueError``."""
+    """``"d"``, ``"model__d"`` or ``"model.d"`` -> ``("model", "d")``; unknown names raise ``FscalError``."""
     for sep in ("__", "."):
         if sep in key:
             section, name = key.split(sep, 1)
             if section in SECTIONS and name in {f.name for f in dataclasses.fields(SECTIONS[section])}:
                 return section, name
-            raise ValueError(f"config: unknown field {key!r}")
+            raise FscalError(f"{where(field=key)}: unknown field; see Config for the names")
     if key not in SECTION_OF:
-        raise ValueError(f"config: unknown field {key!r}")
+        raise FscalError(f"{where(field=key)}: unknown field; see Config for the names")
     return SECTION_OF[key], key
+
+
+def anchor_count(T: int, lengths, stride_frac: float) -> int:
+    """N_Q, the number of anchors ``proposals.make_anchors`` lays on ``T`` snippets (no tensor made)."""
+    return sum((T - L) // max(1, round(L * stride_frac)) + 1 for L in lengths if L <= T)
+
+
+def estimated_memory(cfg: "Config") -> int:
+    """Bytes of the largest tensors of one training batch, roughly (float32): the stages' attention
+    ``(B, K, N_Q, T_S)`` a few times over (forward and backward), the proposal tokens through the MLP
+    and the head ``(B, N_Q, ~16 d)``, and the RoIAlign operator (``N_Q`` segments of ``P`` points).
+    Used to refuse a config that cannot fit before anything is allocated."""
+    m, data = cfg.model, cfg.data
+    N_Q = anchor_count(data.T, m.anchor_lengths, m.anchor_stride_frac)
+    B, K, P = cfg.optim.batch_size, data.shots, m.roi_inside + 2 * m.roi_context
+    return 4 * (B * (6 * K * N_Q * data.T_S + 16 * N_Q * m.d + 4 * data.T * m.d) + 3 * N_Q * P)
+
+
+def physical_memory() -> int | None:
+    """This machine's memory in bytes (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
 
 
 def _stage_switch(key: str, value) -> str | None:
@@ -236,7 +308,6 @@ def _stage_switch(key: str, value) -> str | None:
     if name not in stages.names():
         return None
     if not isinstance(value, bool):
-        from .utils import FscalError, where
         raise FscalError(f"{where(field='switches.' + name)}: a stage is switched by True or False, got {value!r}")
     return name
 
@@ -292,11 +363,11 @@ ABLATIONS = _Ablations()
 def get_config(preset: str = "quick", ablate=(), **overrides) -> Config:
     """A named preset, with ablations (names of ``ABLATIONS``) and any field overridden by keyword."""
     if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+        raise FscalError(f"{where(field='preset')}: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     cfg = Config().replace(**PRESETS[preset])
     for name in ([ablate] if isinstance(ablate, str) else ablate):
         if name not in ABLATIONS:
-            raise ValueError(f"unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
+            raise FscalError(f"{where(field='ablate')}: unknown ablation {name!r}; choose from {sorted(ABLATIONS)}")
         changes = dict(ABLATIONS[name])
         if "off" in changes:              # ablations add up: no_qtos then no_stoq turns both off
             changes["off"] = cfg.switches.off + tuple(changes["off"])

@@ -2,6 +2,7 @@
 traceback, nothing lost; or handled (warned, refused) as each test says."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -106,8 +107,8 @@ def test_get_device_names_the_field():
 # --- item 9: evaluate --out ----------------------------------------------------------------------
 
 def test_evaluate_out_into_a_missing_folder_fails_before_evaluating(tmp_path, capsys, monkeypatch):
-    import fscal_edu.inference as inference
-    monkeypatch.setattr(inference, "evaluate_prototype", lambda *a, **k: pytest.fail("evaluated first"))
+    import fscal_edu.baselines as baselines
+    monkeypatch.setattr(baselines, "evaluate_prototype", lambda *a, **k: pytest.fail("evaluated first"))
     out = tmp_path / "no_such_dir" / "pred.json"
     assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--baseline", "prototype", "--out", out),
                  "evaluate", str(out), "field '--out'", "folder")
@@ -232,3 +233,33 @@ def test_zero_shots_and_zero_snippets_are_refused():
     with pytest.raises(FscalError, match="length"):
         resample(np.ones((10, 4), np.float32), 0)
     assert math.isfinite(float(resample(np.ones((10, 4), np.float32), 1)[0, 0]))
+
+
+# --- the config: every field's type and range checked when it is built ---------------------------
+
+@pytest.mark.parametrize("change,field", [
+    (dict(lr=-1), "optim.lr"), (dict(lr=0.0), "optim.lr"), (dict(d=0), "model.d"), (dict(d=-3), "model.d"),
+    (dict(d="64"), "model.d"), (dict(d=64.0), "model.d"), (dict(T=True), "data.T"),
+    (dict(dropout=1.0), "model.dropout"), (dict(window_neg_frac=2.0), "data.window_neg_frac"),
+    (dict(neg_iou=0.6), "loss.neg_iou"), (dict(granularities=(3,)), "model.granularities"),
+    (dict(anchor_lengths=()), "model.anchor_lengths"), (dict(mass_norm="yes"), "switches.mass_norm"),
+    (dict(softmax_axis="diagonal"), "switches.softmax_axis"), (dict(top_k=0), "post.top_k"),
+    (dict(off=("fifth",)), "switches.off"), (dict(qtos="no"), "switches.qtos"),
+    (dict(T=10**7), "data.T"),               # refused from an estimate, before anything is allocated
+])
+def test_config_fields_are_checked_when_built(change, field):
+    from fscal_edu.config import get_config
+    with pytest.raises(FscalError, match=f"field '{re.escape(field)}'"):
+        get_config("tiny", **change)
+
+
+def test_config_from_a_file_is_checked_before_use():
+    from fscal_edu.config import Config, get_config
+    with pytest.raises(FscalError, match="field 'model.d'.*'x'"):
+        Config.from_dict({"model": {"d": "x"}})
+    with pytest.raises(FscalError, match="field 'model'.*object"):
+        Config.from_dict({"model": [1, 2]})
+    with pytest.raises(FscalError, match="unknown"):
+        Config.from_dict({"model": {"width": 3}})
+    cfg = get_config("tiny", ablate=["no_qtos", "no_stoq"])
+    assert Config.from_dict(cfg.to_dict()) == cfg and cfg.switches.off == ("qtos", "stoq")
