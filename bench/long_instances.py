@@ -73,13 +73,15 @@ def setting_config(setting: str, pool: int):
 
 
 def train_one(world: World, cfg, run: Path, seed: int) -> float:
-    """Train; the training windows read at ``cfg.data.window_pool`` rows per query row."""
+    """Train (a run killed half-way resumes from its ``last.pt``, to the same numbers); the training
+    windows read at ``cfg.data.window_pool`` rows per query row."""
     t0 = time.perf_counter()
     original = train_module.RandomEpisodes
     train_module.RandomEpisodes = functools.partial(RandomEpisodes, pool=cfg.data.window_pool)
+    resume = (run / "last.pt").is_file()
     try:
-        train_module.train(cfg, world, run, seed=seed, device="cpu", progress=False, overwrite=True,
-                           feature_dim="data")
+        train_module.train(cfg, world, run, seed=seed, device="cpu", progress=False, overwrite=not resume,
+                           resume=resume, feature_dim="data")
     finally:
         train_module.RandomEpisodes = original
     return time.perf_counter() - t0
@@ -91,16 +93,16 @@ def score(model, world: World, **changes) -> dict:
     return {"mAP@0.5": m["mAP@0.5"], "average_mAP": m["average_mAP"]}
 
 
-def run_setting(name: str, world: World, setting: str, seed: int, pool: int, runs: Path) -> list[dict]:
-    """Train one setting, score it (and its edge-merged reading): result rows."""
+def run_setting(name: str, world: World, setting: str, seed: int, pool: int, runs: Path, have=()) -> list[dict]:
+    """Train one setting (unless its row is in ``have``: then only the missing edge-merged reading
+    of its model), score it and its edge-merged reading: result rows."""
     cfg = setting_config(setting, pool)
     run = runs / f"{name}_{setting}_s{seed}"
-    secs = train_one(world, cfg, run, seed)
+    secs = None if setting in have else train_one(world, cfg, run, seed)
     model = load_model(run / "best.pt", device="cpu")
-    base = {"world": name, "seed": seed, "pool": cfg.data.window_pool, "train_s": round(secs, 1),
-            "threads": torch.get_num_threads()}
-    rows = [base | {"setting": setting} | score(model, world)]
-    if setting != "resample":
+    base = {"world": name, "seed": seed, "pool": cfg.data.window_pool, "threads": torch.get_num_threads()}
+    rows = [] if setting in have else [base | {"setting": setting, "train_s": round(secs, 1)} | score(model, world)]
+    if setting != "resample" and setting + "+merge" not in have:
         rows.append(base | {"setting": setting + "+merge"} | score(model, world, window_merge=True))
     return rows
 
@@ -195,11 +197,12 @@ def main() -> None:
     payload |= {"commit": commit_of(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
     done = 0
     for seed, name, setting in queue(args.seeds, args.only_worlds, pools):
-        if any(r["world"] == name and r["setting"] == setting and r["seed"] == seed for r in payload["runs"]):
+        have = {r["setting"] for r in payload["runs"] if r["world"] == name and r["seed"] == seed}
+        if setting in have and (setting == "resample" or setting + "+merge" in have):
             continue                                   # resumable: finished runs are kept
         if args.limit is not None and done >= args.limit:
             break
-        rows = run_setting(name, worlds[name], setting, seed, pools[name], Path(args.runs))
+        rows = run_setting(name, worlds[name], setting, seed, pools[name], Path(args.runs), have)
         payload["runs"] += rows
         done += 1
         for r in rows:

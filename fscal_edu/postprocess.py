@@ -153,29 +153,32 @@ def merge_window_edges(windows, *, axis: int, tol: float = 2.0, top: int = 5,
 
         merged = [min(s_a, s_b), e_b],   score = max(score_a, score_b)
 
-    A merged segment that again reaches the right edge stays open for the window after (an instance
-    longer than two windows). The pieces are kept: Soft-NMS, run on pieces and merged segments
-    together, keeps whichever scores best (the merged one first on a tie).
+    A merged segment that again reaches the right edge stays open and is extended by the window
+    after (an instance longer than two windows); it is reported once it ends inside a window or is
+    not extended. The pieces are kept: Soft-NMS, run on pieces and merged segments together, keeps
+    whichever scores best (merged ones first, longest first on a tie).
     """
-    merged, open_ = [], []
+    merged, open_ = [], []                      # open_: (start, end, score, pieces) at the last right edge
     for seg, sc, offset, span in sorted(windows, key=lambda w: w[2]):
         seg, sc = _numpy(seg).reshape(-1, 2), _numpy(sc).reshape(-1)        # (N, 2), (N,)
         left, right, live = float(offset), float(offset + span), sc >= score_floor
-        joined = []
+        joined, extended = [], set()
         if open_ and left > 0:
             for b_s, b_e, b_sc in _touching(seg, sc, live & (seg[:, 0] <= left + tol), top):
-                for a_s, a_e, a_sc in open_:
+                for k, (a_s, a_e, a_sc, n) in enumerate(open_):
                     if b_s <= a_e + tol and b_e > a_e:          # meet or overlap, and reach further
-                        joined.append((min(a_s, b_s), b_e, max(a_sc, b_sc)))
-        merged += joined
-        if right < axis - tol:                                # an inner edge: pieces stay open
-            at_edge = joined + _touching(seg, sc, live & (seg[:, 1] >= right - tol), top)
-            open_ = sorted((m for m in at_edge if m[1] >= right - tol), key=lambda m: -m[2])[:top]
-        else:
-            open_ = []
+                        joined.append((min(a_s, b_s), b_e, max(a_sc, b_sc), n + 1))
+                        extended.add(k)
+        merged += [m for k, m in enumerate(open_) if k not in extended and m[3] > 1]   # not extended: done
+        inner = right < axis - tol                            # an inner edge: what reaches it stays open
+        merged += [m for m in joined if not (inner and m[1] >= right - tol)]          # ends in this window
+        at_edge = joined + [m + (1,) for m in _touching(seg, sc, live & (seg[:, 1] >= right - tol), top)]
+        open_ = sorted((m for m in at_edge if m[1] >= right - tol), key=lambda m: (-m[2], m[0]))[:top] if inner else []
+    merged += [m for m in open_ if m[3] > 1]
     if not merged:
         return torch.zeros(0, 2), torch.zeros(0)
-    out = torch.tensor(merged, dtype=torch.float32)                          # (M, 3)
+    merged.sort(key=lambda m: (-m[2], m[0] - m[1]))           # best first, the longest on a tie
+    out = torch.tensor([m[:3] for m in merged], dtype=torch.float32)           # (M, 3)
     return out[:, :2], out[:, 2]
 
 
