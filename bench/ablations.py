@@ -1,4 +1,4 @@
-"""Issue 6's ablation table: the full model against each switch of ``config.ABLATIONS`` and the baselines.
+"""The ablation table: the full model against each switch of ``config.ABLATIONS`` and the baselines.
 
 For every shot count, seed and model it trains the preset on the base classes of
 ``data_samples/anet_like`` and scores the fixed test episodes (classes never seen in training).
@@ -6,7 +6,7 @@ Each run leaves ``runs/ablations/<model>_k<shots>_s<seed>_n<steps>.json``: a fin
 never trained again, so an interrupted sweep continues where it stopped. The 5-shot full and
 blind runs of ``bench/train_seeds.py`` (``runs/seeds``) are evaluated instead of retrained when
 their preset and step count match. The summary goes to ``bench/results/ablations.json`` (read by
-notebook 08) and to the "Ablations (issue 6)" section of ``docs/benchmarks.md``.
+notebook 08) and to the "Ablations" section of ``docs/benchmarks.md``.
 
     python bench/ablations.py --shots 5 --seeds 0 1 2            # the 5-shot sweep
     python bench/ablations.py --shots 1 --seeds 0 1 2 --steps 350
@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -29,25 +28,21 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import (DOC, RESULTS, ROOT, atomic_write_json, evaluate_best, machine, measured_on, replace_section,
+                     scores, train_and_evaluate)
 
-from fscal_edu.baselines import evaluate_prototype  # noqa: E402
-from fscal_edu.checkpoints import load_model, read_checkpoint  # noqa: E402
-from fscal_edu.config import PRESETS, Config, get_config  # noqa: E402
-from fscal_edu.data.episodes import EpisodeDataset, World, collate  # noqa: E402
-from fscal_edu.diagnostics import ablation_tests, stoq_added_term  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.model import FSCAL  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.stats import format_p  # noqa: E402
-from fscal_edu.train import train  # noqa: E402
-from fscal_edu.utils import read_json  # noqa: E402
+from fscal_edu.baselines import evaluate_prototype
+from fscal_edu.checkpoints import load_model, read_checkpoint
+from fscal_edu.config import PRESETS, Config, get_config
+from fscal_edu.data.episodes import EpisodeDataset, World, collate
+from fscal_edu.diagnostics import ablation_tests, stoq_added_term
+from fscal_edu.model import FSCAL
+from fscal_edu.runtime import configure_process
+from fscal_edu.stats import format_p
+from fscal_edu.train import train
+from fscal_edu.utils import read_json
 
-from train_seeds import replace_section  # noqa: E402
-
-SECTION = "## Ablations (issue 6)"
+SECTION = "## Ablations"
 # model name -> names of config.ABLATIONS it switches on ("full": none)
 MODELS = {"full": [], "blind": ["blind"], "no_qtos": ["no_qtos"], "no_dynamics": ["no_dynamics"],
           "no_stoq": ["no_stoq"], "joint": ["joint"], "column": ["column"], "no_relation": ["no_relation"],
@@ -58,19 +53,6 @@ WHAT = {"full": "all three stages, relation module", "blind": "support-blind con
         "joint": "stage 1 sees all supports as one clip", "column": "softmax down columns",
         "no_relation": "no auxiliary relation module", "no_stages": "all three stages off"}
 DATA = ROOT / "data_samples" / "anet_like"
-
-
-def machine() -> str:
-    """The CPU's model name (from /proc/cpuinfo where there is one) and its core count."""
-    cpuinfo = Path("/proc/cpuinfo")
-    names = [ln.split(":", 1)[1].strip() for ln in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
-             if ln.startswith("model name")]
-    return f"{names[0] if names else platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores"
-
-
-def scores(metrics: dict) -> dict:
-    return {"mAP@0.5": metrics["mAP@0.5"], "average_mAP": metrics["average_mAP"],
-            "per_class_mAP@0.5": metrics["per_class"]["mAP@0.5"]}
 
 
 def reusable_seed_run(name: str, seed: int, shots: int, cfg) -> Path | None:
@@ -98,18 +80,16 @@ def one_run(job: dict) -> dict:
         run = reused
         last = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])   # older runs logged time_s
         train_s = last.get("time_s") or read_checkpoint(run / "last.pt")["extra"].get("time_s")
+        metrics = evaluate_best(run, world, shots=job["shots"], device=device, limit=job["limit"])
     else:
         run = Path(job["runs"]) / Path(job["result"]).stem
-        t0 = time.perf_counter()
-        train(cfg, world, run, seed=job["seed"], device=device, progress=False, overwrite=True)
-        train_s = time.perf_counter() - t0
-    metrics, _ = evaluate_model(load_model(run / "best.pt", device=device), world, "test", job["shots"],
-                                limit=job["limit"], device=torch.device(device))
+        metrics, train_s = train_and_evaluate(cfg, world, run, seed=job["seed"], shots=job["shots"],
+                                              device=device, limit=job["limit"])
     row = {"model": job["model"], "shots": job["shots"], "seed": job["seed"], "steps": cfg.optim.steps,
            "preset": cfg.preset, **scores(metrics), "train_s": round(train_s, 1), "threads": job["threads"],
            "jobs": job["jobs"], "device": device, "run": str(run.relative_to(ROOT) if run.is_relative_to(ROOT) else run),
-           "reused": reused is not None}
-    Path(job["result"]).write_text(json.dumps(row, indent=1) + "\n")
+           "reused": reused is not None, "machine": job["machine"]}
+    atomic_write_json(job["result"], row)
     print(json.dumps(row), flush=True)
     return row
 
@@ -144,7 +124,7 @@ def compare_jobs(args) -> None:
               "speedup_of_two_jobs": round(serial / parallel, 2)}
     print(json.dumps(result))
     Path(args.runs).mkdir(parents=True, exist_ok=True)
-    (Path(args.runs) / "compare_jobs.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(Path(args.runs) / "compare_jobs.json", result)
 
 
 def joint_is_full_at_one_shot(preset: str) -> bool:
@@ -169,6 +149,7 @@ def sweep(args) -> None:
     runs = Path(args.runs)
     runs.mkdir(parents=True, exist_ok=True)
     steps = args.steps or PRESETS[args.preset].get("steps")
+    here = machine(args.device)         # measured when the sweep starts
     todo = []
     for shots in args.shots:
         for seed in args.seeds:
@@ -181,7 +162,7 @@ def sweep(args) -> None:
                                  "preset": args.preset, "data": args.data, "runs": str(runs),
                                  "result": str(result), "threads": max(1, 2 // args.jobs),
                                  "jobs": args.jobs, "reuse": not args.quick and args.device == "cpu",
-                                 "limit": args.limit, "device": args.device})
+                                 "limit": args.limit, "device": args.device, "machine": here})
     print(f"{len(todo)} runs to do, {args.jobs} job(s) x {max(1, 2 // args.jobs)} thread(s)", flush=True)
     if args.jobs == 1:
         for job in todo:
@@ -193,14 +174,14 @@ def sweep(args) -> None:
         full = runs / f"full_k1_s{seed}_n{steps}.json"
         if full.is_file() and joint_is_full_at_one_shot(args.preset):
             row = read_json(full, "a result row") | {"model": "joint", "same_as": "full", "train_s": 0.0}
-            (runs / f"joint_k1_s{seed}_n{steps}.json").write_text(json.dumps(row, indent=1) + "\n")
+            atomic_write_json(runs / f"joint_k1_s{seed}_n{steps}.json", row)
     for shots in args.shots:      # the training-free baseline, once per shot count
         result = runs / f"prototype_k{shots}.json"
         if not result.is_file():
             metrics, _ = evaluate_prototype(World(args.data), "test", shots)
             row = {"model": "prototype", "shots": shots, "seed": None, "steps": 0, "preset": "-",
-                   **scores(metrics), "train_s": 0.0, "reused": False}
-            result.write_text(json.dumps(row, indent=1) + "\n")
+                   **scores(metrics), "train_s": 0.0, "reused": False, "machine": here}
+            atomic_write_json(result, row)
 
 
 def mean_sd(values: list) -> dict:
@@ -342,9 +323,9 @@ def findings(rows: list[dict], diag: dict, shots: int = 5) -> list[str]:
     return lines
 
 
-def markdown(summary: list[dict], rows: list[dict], jobs: list = (), diag: dict | None = None) -> str:
-    lines = ["", f"Machine: {machine()} shared with other jobs, "
-             f"torch {torch.__version__}. Each trained model: quick preset on the base classes, best "
+def markdown(summary: list[dict], rows: list[dict], jobs: list = (), diag: dict | None = None,
+             measured_on: str = "not recorded") -> str:
+    lines = ["", f"Machine: {measured_on}. Each trained model: quick preset on the base classes, best "
              f"validation checkpoint, scored on the fixed test episodes of `data_samples/anet_like` "
              f"(300 per shot count). Mean ± standard deviation over the seeds listed; Δ = variant − "
              f"full (means, same shots and steps): negative when the switch costs accuracy.", ""]
@@ -372,8 +353,8 @@ def markdown(summary: list[dict], rows: list[dict], jobs: list = (), diag: dict 
     reused = sorted({r["run"] for r in rows if r.get("reused")})
     if reused:
         lines += [f"Reused from `bench/train_seeds.py` (evaluated, not retrained): {', '.join(reused)}.", ""]
-    lines += ["Training time includes the validation passes (4 x 100 val episodes) and was measured on a "
-              "machine shared with other jobs, so it swings between runs.", ""]
+    lines += ["Training time includes the validation passes (4 x 100 val episodes); it is the wall time of "
+              "each run as it happened, so it swings with the machine's load.", ""]
     for j in jobs:
         lines += [f"Parallel runs (`python bench/ablations.py --compare-jobs`, load average {j['load_average']}): "
                   f"{j['trainings']} trainings of {j['steps']} steps ({j['preset']} preset) took "
@@ -382,7 +363,7 @@ def markdown(summary: list[dict], rows: list[dict], jobs: list = (), diag: dict 
                   f"({j['speedup_of_two_jobs']:.2f}x).", ""]
     if jobs:
         lines += ["Two single-thread processes never wait for each other; the two threads of one process meet at "
-                  "every operation, and on a shared machine one of them is often descheduled. The sweeps ran with "
+                  "every operation, and on a busy machine one of them is often descheduled. The sweeps ran with "
                   "`--jobs 2`.", ""]
     lines += ["Reproduce:", ""]
     for shots, steps in sorted({(s["shots"], s["steps"]) for s in summary if s["steps"]}, reverse=True):
@@ -399,14 +380,14 @@ def report(args, command: str) -> dict:
     rows = [r for r in rows if r["shots"] in args.shots and (r["seed"] is None or r["seed"] in args.seeds)
             and r["model"] in [*args.models, "prototype"]]
     summary = summarize(rows)
-    result = {"machine": f"{machine()}, torch {torch.__version__}, "
-                         f"{'CPU' if rows and rows[0].get('device', 'cpu') == 'cpu' else 'GPU'}", "preset": args.preset, "data": "data_samples/anet_like",
+    old = read_json(args.out, "the ablation results") if Path(args.out).is_file() else {}
+    result = {"machine": measured_on(rows, old.get("machine", "not recorded")), "preset": args.preset, "data": "data_samples/anet_like",
               "command": command, "summary": summary, "runs": rows}
     result["jobs_comparison"] = [read_json(p, "a result row") for p in sorted(Path(args.runs).glob("compare_jobs*.json"))]
     result["diagnostics"] = diagnostics(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(out, result)
     if not args.quick:
         docs(result)
     for s in summary:
@@ -418,10 +399,9 @@ def report(args, command: str) -> dict:
 
 
 def docs(result: dict) -> None:
-    """The "Ablations (issue 6)" section of ``docs/benchmarks.md``, from a results file alone."""
-    replace_section(ROOT / "docs" / "benchmarks.md", SECTION,
-                    markdown(result["summary"], result["runs"], result.get("jobs_comparison", []),
-                             result.get("diagnostics")))
+    """The "Ablations" section of ``docs/benchmarks.md``, from a results file alone."""
+    replace_section(DOC, SECTION, markdown(result["summary"], result["runs"], result.get("jobs_comparison", []),
+                                           result.get("diagnostics"), result.get("machine", "not recorded")))
 
 
 def main(argv=None) -> None:
@@ -434,7 +414,7 @@ def main(argv=None) -> None:
     p.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes")
     p.add_argument("--data", default=str(DATA))
     p.add_argument("--runs", default=str(ROOT / "runs" / "ablations"))
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "ablations.json"))
+    p.add_argument("--out", default=str(RESULTS / "ablations.json"))
     p.add_argument("--device", default="cpu", help="cpu or cuda (runs on a GPU use bf16 autocast)")
     p.add_argument("--limit", type=int, default=None, help="score only the first N test episodes")
     p.add_argument("--compare-jobs", action="store_true",

@@ -3,16 +3,13 @@
 d = 64, N_Q = 361 proposals (the default anchors of T = 128), K = 5 supports of T_S = 16
 snippets, batch B = 16. Times the forward pass and forward + backward of QtoS -> Dynamics ->
 StoQ (default switches), and, as the alternative the modules avoid, the same forward with a
-python loop over the supports. Median and best of 20 runs after 3 warm-ups (the machine is
-shared, so the best run is the steadier figure).
+python loop over the supports. Median and best of 20 runs after 3 warm-ups (on a machine that
+runs other jobs too, the best run is the steadier figure).
 
 Reproduce: ``python bench/bench_attention.py``
 """
-import platform
-import statistics
-import time
-
 import torch
+from _common import machine, median_ms
 from einops import rearrange
 
 from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_attend
@@ -20,18 +17,8 @@ from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_
 B, N_Q, K, T_S, d = 16, 361, 5, 16, 64
 
 
-def median_ms(fn, runs=20, warmup=3):
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times), 1000 * min(times)
-
-
 def main():
+    here = machine()                 # measured before the timings
     torch.manual_seed(0)
     X_Q = torch.randn(B, N_Q, d, requires_grad=True)
     X_S = torch.randn(B, K, T_S, d, requires_grad=True)
@@ -64,8 +51,7 @@ def main():
                 "QtoS, python loop over supports": median_ms(looped_qtos),
                 "QtoS, X_Q repeated per support": median_ms(folded_qtos)}
     rows["three stages, forward + backward"] = median_ms(lambda: three_stages().sum().backward())
-    print(f"B={B}, N_Q={N_Q}, K={K}, T_S={T_S}, d={d}; torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    print(f"B={B}, N_Q={N_Q}, K={K}, T_S={T_S}, d={d}; {here}")
     for name, (median, best) in rows.items():
         print(f"{name:36s} median {median:7.2f} ms, best {best:7.2f} ms")
 

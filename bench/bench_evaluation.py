@@ -5,7 +5,7 @@ validation has 4,926 videos and 7,654 instances), 100 predictions per video (the
 limit; 70 of them carry the video's class, 30 a random one), 10 tIoU thresholds 0.5:0.05:0.95.
 Timed: the whole call on parsed JSON dicts (flattening, ranking, matching, AP), best of 3.
 For scale, the per-prediction loop of the official evaluator (its line-by-line port in
-tests/test_evaluation.py) runs on the first 500 videos, and both must give the same numbers.
+bench/_official.py) runs on the first 500 videos, and both must give the same numbers.
 
     python bench/bench_evaluation.py            # prints and updates docs/benchmarks.md
     python bench/bench_evaluation.py --no-write # prints only
@@ -13,21 +13,15 @@ tests/test_evaluation.py) runs on the first 500 videos, and both must give the s
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import time
-from pathlib import Path
-
-import sys
 
 import numpy as np
-import torch
+from _common import DOC, ROOT, machine, replace_section
+from _official import official_evaluate
 
 from fscal_edu.evaluation import evaluate_detection
+from fscal_edu.postprocess import results_json
 
-ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Evaluation speed"
 
 
@@ -49,33 +43,11 @@ def activitynet_sized(n_videos=5000, n_classes=200, per_video=100, seed=0):
                                                                   rng.integers(n_classes, size=per_video)])
         results[vid] = [{"label": str(lab), "score": float(sc), "segment": [float(s), float(e)]}
                         for lab, sc, s, e in zip(labels, rng.uniform(size=per_video), starts, ends)]
-    return {"version": "bench", "taxonomy": [], "database": database}, \
-           {"version": "bench", "external_data": {}, "results": results}
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = re.findall(r"^model name\s*:\s*(.+)$", cpuinfo.read_text(), re.M)
-        cpu = names[0].strip() if names else cpu
-    return (f"{cpu}, {os.cpu_count()} CPU cores, "
-            f"Python {platform.python_version()}, numpy {np.__version__}, torch {torch.__version__}")
-
-
-def write_section(text: str) -> None:
-    DOC.parent.mkdir(exist_ok=True)
-    doc = DOC.read_text() if DOC.exists() else f"# Benchmarks\n\nMachine: {machine()}\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    doc = pattern.sub(lambda _: text.rstrip("\n") + "\n", doc) if pattern.search(doc) else \
-        doc.rstrip("\n") + "\n\n" + text
-    DOC.write_text(doc)
+    return {"version": "bench", "taxonomy": [], "database": database}, results_json(results)
 
 
 def reference_check(gt, pred, n_videos=500):
     """Time the official per-prediction loop and ours on the first ``n_videos``; same numbers."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_evaluation import official_evaluate
     keep = list(gt["database"])[:n_videos]
     gt = {"database": {v: gt["database"][v] for v in keep}}
     pred = {"results": {v: pred["results"][v] for v in keep}}
@@ -90,7 +62,7 @@ def reference_check(gt, pred, n_videos=500):
     same = np.array_equal(np.array(list(got["ap_per_class"].values())).T, want)
     n = sum(len(v) for v in pred["results"].values())
     return (f"On the first {n_videos} videos ({n} predictions), the official per-prediction loop "
-            f"(its port in `tests/test_evaluation.py`) takes {t_ref:.1f} s and `evaluate_detection` "
+            f"(its port in `bench/_official.py`) takes {t_ref:.1f} s and `evaluate_detection` "
             f"{t_ours:.3f} s; per-class APs identical: {same}.")
 
 
@@ -99,6 +71,7 @@ def main():
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
+    here = machine()                              # measured before the timing starts
     gt, pred = activitynet_sized()
     n_pred = sum(len(v) for v in pred["results"].values())
     times, result = [], None
@@ -113,15 +86,14 @@ def main():
     check = reference_check(gt, pred)
     print(check)
     if not args.no_write:
-        write_section(
-            f"{SECTION}\n\n"
-            f"`evaluate_detection` (ActivityNet-exact mAP) on an ActivityNet-sized synthetic case: "
+        replace_section(DOC, SECTION, (
+            f"\n`evaluate_detection` (ActivityNet-exact mAP) on an ActivityNet-sized synthetic case: "
             f"{len(gt['database'])} videos, 200 classes, {result['num_ground_truth']} ground-truth "
             f"instances, {n_pred} predictions (100 per video), {len(result['tiou_thresholds'])} tIoU "
             f"thresholds. Whole call on parsed JSON, best of {args.repeats}: **{best:.2f} s** "
             f"(runs: {', '.join(f'{t:.2f}' for t in times)}).\n\n{check}\n\n"
-            f"Machine: {machine()}.\n\n"
-            f"Reproduce: `python bench/bench_evaluation.py`\n")
+            f"Machine: {here}, numpy {np.__version__}.\n\n"
+            f"Reproduce: `python bench/bench_evaluation.py`\n"))
         print(f"wrote {DOC.relative_to(ROOT)}")
 
 

@@ -1,4 +1,4 @@
-"""Issue 11: how fast the quick preset learns, in wall time, and what it ends at.
+"""How fast the quick preset learns, in wall time, and what it ends at.
 
 One quick-preset 5-shot training run on ``data_samples/anet_like`` per call of :func:`run`, timed
 from the call to each validation (the 100 fixed val episodes every ``eval_every`` steps, the
@@ -14,45 +14,26 @@ run that is already there is not trained again, so an interrupted sweep resumes.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT, atomic_write_json, busy, evaluate_best, machine
 
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.config import get_config  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.runs import write_atomic  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.train import train  # noqa: E402
+from fscal_edu.config import get_config
+from fscal_edu.data.episodes import World
+from fscal_edu.runtime import configure_process
+from fscal_edu.train import train
 
 DATA = ROOT / "data_samples" / "anet_like"
 RESULTS = ROOT / "bench" / "results" / "convergence.json"
 
 
-@contextlib.contextmanager
-def busy(n: int):
-    """``n`` CPU-bound processes (a python loop each) for the duration of the block."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
-    try:
-        time.sleep(0.5 if n else 0)                     # let them take their cores
-        yield
-    finally:
-        for p in procs:
-            p.kill()
-            p.wait()
-
-
 def before() -> list:
-    """Test mAP@0.5 of the quick full model before issue 11, one per seed (bench/train_seeds.py)."""
+    """Test mAP@0.5 of the quick full model as first trained by ``bench/train_seeds.py`` (before the
+    thread policy and the faster forward), one per seed."""
     rows = json.loads((ROOT / "bench" / "results" / "train_seeds.json").read_text())
     return [r["mAP@0.5"] for r in sorted(rows, key=lambda r: r["seed"] or 0) if r["model"] == "full"]
 
@@ -68,6 +49,7 @@ def run(seed: int = 0, threads: int | None = None, load: int = 0, preset: str = 
     configure_process()                                 # denormals; the thread count is train()'s
     cfg = get_config(preset, shots=5, **overrides)
     world = World(DATA)
+    here = machine()                                    # measured before the run (and its load) starts
     curve, chosen = [], {}
     with tempfile.TemporaryDirectory() as tmp, busy(load):
         start = time.perf_counter()
@@ -80,14 +62,13 @@ def run(seed: int = 0, threads: int | None = None, load: int = 0, preset: str = 
                         progress=False, callback=callback)
         wall = time.perf_counter() - start
         chosen = json.loads((Path(tmp) / "run" / "config.json").read_text()).get("threads")
-        model = load_model(Path(tmp) / "run" / "best.pt", device="cpu")
-        test = evaluate_model(model, world, "test", 5)[0]
+        test = evaluate_best(Path(tmp) / "run", world, shots=5)
     return {"seed": seed, "preset": cfg.preset, "steps": cfg.optim.steps, "load": load,
             "threads_asked": threads, "threads": chosen, "wall_s": round(wall, 1),
             "train_time_s": summary["train_time_s"], "data_wait_s": summary.get("data_wait_s"),
             "curve": curve, "final_val_mAP@0.5": curve[-1]["val_mAP@0.5"],
             "time_to_90pct_s": time_to(curve, 0.9), "test_mAP@0.5": round(test["mAP@0.5"], 4),
-            "test_average_mAP": round(test["average_mAP"], 4), "load_average_before": os.getloadavg()}
+            "test_average_mAP": round(test["average_mAP"], 4), "load_average_before": os.getloadavg(), "machine": here}
 
 
 def key(seed: int, threads: int | None, load: int) -> str:
@@ -102,7 +83,7 @@ def cached_run(seed: int, threads: int | None = None, load: int = 0, results: Pa
     if fresh or k not in done:
         done[k] = run(seed, threads, load)
         results.parent.mkdir(exist_ok=True)
-        write_atomic(results, json.dumps(done, indent=1) + "\n")
+        atomic_write_json(results, done)
     return done[k]
 
 

@@ -1,4 +1,4 @@
-"""Issue 12, item 3: the experiments that decide the model's defaults, each 3 seeds, same budget.
+"""The experiments that decide the model's defaults, each 3 seeds, same budget.
 
 Every variant is today's full model (quick preset, 5-shot, ``data_samples/anet_like``) with one
 switch changed: the support summary (``mean``, the paper-literal bag; ``pooled``, attention
@@ -9,41 +9,35 @@ stages skipped at inference (does the model *use* its stages?), and records the 
 
 Each run leaves ``runs/defaults/<variant>_s<seed>.json``; finished runs are kept (resumable). The
 summary (means, Welch tests against ``full``) goes to ``bench/results/defaults.json`` after every
-run and to the "Defaults (issue 12)" section of ``docs/benchmarks.md``.
+run and to the "Defaults" section of ``docs/benchmarks.md``
+(:func:`fscal_edu.report_stages.defaults_markdown`, the table notebook 08 shows too).
 
     python bench/defaults.py --seeds 0 1 2 [--threads 1] [--only full centred]
-    python bench/defaults.py --docs-only
+    python bench/defaults.py --report          # the docs section from the results file alone
 """
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
+from _common import DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, machine, measured_on, replace_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from fscal_edu import stages
+from fscal_edu.checkpoints import load_model
+from fscal_edu.config import get_config
+from fscal_edu.data.episodes import World
+from fscal_edu.inference import evaluate_model
+from fscal_edu.report_stages import defaults_markdown
+from fscal_edu.runtime import configure_process
+from fscal_edu.stats import welch
+from fscal_edu.train import train
 
-from train_seeds import replace_section  # noqa: E402
-
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.config import get_config  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu import stages  # noqa: E402
-from fscal_edu.runs import write_atomic  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.stats import format_p, welch  # noqa: E402
-from fscal_edu.train import train  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results" / "defaults.json"
-SECTION = "## Defaults (issue 12)"
+RESULTS = RESULTS_DIR / "defaults.json"
+SECTION = "## Defaults"
 # variant -> (switches changed from today's full model, what it tests)
 VARIANTS = {
     "full": ({}, "today's defaults: aligned summary, added term kept, mass_norm on"),
@@ -57,7 +51,7 @@ VARIANTS = {
 }
 
 
-def run_one(world: World, name: str, seed: int, runs: Path) -> dict:
+def run_one(world: World, name: str, seed: int, runs: Path, here: str) -> dict:
     done = runs / f"{name}_s{seed}.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -67,13 +61,13 @@ def run_one(world: World, name: str, seed: int, runs: Path) -> dict:
     train(cfg, world, run, seed=seed, device="cpu", progress=False, overwrite=True)
     model = load_model(run / "best.pt", device="cpu")
     row = {"variant": name, "seed": seed, "train_s": round(time.perf_counter() - t0, 1),
-           "threads": torch.get_num_threads()}
+           "threads": torch.get_num_threads(), "machine": here}
     row["mAP@0.5"] = evaluate_model(model, world, "test", 5)[0]["mAP@0.5"]
     row["mAP@0.5_stages_skipped"] = evaluate_model(model, world, "test", 5, skip=stages.names())[0]["mAP@0.5"]
     if cfg.switches.added_term == "gated":
         row["gates"] = {s: round(float(getattr(model, s).gate), 4) for s in stages.names()}
     done.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(done, json.dumps(row) + "\n")
+    atomic_write_json(done, row, indent=None)
     return row
 
 
@@ -100,22 +94,10 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def write_docs(result: dict) -> None:
-    lines = ["", f"Machine: {result['machine']}. Quick preset, 5-shot, fixed test episodes of "
-             "`data_samples/anet_like`; each variant changes one switch of today's full model and is "
-             "trained from scratch with the same budget. \"stages skipped\": the same trained model "
-             "with all three stages bypassed at inference; \"skip cost\" = as trained − stages skipped "
-             "(how much the model uses its stages). Welch's t against `full` (Welch–Satterthwaite df).", "",
-             "| variant | what | seeds | mAP@0.5 | Δ vs full | p | stages skipped | skip cost | learned gates (qtos / dynamics / stoq) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for s in result["summary"]:
-        sd = f" ± {s['sd']:.3f}" if s["sd"] is not None else ""
-        delta = f"{s['delta']:+.3f}" if "delta" in s else "-"
-        p = format_p(s["p"]) if "p" in s else "-"
-        gates = " / ".join(f"{s['gates'][g]:+.2f}" for g in stages.names()) if "gates" in s else "-"
-        lines.append(f"| {s['variant']} | {s['what']} | {len(s['seeds'])} | {s['mean']:.3f}{sd} | {delta} | {p} | "
-                     f"{s['stages_skipped_mean']:.3f} | {s['skip_cost']:+.3f} | {gates} |")
-    lines += ["", "Reproduce: `python bench/defaults.py --seeds 0 1 2`", ""]
-    replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
+    """The "Defaults" section of ``docs/benchmarks.md``: the table of
+    :func:`fscal_edu.report_stages.defaults_markdown` (one generator, shared with notebook 08)."""
+    body = "\n".join(["", defaults_markdown(result), "", "Reproduce: `python bench/defaults.py --seeds 0 1 2`", ""])
+    replace_section(DOC, SECTION, body)
 
 
 def main() -> None:
@@ -124,25 +106,27 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "defaults"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", choices=list(VARIANTS), nargs="+", default=list(VARIANTS))
-    p.add_argument("--docs-only", action="store_true")
+    p.add_argument("--report", "--docs-only", dest="report", action="store_true",
+                   help="train nothing: rewrite the docs section from the results file")
     args = p.parse_args()
-    if args.docs_only:
+    if args.report:
         write_docs(json.loads(RESULTS.read_text()))
         return
     configure_process(threads=args.threads)
+    here = machine()                             # measured before the first run
     world = World(ROOT / "data_samples" / "anet_like")
-    rows = json.loads(RESULTS.read_text())["runs"] if RESULTS.is_file() else []
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    rows = old.get("runs", [])
     for seed in args.seeds:                      # seed-major: every variant gets seed 0 first
         for name in args.only:
             if any(r["variant"] == name and r["seed"] == seed for r in rows):
                 continue
-            rows.append(run_one(world, name, seed, Path(args.runs)))
+            rows.append(run_one(world, name, seed, Path(args.runs), here))
             print(json.dumps(rows[-1]), flush=True)
             rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
-            result = {"machine": f"{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, "
-                                 f"CPU, {torch.get_num_threads()} thread(s) per run",
+            result = {"machine": measured_on(rows, old.get("machine", "not recorded")),
                       "runs": rows, "summary": summary(rows)}
-            write_atomic(RESULTS, json.dumps(result, indent=1) + "\n")
+            atomic_write_json(RESULTS, result)
             write_docs(result)
 
 

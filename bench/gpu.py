@@ -1,4 +1,4 @@
-"""Issue 13's GPU benchmark: training throughput, memory, bf16 against fp32, 1 against all local GPUs.
+"""The GPU benchmark: training throughput, memory, bf16 against fp32, 1 against all local GPUs.
 
 One script, at most about 10 minutes on a machine with a GPU:
 
@@ -10,8 +10,8 @@ One script, at most about 10 minutes on a machine with a GPU:
   (``torch.cuda.max_memory_allocated``; on the CPU the process's peak resident set size);
 * the test mAP@0.5 of each run's model after those steps (``--test-episodes`` fixed 5-shot episodes).
 
-Writes ``--out`` (``bench/results/gpu.json``) and, on CUDA, the "GPU (issue 13)" section of
-``docs/benchmarks.md`` with the machine's name. On the CPU it is a smoke test of the same code
+Writes ``--out`` (``bench/results/gpu.json``) and, on CUDA, the "GPU" section of
+``docs/benchmarks.md`` with the machine as measured when the script starts. On the CPU it is a smoke test of the same code
 (``--preset tiny --device cpu``, run by pytest), which writes a markdown file only when ``--doc``
 names one.
 
@@ -34,29 +34,17 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
 
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.config import get_config  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.train import train  # noqa: E402
-from ablations import machine  # noqa: E402
-from train_seeds import replace_section  # noqa: E402
+from fscal_edu.checkpoints import load_model
+from fscal_edu.config import get_config
+from fscal_edu.data.episodes import World
+from fscal_edu.inference import evaluate_model
+from fscal_edu.train import train
 
-SECTION = "## GPU (issue 13)"
+SECTION = "## GPU"
 DATA = ROOT / "data_samples" / "anet_like"
 DEFAULT_STEPS = {"tiny": 20, "quick": 200, "full": 300}
-
-
-def device_name(device: str) -> str:
-    """``NVIDIA H100 80GB HBM3 x 8`` on CUDA; the CPU's model and core count otherwise."""
-    if device == "cuda":
-        n = torch.cuda.device_count()
-        return f"{torch.cuda.get_device_name(0)} x {n}, {machine()}"
-    return machine()
 
 
 def peak_memory_mib(device: str) -> float:
@@ -121,7 +109,7 @@ def markdown(result: dict) -> str:
     rows = "\n".join(
         f"| {r['procs']} | {r['precision']} | {r['steps_per_s']:.2f} | {r['episodes_per_s']:.0f} | "
         f"{r['peak_memory_MiB']:.0f} | {r['test_mAP@0.5']:.3f} |" for r in result["runs"])
-    return (f"\nMachine: {result['machine']}; torch {result['torch']}, preset `{result['preset']}`, "
+    return (f"\nMachine: {result['machine']}. Preset `{result['preset']}`, "
             f"{result['steps']} steps from scratch per run, {result['workers']} DataLoader workers per process, "
             f"global batch {result['batch_size']} episodes.\n\n"
             "| processes (GPUs) | precision | steps/s | episodes/s | peak memory per process (MiB) | "
@@ -142,7 +130,7 @@ def main() -> None:
     p.add_argument("--test-episodes", type=int, default=300)
     p.add_argument("--procs", type=int, default=None,
                    help="processes of the multi-process run (default: all local GPUs; 1 on the CPU)")
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "gpu.json"))
+    p.add_argument("--out", default=str(RESULTS / "gpu.json"))
     p.add_argument("--doc", default=None,
                    help="markdown file for the section (default: docs/benchmarks.md on CUDA, none on the CPU)")
     p.add_argument("--worker-report", default=None, help=argparse.SUPPRESS)      # torchrun's side of multi_process
@@ -159,6 +147,7 @@ def main() -> None:
             Path(args.worker_report).write_text(json.dumps(r))
         return
 
+    here = machine(args.device)             # measured before the first run (GPU, CPU, load)
     procs = args.procs or (torch.cuda.device_count() if args.device == "cuda" else 1)
     if args.workers is None:          # on a GPU the batches must keep up: a few workers per process
         args.workers = max(2, min(8, (os.cpu_count() or 2) // procs - 1)) if args.device == "cuda" else 0
@@ -173,13 +162,13 @@ def main() -> None:
                      **{"test_mAP@0.5": test_map(run, args.device, args.test_episodes)})
             print(json.dumps(r), flush=True)
             runs.append(r)
-    result = {"machine": device_name(args.device), "host": platform.node(), "device": args.device,
+    result = {"machine": here, "host": platform.node(), "device": args.device,
               "torch": torch.__version__, "preset": args.preset, "steps": steps, "batch_size": cfg.optim.batch_size,
               "workers": args.workers, "test_episodes": args.test_episodes, "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    doc = args.doc or (str(ROOT / "docs" / "benchmarks.md") if args.device == "cuda" else None)
+    atomic_write_json(out, result)
+    doc = args.doc or (str(DOC) if args.device == "cuda" else None)
     if doc:
         replace_section(Path(doc), SECTION, markdown(result))
     print(f"wrote {out}" + (f" and the {SECTION[3:]!r} section of {doc}" if doc else ""))

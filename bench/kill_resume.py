@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+from _common import ROOT, atomic_write_json, machine
+
+from fscal_edu.checkpoints import read_checkpoint
+
 STEPS = 200
-sys.path.insert(0, str(ROOT))
-from fscal_edu.checkpoints import read_checkpoint  # noqa: E402
 
 
 def launch(args, out, resume):
@@ -67,6 +68,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "kill_resume"))
     p.add_argument("--result", default=str(ROOT / "bench" / "results" / "kill_resume.json"))
     a = p.parse_args()
+    here = machine()                    # measured before the reference run
     global STEPS
     STEPS = a.steps
     args = ["--data", str(ROOT / "data_samples" / "anet_like"), "--preset", "tiny", "--steps", str(a.steps),
@@ -115,7 +117,8 @@ def main() -> int:
                "phases": {ph: sum(t.get("after_kill", {}).get("phase") == ph for t in trials)
                           for ph in sorted({t.get("after_kill", {}).get("phase") for t in trials} - {None})},
                "trials": trials}
-    Path(a.result).write_text(json.dumps(summary, indent=1) + "\n")
+    summary["machine"] = here
+    atomic_write_json(a.result, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}))
     return 0 if ok else 1
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from fscal_edu.checkpoints import read_checkpoint  # noqa: E402
+from _common import ROOT, atomic_write_json, machine
+
+from fscal_edu.checkpoints import read_checkpoint
 
 
 def run(out: Path, args: list[str]) -> float:
@@ -40,6 +40,7 @@ def main() -> int:
     p.add_argument("--out", default=str(ROOT / "runs" / "load_determinism"))
     p.add_argument("--result", default=str(ROOT / "bench" / "results" / "load_determinism.json"))
     a = p.parse_args()
+    here = machine()                    # measured before the idle run
     root = Path(a.out)
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
@@ -62,7 +63,8 @@ def main() -> int:
               "identical_weights": all(torch.equal(w[0][k], w[1][k]) for k in w[0]),
               "records": logs[0].count(b"\n"), "wall_s": {"idle": idle_s, "loaded": loaded_s},
               "last_record": json.loads(logs[1].splitlines()[-1])}
-    Path(a.result).write_text(json.dumps(result, indent=1) + "\n")
+    result["machine"] = here
+    atomic_write_json(a.result, result)
     print(json.dumps(result))
     return 0 if result["identical_metrics_jsonl"] and result["identical_weights"] else 1
 

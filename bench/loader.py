@@ -1,4 +1,4 @@
-"""Issue 13's data-loading figures: the loader's share of a training step, and memory with workers.
+"""The data-loading figures: the loader's share of a training step, and memory with workers.
 
 * **share of a step**: :func:`fscal_edu.train.train` (quick preset, ``--steps`` steps, the one
   validation at the end on 8 episodes) with 0 and with 2 DataLoader workers; the training loop
@@ -10,7 +10,7 @@
   libraries) count once, as they occupy memory once. The plain RSS sum is printed beside it: it
   counts shared pages once per process.
 
-Writes ``bench/results/loader.json`` and the "Data loading (issue 13)" section of ``docs/benchmarks.md``.
+Writes ``bench/results/loader.json`` and the "Data loading" section of ``docs/benchmarks.md``.
 
     python bench/loader.py [--steps 40] [--threads 2]
 """
@@ -25,13 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
+from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
 
-from ablations import machine  # noqa: E402
-from train_seeds import replace_section  # noqa: E402
-
-SECTION = "## Data loading (issue 13)"
+SECTION = "## Data loading"
 DATA = ROOT / "data_samples" / "anet_like"
 
 
@@ -96,9 +92,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--threads", type=int, default=2, help="torch threads of the training process")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "loader.json"))
-    p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"))
+    p.add_argument("--out", default=str(RESULTS / "loader.json"))
+    p.add_argument("--doc", default=str(DOC))
     args = p.parse_args()
+    here = machine()                   # measured before the first run
     rows = []
     with tempfile.TemporaryDirectory(prefix="fscal_loader_") as tmp:
         for w in args.workers:
@@ -107,12 +104,12 @@ def main() -> None:
     base = rows[0]
     for r in rows:
         r["pss_vs_first"] = round(r["peak_pss_MiB"] / base["peak_pss_MiB"] - 1, 4)
-    result = {"machine": machine(), "preset": "quick", "steps": args.steps, "threads": args.threads, "runs": rows}
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    result = {"machine": here, "preset": "quick", "steps": args.steps, "threads": args.threads, "runs": rows}
+    atomic_write_json(args.out, result)
     table = "\n".join(f"| {r['workers']} | {r['processes']} | {r['ms_per_step']:.0f} | {100 * r['data_share']:.1f} % | "
                       f"{r['peak_pss_MiB']:.0f} ({100 * r['pss_vs_first']:+.1f} %) | {r['peak_rss_sum_MiB']:.0f} |"
                       for r in rows)
-    body = (f"\nMachine: {result['machine']}, shared with other jobs; quick preset, {args.steps} training steps "
+    body = (f"\nMachine: {result['machine']}; quick preset, {args.steps} training steps "
             f"(`train(get_config('quick', steps={args.steps}, val_episodes=8), workers=W)`), {args.threads} torch thread(s).\n\n"
             "| DataLoader workers | processes | ms per step | waiting for data | peak PSS, all processes (MiB) "
             "| peak RSS summed (MiB) |\n|---|---|---|---|---|---|\n" + table + "\n\n"

@@ -1,4 +1,4 @@
-"""Issue 12, item 5: when does each stage matter? For each stage, a sweep of the world knob that
+"""When does each stage matter? For each stage, a sweep of the world knob that
 exists for it, Δ = full − (that stage off), 3 seeds per setting.
 
 Worlds are the anet profile with one mechanism knob set (``fscal_edu.data.synthetic``, written
@@ -7,7 +7,7 @@ scores are mAP@0.5 on each world's fixed 5-shot test episodes. Every run leaves
 ``runs/mechanisms/<world>_<model>_s<seed>.json`` (:func:`prefix`; resumable; several processes can share
 the job list with ``--worker i/n``); ``--skips`` probes every finished full model with each stage and all three skipped at
 inference; ``--report`` writes ``bench/results/mechanisms.json`` and the
-"Mechanisms (issue 12)" section of ``docs/benchmarks.md``.
+"Mechanisms" section of ``docs/benchmarks.md``.
 
     python bench/mechanisms.py --worlds
     python bench/mechanisms.py --seeds 0 1 2 --worker 0/2 &  python bench/mechanisms.py --seeds 0 1 2 --worker 1/2
@@ -18,34 +18,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import platform
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
+from _common import (DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, machine, measured_on, replace_section,
+                     train_and_evaluate)
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from train_seeds import replace_section  # noqa: E402
-
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.config import get_config  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
-from fscal_edu.data.synthetic import PROFILES, write_world  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.runs import write_atomic  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.report_stages import mechanisms_markdown, pooled_markdown, skips_markdown  # noqa: E402
-from fscal_edu.stats import welch  # noqa: E402
-from fscal_edu.train import train  # noqa: E402
+from fscal_edu import stages
+from fscal_edu.checkpoints import load_model
+from fscal_edu.config import get_config
+from fscal_edu.data.episodes import World
+from fscal_edu.data.synthetic import PROFILES, write_world
+from fscal_edu.inference import evaluate_model
+from fscal_edu.report_stages import mechanisms_markdown, pooled_markdown, skips_markdown
+from fscal_edu.runtime import configure_process
+from fscal_edu.stats import welch
 
 RUNS = ROOT / "runs" / "mechanisms"
-RESULTS = ROOT / "bench" / "results" / "mechanisms.json"
-SECTION = "## Mechanisms (issue 12)"
+RESULTS = RESULTS_DIR / "mechanisms.json"
+SECTION = "## Mechanisms"
 # sweep -> (the stage, knob name, its values weakest first, fixed knobs, why); the stage's ablation
 # ``no_<stage>`` turns it off. A stage may have several sweeps (one per candidate mechanism).
 SWEEPS = {
@@ -119,23 +111,24 @@ def jobs(seeds) -> list[tuple]:
     return [j for j in out if not (key(j) in seen or seen.add(key(j)))]
 
 
-def run_one(sweep: str, value, model: str, seed: int) -> dict:
+def run_one(sweep: str, value, model: str, seed: int, here: str) -> dict:
     done = RUNS / f"{prefix(sweep, value)}_{model}_s{seed}.json"
     if done.is_file():
         return json.loads(done.read_text())
     world = World(world_dir(sweep, value))
-    t0 = time.perf_counter()
     run = RUNS / f"{prefix(sweep, value)}_{model}_s{seed}"
-    train(get_config("quick", ablate=[] if model == "full" else [model]), world, run, seed=seed, device="cpu",
-          progress=False, overwrite=True)
-    m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
+    m, secs = train_and_evaluate(get_config("quick", ablate=[] if model == "full" else [model]), world, run,
+                                 seed=seed)
     row = {"sweep": sweep, "stage": SWEEPS[sweep][0], "knob": SWEEPS[sweep][1], "value": value, "model": model,
-           "seed": seed, "mAP@0.5": m["mAP@0.5"], "train_s": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
-    write_atomic(done, json.dumps(row) + "\n")
+           "seed": seed, "mAP@0.5": m["mAP@0.5"], "train_s": round(secs, 1), "threads": torch.get_num_threads(),
+           "machine": here}
+    atomic_write_json(done, row, indent=None)
     return row
 
 
-SKIPS = ("qtos", "dynamics", "stoq", "qtos,dynamics,stoq")
+def skips() -> tuple:
+    """What ``--skips`` bypasses: each registered stage alone, then all of them (``"qtos,dynamics,stoq"``)."""
+    return (*stages.names(), ",".join(stages.names()))
 
 
 def skip_probe(done: Path) -> dict:
@@ -147,8 +140,8 @@ def skip_probe(done: Path) -> dict:
     value = tuple(row["value"]) if isinstance(row["value"], list) else row["value"]
     world = World(world_dir(row.get("sweep", row["stage"]), value))
     model = load_model(done.with_suffix("") / "best.pt", device="cpu")
-    row["skipped"] = {sk: evaluate_model(model, world, "test", 5, skip=sk)[0]["mAP@0.5"] for sk in SKIPS}
-    write_atomic(done, json.dumps(row) + "\n")
+    row["skipped"] = {sk: evaluate_model(model, world, "test", 5, skip=sk)[0]["mAP@0.5"] for sk in skips()}
+    atomic_write_json(done, row, indent=None)
     return row
 
 
@@ -157,19 +150,21 @@ def pick(rows: list, sweep: str, value, model: str, skip: str | None = None) -> 
     head = f"{prefix(sweep, value)}_{model}_s"
     rows = [r for stem, r in rows if stem.startswith(head) and stem[len(head):].isdigit()]
     if skip is not None:          # the full model with stages bypassed at inference (where probed)
-        return [r["skipped"][skip] for r in rows if "skipped" in r]
+        return [r["skipped"][skip] for r in rows if skip in r.get("skipped", {})]
     return [r["mAP@0.5"] for r in rows]
 
 
 def report() -> dict:
     rows = [(p.stem, json.loads(p.read_text())) for p in sorted(RUNS.glob("*_s*.json"))]
+    if not rows:                                 # never overwrite the results with an empty summary
+        raise SystemExit(f"bench/mechanisms.py: no run files in {RUNS}: nothing to report ({RESULTS.name} kept)")
     out = []
     for sweep, (stage, knob, values, fixed, why) in SWEEPS.items():
         for value in values:
             full, ablated = pick(rows, sweep, value, "full"), pick(rows, sweep, value, off(sweep))
             item = {"sweep": sweep, "world": prefix(sweep, value), "stage": stage, "knob": knob, "value": value, "fixed": fixed, "why": why,
                     "full": full, off(sweep): ablated}
-            skipped = {sk: pick(rows, sweep, value, "full", sk) for sk in SKIPS}
+            skipped = {sk: pick(rows, sweep, value, "full", sk) for sk in skips()}
             if any(skipped.values()):
                 item["full_skipped"] = skipped
             if full and ablated:
@@ -178,12 +173,12 @@ def report() -> dict:
                 w = welch(full, ablated)
                 item |= {"t": w.t, "df": w.df, "p": w.p}
             out.append(item)
-    result = {"machine": f"{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU",
-              "sweeps": out}
-    write_atomic(RESULTS, json.dumps(result, indent=1) + "\n")
+    old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
+    result = {"machine": measured_on([r for _, r in rows], old.get("machine", "not recorded")), "sweeps": out}
+    atomic_write_json(RESULTS, result)
     lines = ["", mechanisms_markdown(result), "", pooled_markdown(result), "", skips_markdown(result)]
     lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
-    replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
+    replace_section(DOC, SECTION, "\n".join(lines))
     return result
 
 
@@ -211,9 +206,10 @@ def main() -> None:
             for value in values:
                 print("world", world_dir(sweep, value), flush=True)
         return
+    here = machine()                             # measured before the first run
     for k, job in enumerate(jobs(args.seeds)):
         if k % n == i:
-            print(json.dumps(run_one(*job)), flush=True)
+            print(json.dumps(run_one(*job, here)), flush=True)
 
 
 if __name__ == "__main__":

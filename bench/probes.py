@@ -1,4 +1,4 @@
-"""Issue 12's probes of a trained model: do its three cross-attention stages carry the supports?
+"""Probes of a trained model: do its three cross-attention stages carry the supports?
 
 No training. On the fixed test episodes of ``data_samples/anet_like`` (300 5-shot episodes) the
 checkpoint is scored (mAP@0.5, the FS-CAL protocol) as trained, with each subset of its stages
@@ -9,7 +9,7 @@ episodes (95 % interval). Then, per stage, on all the episodes: the attention's 
 its maximum, how far the stage's weights moved from their start, and the share of the stage's
 added term that is one vector shared by all its targets, trained and at initialisation
 (``fscal_edu.diagnostics``). Writes ``bench/results/probes.json`` and the "Probes of a trained
-model (issue 12)" section of ``docs/benchmarks.md``.
+model" section of ``docs/benchmarks.md``.
 
     python bench/probes.py --threads 1                      # full.pt, and blind.pt for reference
     python bench/probes.py --checkpoint runs/x/best.pt --reference none --no-docs
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import statistics
 import sys
 import time
@@ -27,28 +26,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+from fscal_edu import stages
+from fscal_edu.checkpoints import load_model
+from fscal_edu.data.episodes import EpisodeDataset, World, collate
+from fscal_edu.diagnostics import (EditedSupports, replace_supports, reverse_snippets, shuffle_snippets,
+                                   stage_probes, weight_drift)
+from fscal_edu.evaluation import evaluate_detection, fscal_ground_truth, fscal_predictions
+from fscal_edu.inference import predict
+from fscal_edu.model import FSCAL
+from fscal_edu.runtime import configure_process
+from fscal_edu.utils import read_json
 
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.data.episodes import EpisodeDataset, World, collate  # noqa: E402
-from fscal_edu.diagnostics import (EditedSupports, replace_supports, reverse_snippets,  # noqa: E402
-                                   shuffle_snippets, stage_probes, weight_drift)
-from fscal_edu.evaluation import evaluate_detection, fscal_ground_truth, fscal_predictions  # noqa: E402
-from fscal_edu.inference import predict  # noqa: E402
-from fscal_edu import stages  # noqa: E402
-from fscal_edu.model import FSCAL  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.utils import read_json  # noqa: E402
-
-from train_seeds import replace_section  # noqa: E402
-
-SECTION = "## Probes of a trained model (issue 12)"
+SECTION = "## Probes of a trained model"
 DATA = ROOT / "data_samples" / "anet_like"
 CHECKPOINTS = ROOT / "data_samples" / "checkpoints"
-TITLES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
+
+
+def title(stage: str) -> str:
+    """The stage's title in tables (``"QtoS Context-CA"``), from the stage registry."""
+    return stages.get(stage).title
 
 
 def map50(episodes: list[dict], annotations: dict, results: dict) -> float:
@@ -79,7 +77,7 @@ def probe_runs(model, world, episodes, draws: int) -> list[tuple]:
     present = [s for s in stages.names() if getattr(model, s) is not None]
     for r in range(1, len(present) + 1):
         for subset in itertools.combinations(present, r):
-            runs.append((f"skip {'+'.join(subset)}", f"{', '.join(TITLES[s] for s in subset)} skipped "
+            runs.append((f"skip {'+'.join(subset)}", f"{', '.join(title(s) for s in subset)} skipped "
                          "(identity)", 0, model, episodes, subset))
     runs.append(("reversed", "every support clip played backwards", 0,
                  EditedSupports(model, reverse_snippets), episodes, ()))
@@ -182,7 +180,7 @@ def markdown(result: dict) -> str:
                       "‖W − W₀‖ / ‖W₀‖ |", "|---|---|---|---|---|---|"]
             for s in (s for s in stages.names() if s in tr):
                 drift = ", ".join(f"{k} {v:.3f}" for k, v in ck["weight_drift"].get(s, {}).items())
-                lines.append(f"| {TITLES[s]} | {tr[s]['entropy']:.3f}; {init[s]['entropy']:.3f} | "
+                lines.append(f"| {title(s)} | {tr[s]['entropy']:.3f}; {init[s]['entropy']:.3f} | "
                              f"{tr[s]['spread_over']:.0f} | {tr[s]['relative_size']:.2f}; {init[s]['relative_size']:.2f} | "
                              f"{tr[s]['shared_energy']:.0%}; {init[s]['shared_energy']:.0%} | {drift} |")
             lines.append("")
@@ -225,12 +223,12 @@ def reading(ck: dict) -> list[str]:
                "targets is the mean of its sources whatever W is, and that part cannot rank the targets"
                if ck["switches"] == {"softmax_axis": "row", "mass_norm": True} else "")
         out.append("- Share of each stage's added energy that is one vector shared by all its targets, trained "
-                   "(at init): " + ", ".join(f"{TITLES[s]} {tr[s]['shared_energy']:.0%} ({init[s]['shared_energy']:.0%})"
+                   "(at init): " + ", ".join(f"{title(s)} {tr[s]['shared_energy']:.0%} ({init[s]['shared_energy']:.0%})"
                                              for s in stages.names() if s in tr) + why + ".")
         moved = max((v, f"{s} {k}") for s, d in ck["weight_drift"].items() for k, v in d.items())
         out.append(f"- The stage weights moved by {min(v for d in ck['weight_drift'].values() for v in d.values()):.0%}"
                    f" to {moved[0]:.0%} of their initial norm (most: `{moved[1]}`); attention entropy over its maximum, "
-                   "trained (at init): " + ", ".join(f"{TITLES[s]} {tr[s]['entropy']:.2f} ({init[s]['entropy']:.2f})"
+                   "trained (at init): " + ", ".join(f"{title(s)} {tr[s]['entropy']:.2f} ({init[s]['entropy']:.2f})"
                                                      for s in stages.names() if s in tr) + ".")
     if not skips and edits and max(abs(r["mean"] - base) for r in edits) == 0:
         out.append("- Every support edit leaves mAP@0.5 exactly as it was: this model never reads the supports.")
@@ -249,8 +247,8 @@ def main(argv=None) -> None:
     p.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples (0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the untrained model (the 'at init' column)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "probes.json"))
-    p.add_argument("--doc", default=str(ROOT / "docs" / "benchmarks.md"), help="the markdown file to update")
+    p.add_argument("--out", default=str(RESULTS / "probes.json"))
+    p.add_argument("--doc", default=str(DOC), help="the markdown file to update")
     p.add_argument("--no-docs", action="store_true", help="do not touch --doc")
     p.add_argument("--docs-only", action="store_true", help="rebuild the docs section from --out; nothing else")
     args = p.parse_args(argv)
@@ -258,12 +256,12 @@ def main(argv=None) -> None:
         replace_section(Path(args.doc), SECTION, markdown(read_json(args.out, "probes.json")))
         return
     configure_process(threads=args.threads)
-    from ablations import machine
+    here = machine()                                    # measured before the probes start
     world = World(args.data)
     episodes = world.episodes(args.split, args.shots)[:args.limit]
     t0 = time.perf_counter()
     paths = [Path(args.checkpoint)] + ([] if args.reference == "none" else [Path(args.reference)])
-    result = {"machine": f"{machine()}, torch {torch.__version__}, {args.threads} thread(s)",
+    result = {"machine": here,
               "command": "python bench/probes.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "split": args.split, "shots": args.shots, "episodes": len(episodes), "draws": args.draws,
               "bootstrap": args.bootstrap,
@@ -272,7 +270,7 @@ def main(argv=None) -> None:
     result["cpu_seconds"] = round(time.process_time(), 1)      # the wall time counts a stopped or starved process too
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_json(out, result)
     if not args.no_docs:
         replace_section(Path(args.doc), SECTION, markdown(result))
     print(f"wrote {out} ({result['seconds']:.0f} s)")

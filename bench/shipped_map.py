@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from _common import ROOT
 
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.utils import read_json  # noqa: E402
+from fscal_edu.checkpoints import load_model
+from fscal_edu.data.episodes import World
+from fscal_edu.inference import evaluate_model
+from fscal_edu.runtime import configure_process
+from fscal_edu.utils import read_json
 
 
 def main(argv=None) -> None:

@@ -1,4 +1,4 @@
-"""Issue 5's acceptance table: full model vs support-blind control vs prototype matching.
+"""The first table of the course: full model vs support-blind control vs prototype matching.
 
 Trains the quick preset from scratch (full and blind) for each seed on data_samples/anet_like,
 evaluates the fixed 5-shot test episodes, and writes bench/results/train_seeds.json and the
@@ -11,41 +11,20 @@ evaluates the fixed 5-shot test episodes, and writes bench/results/train_seeds.j
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import shutil
 import statistics
-import sys
-import time
 from pathlib import Path
 
 import torch
+from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section, train_and_evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from fscal_edu.baselines import evaluate_prototype
+from fscal_edu.config import get_config
+from fscal_edu.data.episodes import World
+from fscal_edu.runtime import configure_process
+from fscal_edu.utils import read_json
 
-from fscal_edu.baselines import evaluate_prototype  # noqa: E402
-from fscal_edu.config import get_config  # noqa: E402
-from fscal_edu.data.episodes import World  # noqa: E402
-from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.checkpoints import load_model  # noqa: E402
-from fscal_edu.runtime import configure_process  # noqa: E402
-from fscal_edu.train import train  # noqa: E402
-from fscal_edu.utils import read_json  # noqa: E402
-
-SECTION = "## Full model against its controls (issue 5)"
-
-
-def replace_section(path: Path, title: str, body: str) -> None:
-    """Replace (or append) the ``## title`` section of a markdown file."""
-    text = path.read_text() if path.is_file() else "# Benchmarks\n"
-    start = text.find(title)
-    if start < 0:
-        text = text.rstrip("\n") + "\n\n" + title + "\n" + body
-    else:
-        end = text.find("\n## ", start + len(title))
-        text = text[:start] + title + "\n" + body + (text[end:] if end >= 0 else "")
-    path.write_text(text)
+SECTION = "## Full model against its controls"
 
 
 def main() -> None:
@@ -58,6 +37,7 @@ def main() -> None:
     p.add_argument("--only", choices=["full", "blind"], nargs="+", default=["full", "blind"])
     args = p.parse_args()
     configure_process(threads=args.threads)
+    here = machine()                    # measured now, before the first training
     world = World(args.data)
     rows = []
     for seed in args.seeds:
@@ -67,23 +47,20 @@ def main() -> None:
             if done.is_file():          # resumable: a finished run is read back, not retrained
                 rows.append(read_json(done, "a result row"))
                 continue
-            t0 = time.perf_counter()
-            train(get_config("quick", ablate=["blind"] if name == "blind" else []), world, run, seed=seed,
-                  device="cpu", progress=False, overwrite=True)
-            secs = time.perf_counter() - t0
-            m, _ = evaluate_model(load_model(run / "best.pt", device="cpu"), world, "test", 5)
+            m, secs = train_and_evaluate(get_config("quick", ablate=["blind"] if name == "blind" else []),
+                                         world, run, seed=seed)
             rows.append({"model": name, "seed": seed, "mAP@0.5": m["mAP@0.5"], "average_mAP": m["average_mAP"],
                          "per_class_mAP@0.5": m["per_class"]["mAP@0.5"], "train_s": round(secs, 1),
-                         "threads": torch.get_num_threads()})
-            done.write_text(json.dumps(rows[-1]) + "\n")
+                         "threads": torch.get_num_threads(), "machine": here})
+            atomic_write_json(done, rows[-1], indent=None)
             print(rows[-1], flush=True)
     proto, _ = evaluate_prototype(world, "test", 5)
     rows.append({"model": "prototype", "seed": None, "mAP@0.5": proto["mAP@0.5"],
                  "average_mAP": proto["average_mAP"], "per_class_mAP@0.5": proto["per_class"]["mAP@0.5"],
                  "train_s": 0.0})
-    out = ROOT / "bench" / "results"
-    out.mkdir(exist_ok=True)
-    (out / "train_seeds.json").write_text(json.dumps(rows, indent=1) + "\n")
+    RESULTS.mkdir(exist_ok=True)
+    atomic_write_json(RESULTS / "train_seeds.json", rows)
+    measured_on = next((r["machine"] for r in rows if r.get("machine")), here)
 
     def cell(name, key):
         vals = [r[key] for r in rows if r["model"] == name]
@@ -91,7 +68,7 @@ def main() -> None:
                 else f"{statistics.mean(vals):.0f} ± {statistics.stdev(vals):.0f}" if len(vals) > 1
                 else f"{vals[0]:.3f}")
 
-    lines = ["", f"Machine: {platform.machine()}, 2 cores, torch {torch.__version__}, CPU. Quick preset, "
+    lines = ["", f"Machine: {measured_on}. Quick preset, "
              f"5-shot, fixed test episodes of `data_samples/anet_like` (test classes never seen in "
              f"training).", "",
              "| model | seed | mAP@0.5 | average mAP | per-class mAP@0.5 | training wall time (s) | torch threads |",
@@ -104,10 +81,10 @@ def main() -> None:
     lines += [f"| {n} | {cell(n, 'mAP@0.5')} | {cell(n, 'average_mAP')} | {cell(n, 'train_s')} |"
               for n in ("full", "blind", "prototype")]
     lines += ["", "Training time includes the validation passes (4 x 100 val episodes). It is the wall time of "
-              "each run as it happened; when other jobs shared the two cores it is inflated several times "
+              "each run as it happened; when other jobs share the cores it is inflated several times "
               "(see the clean timing of a quick run below).", "",
               f"Reproduce: `python bench/train_seeds.py --seeds {' '.join(map(str, args.seeds))}`", ""]
-    replace_section(ROOT / "docs" / "benchmarks.md", SECTION, "\n".join(lines))
+    replace_section(DOC, SECTION, "\n".join(lines))
     if args.ship:
         ship = ROOT / "data_samples" / "checkpoints"
         ship.mkdir(exist_ok=True)

@@ -25,5 +25,5 @@ def test_gpu_bench_smoke_on_cpu(tmp_path):
     fp32, bf16 = (r["final_loss"] for r in result["runs"])
     assert fp32 != bf16 and abs(bf16 - fp32) < 0.05 * fp32
     text = doc.read_text()
-    assert "## Other\n\nkept" in text and "## GPU (issue 13)" in text and result["machine"] in text
+    assert "## Other\n\nkept" in text and "## GPU" in text and result["machine"] in text
     assert "| 1 | bf16 |" in text
