@@ -105,9 +105,34 @@ def read_json(path, what: str = "file"):
     if not path.is_file():
         raise FscalError(f"{where(file=path, field='path')}: {what} is missing")
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=_unique_keys, parse_int=_small_int)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FscalError(f"{where(file=path, field='path')}: not readable JSON, {what} ({e})") from None
+    except _JsonRuleBroken as e:
+        raise FscalError(f"{where(file=path, field=e.field)}: {e.problem} ({what})") from None
+
+
+class _JsonRuleBroken(Exception):
+    def __init__(self, field: str, problem: str):
+        super().__init__(problem)
+        self.field, self.problem = field, problem
+
+
+def _unique_keys(pairs: list) -> dict:
+    """A JSON object whose keys are unique: a repeated key would silently keep its last value."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _JsonRuleBroken(key, f"the key {key!r} appears twice in one object; keep one")
+        out[key] = value
+    return out
+
+
+def _small_int(text: str) -> int:
+    """A JSON integer of at most 18 digits (no count, id or length of this project is longer)."""
+    if len(text.lstrip("-")) > 18:
+        raise _JsonRuleBroken("number", f"an integer of {len(text.lstrip('-'))} digits ({text[:12]}...) is out of range")
+    return int(text)
 
 
 # ---------------------------------------------------------------------------------------------

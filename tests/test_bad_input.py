@@ -263,3 +263,17 @@ def test_config_from_a_file_is_checked_before_use():
         Config.from_dict({"model": {"width": 3}})
     cfg = get_config("tiny", ablate=["no_qtos", "no_stoq"])
     assert Config.from_dict(cfg.to_dict()) == cfg and cfg.switches.off == ("qtos", "stoq")
+
+
+# --- JSON files: a repeated key or an absurd integer is refused, never silently read -------------
+
+def test_json_with_a_repeated_key_or_a_huge_integer_is_refused(tmp_path):
+    from fscal_edu.utils import read_json
+    (tmp_path / "dup.json").write_text('{"database": {"v1": {"duration": 10}, "v1": {"duration": 20}}}')
+    with pytest.raises(FscalError, match=r"dup.json', field 'v1': the key 'v1' appears twice"):
+        read_json(tmp_path / "dup.json", "the annotations file")
+    (tmp_path / "big.json").write_text('{"feature_dim": ' + "9" * 400 + "}")
+    with pytest.raises(FscalError, match=r"big.json', field 'number': an integer of 400 digits"):
+        read_json(tmp_path / "big.json", "features.json")
+    (tmp_path / "ok.json").write_text('{"a": -123456789012345678, "b": [1, 2.5]}')
+    assert read_json(tmp_path / "ok.json") == {"a": -123456789012345678, "b": [1, 2.5]}
