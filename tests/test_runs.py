@@ -1,7 +1,9 @@
-"""Run directories (issue 10): owned, resumed only as themselves, never losing records; Ctrl-C and
-SIGKILL leave a resumable run; the numbers do not depend on the machine's load.
+"""Run directories: owned, resumed only as themselves, never losing records; Ctrl-C and SIGKILL
+leave a resumable run; the numbers do not depend on the machine's load.
 
-Each test is one numbered item of issue 10 (items 1-4, 11, 14 and the Ctrl-C / kill cases).
+Each section tests one rule of :mod:`fscal_edu.runs`: a run is never destroyed, a resume checks what
+it resumes, an empty checkpoint, step counts, the metrics log and ``last.pt`` always a consistent
+pair, the same numbers whatever the load, and the Ctrl-C / kill cases.
 """
 import hashlib
 import json
@@ -50,7 +52,7 @@ def run_copy(finished, tmp_path):
     return dst
 
 
-# --- item 1: train --out never destroys a run ---------------------------------------------------
+# --- train --out never destroys a run ---------------------------------------------------
 
 def test_train_refuses_a_directory_that_holds_a_run(run_copy, capsys):
     before = snapshot(run_copy)
@@ -76,7 +78,7 @@ def test_overwrite_moves_the_old_run_aside_first(run_copy, capsys):
     assert json.loads((run_copy / "config.json").read_text())["seed"] == 1
 
 
-# --- item 2: resume checks the checkpoint against the request -----------------------------------
+# --- resume checks the checkpoint against the request -----------------------------------
 
 @pytest.mark.parametrize("change, fields", [
     (["--shots", 1], ["data.shots"]),
@@ -117,7 +119,7 @@ def test_resume_with_nothing_to_resume(tmp_path, capsys):
     assert not (tmp_path / "none").exists()
 
 
-# --- item 3: an empty checkpoint ------------------------------------------------------------------
+# --- an empty checkpoint ------------------------------------------------------------------
 
 def test_zero_byte_checkpoint(run_copy, tmp_path, capsys):
     empty = tmp_path / "e.pt"
@@ -131,7 +133,7 @@ def test_zero_byte_checkpoint(run_copy, tmp_path, capsys):
         read_checkpoint(empty)
 
 
-# --- item 4: step counts --------------------------------------------------------------------------
+# --- step counts --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("steps", [0, -5])
 def test_steps_must_be_positive(tmp_path, capsys, steps):
@@ -142,7 +144,7 @@ def test_steps_must_be_positive(tmp_path, capsys, steps):
         get_config("tiny", steps=steps)
 
 
-# --- item 11: the metrics log and last.pt always make a consistent pair --------------------------
+# --- the metrics log and last.pt always make a consistent pair --------------------------
 
 CFG = dict(steps=6, eval_every=2)
 
@@ -222,7 +224,7 @@ def test_sigkill_then_resume_ends_like_an_uninterrupted_run(tmp_path):
     same_run(ref, out)
 
 
-# --- item 14: the same numbers whatever the load ------------------------------------------------
+# --- the same numbers whatever the load ------------------------------------------------
 
 def test_gradients_do_not_depend_on_the_load():
     """One forward and backward pass at 2 threads, repeated while two busy processes compete for
