@@ -112,6 +112,21 @@ def read_json(path, what: str = "file"):
         raise FscalError(f"{where(file=path, field=e.field)}: {e.problem} ({what})") from None
 
 
+# What a video id may be: it names the video's feature file, so letters, digits, "_", "-" and "."
+# (not first), nothing that moves to another folder ("/", "\\", ".."): e.g. "v_---9CpRcKoU",
+# "video_test_0000004", "test_action_28a_05"
+VIDEO_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,199}")
+VIDEO_ID_RULE = "letters, digits, '_', '-' and '.' (not first), at most 200 characters"
+
+
+def check_video_id(video, *, file=None, field: str = "video id") -> str:
+    """``video`` if it follows :data:`VIDEO_ID`, else an :class:`FscalError` that states the rule."""
+    if not isinstance(video, str) or not VIDEO_ID.fullmatch(video):
+        raise FscalError(f"{where(file=file, video=video if isinstance(video, str) else None, field=field)}: "
+                         f"a video id may hold {VIDEO_ID_RULE}, got {video!r}")
+    return video
+
+
 class _JsonRuleBroken(Exception):
     def __init__(self, field: str, problem: str):
         super().__init__(problem)

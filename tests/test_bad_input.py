@@ -277,3 +277,11 @@ def test_json_with_a_repeated_key_or_a_huge_integer_is_refused(tmp_path):
         read_json(tmp_path / "big.json", "features.json")
     (tmp_path / "ok.json").write_text('{"a": -123456789012345678, "b": [1, 2.5]}')
     assert read_json(tmp_path / "ok.json") == {"a": -123456789012345678, "b": [1, 2.5]}
+
+
+@pytest.mark.parametrize("video", ["a/b", "../up", ".hidden", "a\\b", "", "x" * 201])
+def test_a_video_id_that_could_leave_the_features_folder_is_refused(video):
+    from fscal_edu.data.annotations import validate_annotations
+    with pytest.raises(FscalError, match=r"field 'database': a video id may hold letters, digits"):
+        validate_annotations({"database": {video: {"duration": 10.0, "annotations": []}}}, file="ann.json")
+    assert validate_annotations({"database": {"v_---9CpRcKoU": {"duration": 10.0, "annotations": []}}})

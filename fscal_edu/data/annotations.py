@@ -28,7 +28,7 @@ import math
 import warnings
 from pathlib import Path
 
-from ..utils import FscalError, read_json, where
+from ..utils import FscalError, check_video_id, read_json, where
 
 SPLIT_NAMES = ("base", "val", "test")
 TSP_COLUMNS = ("video-name", "t-start", "t-end", "action-label", "video-duration", "filename",
@@ -85,6 +85,7 @@ def validate_annotations(ann, *, file=None, clip: bool = True) -> dict:
     out = copy.deepcopy(ann)
     clipped = []
     for video, entry in database.items():
+        check_video_id(video, file=file, field="database")
         at = dict(file=file, video=video)
         duration = _number(_require(entry, "duration", **at),
                            positive=True, **at, field="duration")
