@@ -2,10 +2,11 @@
 
 A checker runs the student's function and the library's on the same random inputs and prints
 ``Correct!`` or what differs: which output, which element, by how much, and, for the exercises
-on the three stages and the relation targets, which known mistake gives that answer (see
-:mod:`fscal_edu.mistakes`). It returns True/False so tests can use it, and never raises: a stub
-(a function that raises ``NotImplementedError`` or returns ``None``/``...``, or an ``answer``
-left at ``...``) is "not attempted yet", and an error in the student's code is one line.
+on the three stages and the relation targets, which known mistake gives that answer (the
+comparison is :mod:`fscal_edu.checking`, the known mistakes :mod:`fscal_edu.mistakes`). It
+returns True/False so tests can use it, and never raises: a stub (a function that raises
+``NotImplementedError`` or returns ``None``/``...``, or an ``answer`` left at ``...``) is "not
+attempted yet", and an error in the student's code is one line.
 The reference solutions are in :mod:`fscal_edu.solutions`.
 """
 from __future__ import annotations
@@ -14,38 +15,8 @@ import numpy as np
 import torch
 
 from . import mistakes
-from .mistakes import NOT_ATTEMPTED, checker, is_stub, mismatch, run
+from .checking import checker, compare, explain, run
 
-
-def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4, names=None, axes=None) -> bool:
-    """Compare two arrays/tensors/numbers (or tuples of them); print a verdict; return it.
-
-    Every output of a tuple is compared and reported (``names`` names them); a mismatch says
-    which element differs most (``axes`` names its index, e.g. ``("episode", "proposal")``),
-    got against expected, and how many differ.
-    """
-    if is_stub(got):
-        print(f"{name}: {NOT_ATTEMPTED}")
-        return False
-    if isinstance(want, (tuple, list)):
-        names = list(names or [f"output {i}" for i in range(len(want))])
-        if not isinstance(got, (tuple, list)) or len(got) != len(want):
-            what = f"{len(got)} outputs" if isinstance(got, (tuple, list)) else mistakes.what(got)
-            print(f"{name}: expected {len(want)} outputs ({', '.join(names)}), got {what}")
-            return False
-        oks = [compare(f"{name}, {n}", g, w, atol=atol, rtol=rtol, axes=axes)
-               for n, g, w in zip(names, got, want)]
-        return all(oks)
-    why = mismatch(got, want, atol=atol, rtol=rtol, axes=axes)
-    print(f"{name}: {why or 'Correct!'}")
-    return why is None
-
-
-def explain(got, variant, known: dict, *args) -> bool:
-    """Print the known mistake(s) that reproduce ``got``, if any; return False (the answer is wrong)."""
-    for text in mistakes.name_mistake(got, variant, known, *args):
-        print(f"  -> a known mistake: {text}")
-    return False
 
 # ---------------------------------------------------------------------------------------------
 # Notebooks 00-01
@@ -161,7 +132,7 @@ from einops import reduce  # noqa: E402
 
 from .attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_attend  # noqa: E402
 from .stats import welch  # noqa: E402
-from .viz.attention import granularity_mass  # noqa: E402
+from .solutions import granularity_mass  # noqa: E402
 
 
 def _attention_inputs(B=2, K=3, T_S=8, N_Q=7, d=6, seed=0):

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from einops import rearrange, reduce
 
+from .utils import FscalError, where
+
 # ---------------------------------------------------------------------------------------------
 # Notebook 00: the task and the data
 # ---------------------------------------------------------------------------------------------
@@ -111,6 +113,18 @@ def mass_from(A_l: torch.Tensor, granularity: torch.Tensor, k: int) -> torch.Ten
     """``A_l (N_coarse, T_S)`` -> ``(T_S,)``: the mass each snippet receives from the tokens of granularity k."""
     # sum over the coarse tokens (rows) of granularity k                              (T_S,)
     return A_l[granularity == k].sum(dim=0)
+
+
+def granularity_mass(att, *, batch: int = 0, support: int = 0) -> dict:
+    """:func:`mass_from` for every granularity of a Dynamics-CA ``StageAttention``: ``{k: (T_S,)
+    array}``, the mass each snippet of ``support`` receives from the coarse tokens of granularity
+    k of all supports (what :func:`fscal_edu.viz.attention.granularity_mass_figure` draws)."""
+    if not 0 <= support < att.K:
+        raise FscalError(f"{where(field='support')}: {support} is out of range, this episode has K = {att.K}")
+    # A_l: the coarse tokens of all supports -> the snippets of support l        (N_coarse, T_S)
+    A_l = att.A.detach().double().cpu()[batch, support]
+    granularity = att.coarse.granularity.cpu()
+    return {k: mass_from(A_l, granularity, k).numpy() for k in sorted(set(granularity.tolist()))}
 
 
 def my_stoq(Y_S: torch.Tensor, X_Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:

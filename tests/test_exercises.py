@@ -8,7 +8,7 @@ import torch
 from einops import rearrange, reduce
 
 from fscal_edu import exercises as ex
-from fscal_edu import mistakes, solutions as sol
+from fscal_edu import checking, mistakes, solutions as sol
 
 # every checker that takes a function, with its reference solution
 CHECKS = [
@@ -241,11 +241,11 @@ def test_check_balanced_bce_names_the_mistake(wrong, named, capsys):
 def test_every_variant_without_a_mistake_is_the_reference():
     """The mistake generators start from the right answer: with no flag they give the solution's."""
     X_Q, X_S, W = ex._attention_inputs()
-    assert mistakes.close(mistakes.cross_attend_variant(X_Q, X_S[:, 0], W), sol.my_cross_attend(X_Q, X_S[:, 0], W))
-    assert mistakes.close(mistakes.coarse_tokens_variant(X_S, 2), sol.my_coarse_tokens(X_S, 2))
-    assert mistakes.close(mistakes.stoq_variant(X_S, X_Q, W), sol.my_stoq(X_S, X_Q, W))
+    assert checking.close(mistakes.cross_attend_variant(X_Q, X_S[:, 0], W), sol.my_cross_attend(X_Q, X_S[:, 0], W))
+    assert checking.close(mistakes.coarse_tokens_variant(X_S, 2), sol.my_coarse_tokens(X_S, 2))
+    assert checking.close(mistakes.stoq_variant(X_S, X_Q, W), sol.my_stoq(X_S, X_Q, W))
     labels, y = torch.tensor([[1, 0, -1], [1, 1, 0], [0, 1, -1]]), torch.tensor([3, 3, 5])
-    assert mistakes.close(mistakes.relation_targets_variant(labels, y), sol.my_relation_targets(labels, y))
+    assert checking.close(mistakes.relation_targets_variant(labels, y), sol.my_relation_targets(labels, y))
 
 # ---------------------------------------------------------------------------------------------
 # Answers instead of functions: the mass_norm factor (notebook 05), the predicted winner (07)

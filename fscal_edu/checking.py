@@ -1,0 +1,215 @@
+"""The exercise checkers' runtime: run a student's function, compare it with the reference, say
+in words what differs and which known mistake gives that answer.
+
+:func:`checker` wraps every ``check_*`` of :mod:`fscal_edu.exercises`: the student's function is
+called through :func:`run`, so that a stub (``raise NotImplementedError``, or ``None``/``...``
+returned) prints "not attempted yet" and any error one line, and the checker returns False.
+:func:`compare` prints ``Correct!`` or, through :func:`mismatch`, how an output differs from the
+expected one (``None``, a wrong type, shape or dtype, NaNs, or the element that differs most and
+how many differ). :func:`explain` and :func:`name_mistake` try the catalogue of known mistakes
+(:mod:`fscal_edu.mistakes`: each exercise's answer computed with mistakes switched on by name),
+every mistake alone and every pair, and print what to tell the student about the first that
+reproduces their output.
+"""
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+
+import numpy as np
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# Stubs and crashes
+# ---------------------------------------------------------------------------------------------
+
+NOT_ATTEMPTED = "not attempted yet - fill in the cell above"
+
+
+class NotAttempted(Exception):
+    """The student's cell still holds the stub (raised by :func:`run`, caught by :func:`checker`)."""
+
+
+class Crashed(Exception):
+    """The student's code raised: the message is the one line to print."""
+
+
+def is_stub(x) -> bool:
+    """``None``, ``...``, or a tuple of nothing else: what a stub gives."""
+    if isinstance(x, (tuple, list)) and x:
+        return all(v is None or v is Ellipsis for v in x)
+    return x is None or x is Ellipsis
+
+
+def run(fn, *args):
+    """Call the student's ``fn``; a stub raises :class:`NotAttempted`, any error :class:`Crashed`."""
+    try:
+        out = fn(*args)
+    except NotImplementedError:
+        raise NotAttempted from None
+    except Exception as e:  # noqa: BLE001 - whatever the student's code raises becomes one line
+        raise Crashed(f"your code raised {type(e).__name__}: {e}") from None
+    if is_stub(out):
+        raise NotAttempted
+    return out
+
+
+def checker(label: str):
+    """Decorate ``check_*(fn, ...)``: stubs and errors are printed as one line and give False.
+
+    The student is named by their function's name (``label`` for a lambda or an answer).
+    """
+    def wrap(check):
+        @functools.wraps(check)
+        def checked(fn, *args, **kwargs) -> bool:
+            name = getattr(fn, "__name__", "<lambda>")
+            name = label if name == "<lambda>" or not callable(fn) else name
+            try:
+                if is_stub(fn):
+                    raise NotAttempted
+                return bool(check(fn, *args, **kwargs))
+            except NotAttempted:
+                print(f"{name}: {NOT_ATTEMPTED}")
+            except Crashed as e:
+                print(f"{name}: {e}")
+            except Exception as e:  # noqa: BLE001 - an output the comparison cannot read
+                print(f"{name}: could not check the output ({type(e).__name__}: {e})")
+            return False
+        return checked
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------
+# Describing a difference
+# ---------------------------------------------------------------------------------------------
+
+
+def as_array(x) -> np.ndarray | None:
+    """A tensor, an array, a number or a (nested) list as a numpy array; None if it is none of them."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if x is None or x is Ellipsis or isinstance(x, (str, bytes, dict, set)):
+        return None
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError):           # ragged lists, odd objects
+        return None
+    return a if a.dtype.kind in "biuf" else None
+
+
+def what(x) -> str:
+    """A few words for a value of the wrong kind."""
+    if x is None:
+        return "None (did the function forget to `return`?)"
+    if x is Ellipsis:
+        return "... (the placeholder, not filled in)"
+    if isinstance(x, (tuple, list)):
+        return f"a {type(x).__name__} of {len(x)} items"
+    return f"a {type(x).__name__}"
+
+
+def _shape_words(got: tuple, want: tuple) -> str:
+    text = f"shape {got}, expected {want}"
+    if len(got) == len(want) >= 2 and got[:-2] + got[-2:][::-1] == want:
+        return text + ": the last two axes are swapped (a transpose?)"
+    if math.prod(got) == math.prod(want):
+        return text + ": the right number of elements, arranged differently"
+    if len(got) == len(want) - 1:
+        return text + ": one axis too few (summed, averaged or indexed away?)"
+    if len(got) == len(want) + 1:
+        return text + ": one axis too many (a sum or a mean missing?)"
+    return text
+
+
+def mismatch(got, want, *, atol: float = 1e-5, rtol: float = 1e-4, axes=None) -> str | None:
+    """None when ``got`` equals ``want`` (up to the tolerances); else what differs, in words
+    (``axes``: a name per axis, to say where an element is, e.g. "episode 1, proposal 31")."""
+    w, g = as_array(want), as_array(got)
+    if g is None:
+        return f"expected {'a number' if w.ndim == 0 else f'an array of shape {w.shape}'}, got {what(got)}"
+    if g.shape != w.shape:
+        if g.size == 1 and w.size == 1:       # a 0-d tensor for a float, [x] for x: the same answer
+            g = g.reshape(w.shape)
+        else:
+            return _shape_words(tuple(g.shape), tuple(w.shape))
+    g, w = g.astype(np.float64), w.astype(np.float64)
+    nan = ~np.isfinite(g) & np.isfinite(w)
+    if nan.any():
+        where = tuple(int(i) for i in np.argwhere(nan)[0])
+        return (f"{int(nan.sum())} of {g.size} elements are NaN or infinite"
+                + (f", the first at index {where}" if where else "") + " (a division by zero? log of 0?)")
+    bad = ~np.isclose(g, w, rtol=rtol, atol=atol, equal_nan=True)
+    if not bad.any():
+        return None
+    if g.ndim == 0:
+        text = f"got {g.item():.6g}, expected {w.item():.6g}"
+    else:
+        idx = np.unravel_index(np.argmax(np.where(bad, np.abs(g - w), -1.0)), g.shape)
+        idx = tuple(int(i) for i in idx)
+        at = (", ".join(f"{a} {i}" for a, i in zip(axes, idx)) if axes and len(axes) == len(idx)
+              else f"index {idx if len(idx) > 1 else idx[0]}")
+        text = (f"{int(bad.sum())} of {g.size} elements differ; the largest difference is at {at}: "
+                f"got {g[idx]:.6g}, expected {w[idx]:.6g}")
+    gk, wk = as_array(got).dtype.kind, as_array(want).dtype.kind
+    if (gk in "biu") != (wk in "biu"):
+        text += f" (your values are {'whole numbers' if gk in 'biu' else 'floats'}, the expected ones are not)"
+    return text
+
+
+def close(got, want, *, atol: float = 1e-5, rtol: float = 1e-4) -> bool:
+    """``got`` equals ``want`` (tuples element by element), silently."""
+    if isinstance(want, (tuple, list)):
+        return (isinstance(got, (tuple, list)) and len(got) == len(want)
+                and all(close(g, w, atol=atol, rtol=rtol) for g, w in zip(got, want)))
+    return as_array(got) is not None and mismatch(got, want, atol=atol, rtol=rtol) is None
+
+
+def name_mistake(got, variant, mistakes: dict, *args) -> list[str]:
+    """What to say about the first set of mistakes (one alone, then every pair) for which
+    ``variant(*args, **{mistake: True})`` reproduces ``got``; ``[]`` if none does."""
+    for n in (1, 2):
+        for combo in itertools.combinations(mistakes, n):
+            try:
+                want = variant(*args, **{m: True for m in combo})
+            except (RuntimeError, ValueError):     # a pair that cannot go together
+                continue
+            if close(got, want):
+                return [mistakes[m] for m in combo]
+    return []
+
+# ---------------------------------------------------------------------------------------------
+# Comparing with the reference, naming the mistake
+# ---------------------------------------------------------------------------------------------
+
+
+def compare(name: str, got, want, *, atol: float = 1e-5, rtol: float = 1e-4, names=None, axes=None) -> bool:
+    """Compare two arrays/tensors/numbers (or tuples of them); print a verdict; return it.
+
+    Every output of a tuple is compared and reported (``names`` names them); a mismatch says
+    which element differs most (``axes`` names its index, e.g. ``("episode", "proposal")``),
+    got against expected, and how many differ.
+    """
+    if is_stub(got):
+        print(f"{name}: {NOT_ATTEMPTED}")
+        return False
+    if isinstance(want, (tuple, list)):
+        names = list(names or [f"output {i}" for i in range(len(want))])
+        if not isinstance(got, (tuple, list)) or len(got) != len(want):
+            kind = f"{len(got)} outputs" if isinstance(got, (tuple, list)) else what(got)
+            print(f"{name}: expected {len(want)} outputs ({', '.join(names)}), got {kind}")
+            return False
+        oks = [compare(f"{name}, {n}", g, w, atol=atol, rtol=rtol, axes=axes)
+               for n, g, w in zip(names, got, want)]
+        return all(oks)
+    why = mismatch(got, want, atol=atol, rtol=rtol, axes=axes)
+    print(f"{name}: {why or 'Correct!'}")
+    return why is None
+
+
+def explain(got, variant, known: dict, *args) -> bool:
+    """Print the known mistake(s) that reproduce ``got``, if any; return False (the answer is wrong).
+    ``variant`` and ``known`` are one exercise's entry of the catalogue, :mod:`fscal_edu.mistakes`."""
+    for text in name_mistake(got, variant, known, *args):
+        print(f"  -> a known mistake: {text}")
+    return False
