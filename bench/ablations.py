@@ -31,6 +31,7 @@ import torch
 from _common import (DOC, RESULTS, ROOT, atomic_write_json, evaluate_best, machine, measured_on, replace_section,
                      scores, train_and_evaluate)
 
+from fscal_edu import stages
 from fscal_edu.baselines import evaluate_prototype
 from fscal_edu.checkpoints import load_model, read_checkpoint
 from fscal_edu.config import PRESETS, Config, get_config
@@ -43,15 +44,27 @@ from fscal_edu.train import train
 from fscal_edu.utils import read_json
 
 SECTION = "## Ablations"
-# model name -> names of config.ABLATIONS it switches on ("full": none)
-MODELS = {"full": [], "blind": ["blind"], "no_qtos": ["no_qtos"], "no_dynamics": ["no_dynamics"],
-          "no_stoq": ["no_stoq"], "joint": ["joint"], "column": ["column"], "no_relation": ["no_relation"],
-          "no_stages": ["no_stages"]}
-WHAT = {"full": "all three stages, relation module", "blind": "support-blind control",
-        "prototype": "prototype matching (no training)", "no_qtos": "stage 1 (QtoS) off",
-        "no_dynamics": "stage 2 (Dynamics-CA) off", "no_stoq": "stage 3 (StoQ) off",
-        "joint": "stage 1 sees all supports as one clip", "column": "softmax down columns",
-        "no_relation": "no auxiliary relation module", "no_stages": "all three stages off"}
+
+
+def models() -> dict:
+    """Model name -> the names of ``config.ABLATIONS`` it switches on (``"full"``: none), with one
+    ``no_<stage>`` per stage of the registry (read at call time, so a stage registered later counts)."""
+    return {"full": [], "blind": ["blind"], **{f"no_{s}": [f"no_{s}"] for s in stages.names()},
+            "joint": ["joint"], "column": ["column"], "no_relation": ["no_relation"], "no_stages": ["no_stages"]}
+
+
+def what(model: str) -> str:
+    """What a model of the table changes, in words (the stages' names from the registry)."""
+    names = stages.names()
+    count = {1: "one", 2: "two", 3: "three", 4: "four"}.get(len(names), str(len(names)))
+    if model.startswith("no_") and model[3:] in names:
+        return f"stage {names.index(model[3:]) + 1} ({stages.get(model[3:]).short}) off"
+    return {"full": f"all {count} stages, relation module", "blind": "support-blind control",
+            "prototype": "prototype matching (no training)", "joint": "stage 1 sees all supports as one clip",
+            "column": "softmax down columns", "no_relation": "no auxiliary relation module",
+            "no_stages": f"all {count} stages off"}[model]
+
+
 DATA = ROOT / "data_samples" / "anet_like"
 
 
@@ -73,7 +86,7 @@ def one_run(job: dict) -> dict:
     configure_process(threads=job["threads"])
     world = World(job["data"])
     overrides = {"shots": job["shots"]} | ({"steps": job["steps"]} if job["steps"] else {})
-    cfg = get_config(job["preset"], ablate=MODELS[job["model"]], **overrides)
+    cfg = get_config(job["preset"], ablate=models()[job["model"]], **overrides)
     reused = reusable_seed_run(job["model"], job["seed"], job["shots"], cfg) if job["reuse"] else None
     device = job["device"]
     if reused is not None:
@@ -97,7 +110,7 @@ def one_run(job: dict) -> dict:
 def timed_training(job: dict) -> float:
     """Seconds for one short training with ``job["threads"]`` threads (validation on 8 episodes)."""
     configure_process(threads=job["threads"])
-    cfg = get_config(job["preset"], ablate=MODELS[job["model"]], steps=job["steps"], val_episodes=8)
+    cfg = get_config(job["preset"], ablate=models()[job["model"]], steps=job["steps"], val_episodes=8)
     t0 = time.perf_counter()
     train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", progress=False, overwrite=True)
     return time.perf_counter() - t0
@@ -194,10 +207,10 @@ def summarize(rows: list[dict]) -> list[dict]:
     groups = {}
     for r in rows:
         groups.setdefault((r["shots"], r["steps"], r["model"]), []).append(r)
-    order = ["full", "blind", "prototype", *[m for m in MODELS if m not in ("full", "blind")]]
+    order = ["full", "blind", "prototype", *[m for m in models() if m not in ("full", "blind")]]
     out = []
     for (shots, steps, model), rs in sorted(groups.items(), key=lambda kv: (-kv[0][0], order.index(kv[0][2]))):
-        out.append({"model": model, "what": WHAT[model], "shots": shots, "steps": steps,
+        out.append({"model": model, "what": what(model), "shots": shots, "steps": steps,
                     "seeds": sorted(r["seed"] for r in rs if r["seed"] is not None),
                     **{k: mean_sd([r[k] for r in rs]) for k in ("mAP@0.5", "average_mAP", "train_s")}})
     return out
@@ -260,7 +273,7 @@ def reading(rows: list[dict], shots: int) -> list[str]:
              f"two-sided p (`fscal_edu.stats.welch`); a verdict needs p < {ALPHA}, and Holm's correction for the "
              f"{len(tests)} comparisons of this list is noted where it changes it):", ""]
     for model, w, _, verdict in tests:
-        lines.append(f"- `{model}` ({WHAT[model]}): Δ {w.diff:+.3f}, t = {w.t:+.1f}, df = {w.df:.1f}, "
+        lines.append(f"- `{model}` ({what(model)}): Δ {w.diff:+.3f}, t = {w.t:+.1f}, df = {w.df:.1f}, "
                      f"{format_p(w.p)}: {verdict}.")
     return lines + [""]
 
@@ -409,7 +422,7 @@ def main(argv=None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--shots", type=int, nargs="+", default=None, help="default: 5 1 (--quick: 5)")
     p.add_argument("--steps", type=int, default=None, help="override the preset's training steps")
-    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--models", nargs="+", default=list(models()), choices=list(models()))
     p.add_argument("--preset", default="quick")
     p.add_argument("--jobs", type=int, default=1, help="trainings in parallel processes")
     p.add_argument("--data", default=str(DATA))
