@@ -1,18 +1,28 @@
 """The ``fscal-edu`` command line: one argparse subcommand per job.
 
-Each subcommand's work lives in the module that teaches it; this file only wires arguments, checks
-them (argparse types: counts >= 1, seeds >= 0, devices that exist), and turns every bad input into
-one line on stderr, ``fscal-edu CMD: error: file '...', video '...', field '...': what is wrong``,
-with exit code 2 (a Ctrl-C: one line saying where the run can resume, exit code 130).
+The package's only command-line code. Each subcommand's work is a library function of the module
+that teaches it, called with plain values (paths, a config, numbers); this file only wires
+arguments, checks them (argparse types: counts >= 1, seeds >= 0, devices that exist), calls that
+function and prints.
+
+Failures: bad input (:class:`~fscal_edu.utils.FscalError`, a file that is not UTF-8, a folder
+that cannot be written) is one line on stderr, ``fscal-edu CMD: error: file '...', video '...',
+field '...': what is wrong``, exit code 2; a Ctrl-C is one line saying where the run can resume,
+exit code 130; anything else is a bug in fscal-edu: the traceback, then one line asking for a
+report, exit code 1.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
+from . import stages
 from .config import ABLATIONS, PRESETS
+from .data.synthetic import PROFILES
 from .runtime import configure_process
 from .utils import FscalError, check_device, where
 
@@ -36,8 +46,8 @@ def int_at_least(minimum: int):
 
 
 def stages_arg(text: str) -> tuple:
-    """An argparse type: a comma-separated list of cross-attention stages, ``qtos,dynamics,stoq``."""
-    from . import stages
+    """An argparse type: a comma-separated list of registered cross-attention stages
+    (:func:`fscal_edu.stages.names`, read when the option is parsed)."""
     names = [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in stages.names()]
     if not names or unknown:
@@ -77,49 +87,106 @@ def _out_file(path, *, data=None, protect=()) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def _generate(args):
-    from .data.synthetic import main_generate
-    return main_generate(args)
+    from .data.synthetic import write_world
+    stats = write_world(args.out, args.profile, args.seed)
+    print(f"wrote the {args.profile}-like world (seed {args.seed}) to {args.out}")
+    for k, v in stats.items():
+        print(f"  {k:24s} {v:.3f}" if isinstance(v, float) else f"  {k:24s} {v}")
 
 
 def _demo(args):
-    from .demo import main_demo
-    return main_demo(args)
+    from .demo import run_demo
+    print(json.dumps(run_demo(args.data, seed=args.seed, force_train=args.train, out=args.out)))
 
 
 def _train(args):
-    from .train import main_train
-    return main_train(args)
+    """Train, then print the files written and the summary as a last line of JSON."""
+    from .data.features import FeatureMeta
+    from .distributed import env_world
+    from .runs import config_from_options
+    from .train import train
+    mode = args.query_mode
+    options = (args.preset, args.shots, args.steps, args.seed, args.window_stride)
+    bare_resume = args.resume and mode is None and not args.ablate and all(o is None for o in options)
+    if mode in (None, "auto") and not bare_resume:   # strided features: windows; resized: resample
+        mode = "window" if FeatureMeta.load(args.data).strided else "resample"
+    cfg, seed = config_from_options(out=args.out, resume=args.resume, preset=args.preset, shots=args.shots,
+                                    steps=args.steps, ablate=args.ablate, seed=args.seed, query_mode=mode,
+                                    window_stride=args.window_stride)
+    summary = train(cfg, args.data, args.out, seed=seed, device=args.device, resume=args.resume,
+                    overwrite=args.overwrite, threads=args.threads, feature_dim="data",
+                    precision=args.precision, workers=args.workers)
+    written = [name for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl")
+               if (Path(args.out) / name).is_file()]
+    if env_world()[0] == 0:                       # under torchrun, rank 0 speaks for the run
+        print(f"wrote {args.out}/: {', '.join(written)}")
+        print(json.dumps(summary))
 
 
 def _evaluate(args):
+    """The metric table, then one JSON object as the last line."""
+    from .data.episodes import World
     if args.skip and args.baseline:
         raise FscalError(f"{where(field='skip')}: --skip bypasses stages of a trained model; the "
                          f"{args.baseline} baseline has none")
     if args.out:
         _out_file(args.out, data=args.data, protect=[args.checkpoint])
-    from .inference import main_evaluate
-    return main_evaluate(args)
+    world = World(args.data)
+    if args.baseline:
+        from .baselines import evaluate_prototype
+        metrics, results = evaluate_prototype(world, args.split, args.shots)
+        name = f"baseline {args.baseline}"
+    else:
+        from .checkpoints import load_model
+        from .inference import evaluate_model
+        from .utils import get_device
+        device = get_device(args.device)
+        model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
+        metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True,
+                                          workers=args.workers, skip=args.skip, query_mode=args.query_mode)
+        skipped = [name for name in stages.names() if name in args.skip]
+        name = args.checkpoint + (f" (skipping {', '.join(skipped)})" if skipped else "")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results))
+    print(f"{name}: {args.split} split, {args.shots}-shot, {len(world.episodes(args.split, args.shots))} episodes")
+    print("tIoU   pooled mAP   per-class mAP")
+    for t, a, b in zip(metrics["tiou_thresholds"], metrics["mAP"], metrics["per_class"]["mAP"]):
+        print(f"{t:.2f}   {a:.4f}       {b:.4f}")
+    print(f"avg    {metrics['average_mAP']:.4f}       {metrics['per_class']['average_mAP']:.4f}")
+    print(json.dumps({"mAP@0.5": metrics["mAP@0.5"], "average_mAP": metrics["average_mAP"],
+                      "per_class_mAP@0.5": metrics["per_class"]["mAP@0.5"], "split": args.split,
+                      "shots": args.shots}))
 
 
 def _score(args):
-    if getattr(args, "out", None):
-        _out_file(args.out, protect=[args.ground_truth, args.predictions])
-    from .evaluation import main_score
-    return main_score(args)
+    """``score GT.json PRED.json [--subset S]``: the table, then one JSON line."""
+    from .evaluation import evaluate_detection, format_table
+    result = evaluate_detection(args.ground_truth, args.predictions, subset=args.subset)
+    print(format_table(result))
+    print(json.dumps({k: result[k] for k in ("mAP@0.5", "average_mAP", "mAP", "tiou_thresholds")}))
 
 
 def _prepare(args):
-    from .data.prepare import main_prepare
-    return main_prepare(args)
+    from collections import Counter
+    from .data.prepare import format_summary, prepare
+    s = prepare(args)
+    m = ", ".join(f"{k} {v}" for k, v in s["feature_meta"].items())
+    print(f"prepared {s['dataset']} in {s['out']}: features {s['features']} ({m})\n")
+    print(format_summary(s["splits"], Counter(s["dropped"]), s["notes"]))
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser: one subparser per subcommand, each with its handler as ``func``."""
     p = argparse.ArgumentParser(prog="fscal-edu", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    count, seed = int_at_least(1), int_at_least(0)
+    for add in (_add_generate_and_demo, _add_train, _add_evaluate_and_score, _add_prepare):
+        add(sub, count=int_at_least(1), seed=int_at_least(0))
+    return p
 
+
+def _add_generate_and_demo(sub, *, count, seed) -> None:
     g = sub.add_parser("generate", help="write the synthetic feature world")
-    g.add_argument("--profile", choices=["anet", "thumos"], default="anet")
+    g.add_argument("--profile", choices=list(PROFILES), default="anet")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=seed, default=0)
     g.set_defaults(func=_generate)
@@ -131,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="where --train writes its runs")
     d.set_defaults(func=_demo)
 
+
+def _add_train(sub, *, count, seed) -> None:
     t = sub.add_parser("train", help="train the model on the base classes of a world")
     t.add_argument("--data", required=True, help="world directory (features, annotations, splits)")
     t.add_argument("--preset", choices=list(PRESETS), default=None, help="default quick")
@@ -161,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="snippets between two query windows (default 0: T // 2)")
     t.set_defaults(func=_train)
 
+
+def _add_evaluate_and_score(sub, *, count, seed) -> None:
     e = sub.add_parser("evaluate", help="evaluate a checkpoint or a baseline on fixed episodes")
     e.add_argument("--data", required=True)
     src = e.add_mutually_exclusive_group(required=True)
@@ -176,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="read the queries another way than the checkpoint was trained with (a probe)")
     e.add_argument("--skip", type=stages_arg, default=(),
                    help="bypass these cross-attention stages of the checkpoint's model at inference "
-                        "(comma list of qtos, dynamics, stoq): probes a trained model without retraining")
+                        f"(comma list of {', '.join(stages.names())}): probes a trained model without "
+                        f"retraining")
     e.set_defaults(func=_evaluate)
 
     s = sub.add_parser("score", help="score an ActivityNet results JSON against ground truth")
@@ -185,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subset", default=None)
     s.set_defaults(func=_score)
 
+
+def _add_prepare(sub, *, count, seed) -> None:
     r = sub.add_parser(
         "prepare", help="build a dataset directory from real features, annotations and a split file",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -232,7 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--test-episodes", type=seed, default=1000, help="fixed test episodes per K (default 1000)")
     r.add_argument("--seed", type=seed, default=0, help="episodes use seed * 1000 + K (default 0)")
     r.set_defaults(func=_prepare)
-    return p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,18 +357,24 @@ def main(argv=None) -> int:
     old_format = warnings.formatwarning
     warnings.formatwarning = lambda message, *a, **k: f"fscal-edu {command}: warning: {message}\n"
     try:
-        configure_process(threads=getattr(args, "threads", None))
+        configure_process(threads=getattr(args, "threads", None))   # only some subcommands have --threads
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         _close_bars()
         print(f"fscal-edu {command}: interrupted{_resume_hint(args)}", file=sys.stderr)
         return 130
-    except ValueError as e:    # FscalError and friends: a clear message, no traceback
-        if isinstance(e, UnicodeDecodeError):
-            return fail(f"{where(field='encoding')}: a file is not UTF-8 text ({_one_line(e)})")
+    except FscalError as e:            # bad input: a clear message, no traceback
         return fail(_one_line(e))
-    except OSError as e:       # a folder that cannot be created, a full disk, no permission
+    except UnicodeDecodeError as e:    # a text file that is not UTF-8 is bad input too
+        return fail(f"{where(field='encoding')}: a file is not UTF-8 text ({_one_line(e)})")
+    except OSError as e:               # a folder that cannot be created, a full disk, no permission
         return fail(f"{where(file=e.filename, field='path')}: {e.strerror or _one_line(e)}")
+    except Exception:                  # noqa: BLE001 - anything else is a bug: show where it happened
+        _close_bars()
+        traceback.print_exc()
+        print(f"fscal-edu {command}: this is a bug in fscal-edu, please report it (the command line and "
+              f"the traceback above)", file=sys.stderr)
+        return 1
     finally:
         warnings.formatwarning = old_format
 

@@ -2,13 +2,13 @@
 
 1. Load the shipped world and show one 5-shot test episode (what the model sees).
 2. Get the full model and the support-blind control: load the shipped checkpoints
-   (``data_samples/checkpoints``) when present, else train both with the quick preset.
+   (``data_samples/checkpoints``, found by :func:`fscal_edu.runtime.shipped`) when present, else
+   train both with the quick preset.
 3. Evaluate both and training-free prototype matching on the same fixed test episodes, print
    the table.
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,10 +17,20 @@ from .config import get_config
 from .data.episodes import World
 from .checkpoints import load_model
 from .inference import evaluate_model
+from .runtime import shipped
 from .train import train
 
-DATA_SAMPLES = Path(__file__).resolve().parents[1] / "data_samples"
-SHIPPED = {"full": DATA_SAMPLES / "checkpoints" / "full.pt", "blind": DATA_SAMPLES / "checkpoints" / "blind.pt"}
+
+def shipped_checkpoint(name: str) -> Path:
+    """The shipped checkpoint of ``name`` ("full" or "blind"); it may be absent (then train it)."""
+    return shipped("checkpoints") / f"{name}.pt"
+
+
+def __getattr__(attr: str):
+    """``SHIPPED``: ``{"full": path, "blind": path}``, looked up when first asked for."""
+    if attr == "SHIPPED":
+        return {name: shipped_checkpoint(name) for name in ("full", "blind")}
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
 
 
 def describe_episode(world: World, ep: dict) -> str:
@@ -44,9 +54,10 @@ def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: 
 
     Returns ``(model, seconds spent training or None)``; says which of the two it did.
     """
-    if SHIPPED[name].is_file() and not force_train:
-        print(f"{name}: loading the shipped checkpoint {SHIPPED[name].relative_to(DATA_SAMPLES.parent)}")
-        return load_model(SHIPPED[name], feature_dim=world.meta.feature_dim, device=device), None
+    path = shipped_checkpoint(name)
+    if path.is_file() and not force_train:
+        print(f"{name}: loading the shipped checkpoint {path.parent.name}/{path.name}")
+        return load_model(path, feature_dim=world.meta.feature_dim, device=device), None
     print(f"{name}: training the {preset} preset from scratch (seed {seed})")
     t0 = time.perf_counter()
     train(get_config(preset, ablate=["blind"] if name == "blind" else []), world, out, seed=seed, device=device,
@@ -55,20 +66,23 @@ def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: 
     return load_model(Path(out) / "best.pt", device=device), time.perf_counter() - t0
 
 
-def main_demo(args) -> int:
-    data = Path(args.data) if args.data else DATA_SAMPLES / "anet_like"
-    world = World(data)
-    shots = 5
+def run_demo(data=None, *, seed: int = 0, force_train: bool = False, out="runs/demo", shots: int = 5) -> dict:
+    """The tour, printed: the world and one episode, then the full model, the blind control and
+    prototype matching on the same fixed ``shots``-shot test episodes. ``data=None``: the shipped
+    world and its shipped checkpoints; another world (or ``force_train``) trains both models into
+    ``out/full`` and ``out/blind``. Returns ``{name: {"mAP@0.5": .., "average_mAP": ..}}``."""
+    path = Path(data) if data is not None else shipped("anet_like")
+    world = World(path)
     episodes = world.episodes("test", shots)
-    print(f"world {data}: {len(world.annotations['database'])} videos, classes base/val/test = "
+    print(f"world {path}: {len(world.annotations['database'])} videos, classes base/val/test = "
           f"{len(world.splits['base'])}/{len(world.splits['val'])}/{len(world.splits['test'])}, "
           f"{len(episodes)} fixed {shots}-shot test episodes\n")
     print(describe_episode(world, episodes[0]) + "\n")
 
     rows = {}
     for name in ("full", "blind"):
-        model, secs = load_or_train(name, world, out=Path(args.out) / name, seed=args.seed,
-                                    force_train=args.train or args.data is not None)
+        model, secs = load_or_train(name, world, out=Path(out) / name, seed=seed,
+                                    force_train=force_train or data is not None)
         metrics, _ = evaluate_model(model, world, "test", shots)
         rows[name] = (metrics, secs)
     rows["prototype"] = (evaluate_prototype(world, "test", shots)[0], None)
@@ -78,6 +92,5 @@ def main_demo(args) -> int:
     for name, (m, secs) in rows.items():
         t = f"{secs:8.1f}" if secs is not None else f"{'-':>8s}"
         print(f"{name:12s} {m['mAP@0.5']:8.3f} {m['average_mAP']:8.3f} {m['per_class']['mAP@0.5']:9.3f} {t}")
-    print(json.dumps({name: {"mAP@0.5": round(m["mAP@0.5"], 4), "average_mAP": round(m["average_mAP"], 4)}
-                      for name, (m, _) in rows.items()}))
-    return 0
+    return {name: {"mAP@0.5": round(m["mAP@0.5"], 4), "average_mAP": round(m["average_mAP"], 4)}
+            for name, (m, _) in rows.items()}

@@ -1,26 +1,20 @@
 """Inference on fixed episodes: scores and boundaries -> Soft-NMS -> seconds -> results JSON -> mAP."""
 from __future__ import annotations
 
-import json
-
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .baselines import evaluate_prototype
-from .checkpoints import load_model
 from .data.episodes import EpisodeDataset, World, collate, episode_tensors
 from .distributed import unwrap
 from .evaluation import evaluate_fscal
-from . import stages
 from .postprocess import merge_detections, merge_window_edges, results_json
 from .proposals import decode, proposal_names
-from .utils import get_device
 
 
 @torch.no_grad()
 def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, device=None,
-            progress: bool = False, workers: int = 0, skip=()) -> dict:
+            progress: bool = False, workers: int = 0, skip=(), query_mode: str | None = None) -> dict:
     """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict.
 
     ``workers`` DataLoader processes build the batches ahead of the model (pinned memory on CUDA).
@@ -31,10 +25,12 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     the segments of an action cut by window edges put back together
     (:func:`~fscal_edu.postprocess.merge_window_edges`).
     ``skip`` names cross-attention stages to bypass (``FSCAL.forward``'s ``skip``; checked first).
+    ``query_mode`` (``"resample"`` or ``"window"``) reads the queries another way than the model
+    was trained with (a probe; default: the model's own ``cfg.data.query_mode``).
     """
     model = unwrap(model)                        # the model inside a DistributedDataParallel
     skip = model.check_skip(skip)                # a bad name fails before any data is read
-    cfg = model.cfg
+    cfg = model.cfg if query_mode is None else model.cfg.replace(query_mode=query_mode)   # the model's stays
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     data = EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S, mode=cfg.data.query_mode,
@@ -67,12 +63,12 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
 
 def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | None = None,
                    batch_size: int = 32, device=None, progress: bool = False, workers: int = 0,
-                   skip=()) -> tuple[dict, dict]:
+                   skip=(), query_mode: str | None = None) -> tuple[dict, dict]:
     """Predict the fixed ``split`` episodes and score them with the FS-CAL protocol (``skip``: stages
-    bypassed, see :func:`predict`)."""
+    bypassed, ``query_mode``: queries read another way, see :func:`predict`)."""
     episodes = world.episodes(split, shots)[:limit]
     results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress,
-                      workers=workers, skip=skip)
+                      workers=workers, skip=skip, query_mode=query_mode)
     return evaluate_fscal(episodes, world.annotations, results), results
 
 
@@ -87,33 +83,3 @@ def episode_outputs(model, world: World, episode: dict) -> dict:
         out = model.eval()(t["query"][None], t["support"][None])
     return {"attention": out.attention, "detections": predict(model, world, [episode])["results"][episode["id"]],
             "proposals": proposal_names(out.anchors), "top": int(out.logits[0].argmax())}
-
-
-def main_evaluate(args) -> int:
-    """``fscal-edu evaluate``: print the metric table, then one JSON object as the last line."""
-    world = World(args.data)
-    if args.baseline:
-        metrics, results = evaluate_prototype(world, args.split, args.shots)
-        name = f"baseline {args.baseline}"
-    else:
-        device = get_device(args.device)
-        model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
-        if getattr(args, "query_mode", None):       # same weights, queries read another way
-            model.cfg = model.cfg.replace(query_mode=args.query_mode)
-        skip = getattr(args, "skip", ())
-        metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True,
-                                          workers=getattr(args, "workers", 0),
-                                          skip=skip)
-        name = args.checkpoint + (f" (skipping {', '.join(s for s in stages.names() if s in skip)})" if skip else "")
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump(results, f)
-    print(f"{name}: {args.split} split, {args.shots}-shot, {len(world.episodes(args.split, args.shots))} episodes")
-    print("tIoU   pooled mAP   per-class mAP")
-    for t, a, b in zip(metrics["tiou_thresholds"], metrics["mAP"], metrics["per_class"]["mAP"]):
-        print(f"{t:.2f}   {a:.4f}       {b:.4f}")
-    print(f"avg    {metrics['average_mAP']:.4f}       {metrics['per_class']['average_mAP']:.4f}")
-    summary = {"mAP@0.5": metrics["mAP@0.5"], "average_mAP": metrics["average_mAP"],
-               "per_class_mAP@0.5": metrics["per_class"]["mAP@0.5"], "split": args.split, "shots": args.shots}
-    print(json.dumps(summary))
-    return 0

@@ -1,7 +1,10 @@
-"""The package's layout: no import cycle, short modules, process-wide settings only in the entry
-point helper, the nested config (and the old flat one of the shipped checkpoints)."""
+"""The package's layout: no import cycle, short modules and functions, the command line only in
+``cli.py``, no path into the repository, process-wide settings only in the entry point helper
+(and never read back by train()), the nested config (and the old flat one of the shipped
+checkpoints)."""
 import ast
 import dataclasses
+import json
 import re
 
 import pytest
@@ -75,6 +78,67 @@ def test_no_module_over_450_lines():
     long = {str(p.relative_to(ROOT)): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text().splitlines())) > 450}
     assert long == {}
+
+
+def function_spans(path) -> dict:
+    """``{"Class.name" or "name": lines}`` of every function in ``path``, decorators included."""
+    spans = {}
+
+    def walk(node, prefix=""):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                first = min([child.lineno] + [d.lineno for d in child.decorator_list])
+                spans[prefix + child.name] = child.end_lineno - first + 1
+                walk(child, prefix + child.name + ".")
+            elif isinstance(child, ast.ClassDef):
+                walk(child, prefix + child.name + ".")
+    walk(ast.parse(path.read_text()))
+    return spans
+
+
+def test_no_function_over_80_lines():
+    long = {f"{p.relative_to(ROOT)}:{name}": n for p in PACKAGE.rglob("*.py")
+            for name, n in function_spans(p).items() if n > 80}
+    assert long == {}
+    assert function_spans(PACKAGE / "train.py")["train"] <= 60       # train() reads as its named steps
+
+
+def test_the_command_line_lives_in_cli_only():
+    """No argparse, no ``main_*`` handler outside ``cli.py``; every handler there is thin."""
+    for p in PACKAGE.rglob("*.py"):
+        if p.name == "cli.py":
+            continue
+        tree = ast.parse(p.read_text())
+        imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        imported |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "argparse" not in imported, p
+        assert not [n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.startswith("main_")], p
+    handlers = {k: n for k, n in function_spans(PACKAGE / "cli.py").items() if k.startswith("_") and not k.startswith("_add")}
+    assert {"_train", "_evaluate", "_score", "_prepare", "_generate", "_demo"} <= set(handlers)
+    assert max(handlers.values()) <= 40, handlers
+
+
+def test_no_path_into_the_repository():
+    """The package finds its data through :func:`fscal_edu.runtime.shipped`, never ``parents[N]``."""
+    hits = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if re.search(r"parents\s*\[", p.read_text())]
+    assert hits == []
+
+
+def test_an_earlier_configure_process_does_not_change_a_run(tmp_path, monkeypatch):
+    """The thread count is an argument of train(): its default is the policy, never what an
+    earlier configure_process() call asked for."""
+    import fscal_edu.train as training
+    monkeypatch.setattr(training, "free_threads", lambda: 1)
+    threads = torch.get_num_threads()
+    cfg = get_config("tiny", steps=1, eval_every=1, val_episodes=2)
+    try:
+        configure_process(threads=2)
+        train(cfg, DATA / "anet_like", tmp_path / "default", device="cpu", progress=False)
+        train(cfg, DATA / "anet_like", tmp_path / "asked", device="cpu", progress=False, threads=2)
+    finally:
+        configure_process(threads=threads)
+    stored = {name: json.loads((tmp_path / name / "config.json").read_text())["threads"] for name in ("default", "asked")}
+    assert stored == {"default": 1, "asked": 2}
 
 
 def test_process_wide_settings_only_in_the_entry_point_helper():

@@ -434,11 +434,3 @@ def prepare(opts) -> dict:
                            if k not in ("func", "command") and (v is None or isinstance(v, (str, int, float, list)))}}
     (out / "prepare.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary
-
-
-def main_prepare(args) -> int:
-    s = prepare(args)
-    m = ", ".join(f"{k} {v}" for k, v in s["feature_meta"].items())
-    print(f"prepared {s['dataset']} in {s['out']}: features {s['features']} ({m})\n")
-    print(format_summary(s["splits"], Counter(s["dropped"]), s["notes"]))
-    return 0

@@ -349,11 +349,3 @@ def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
             stats[f"common_share_{split}_{shots}shot"] = common_share(annotations, eps)
     (out / "world.json").write_text(json.dumps({"info": info, "statistics": stats}, indent=1) + "\n")
     return stats
-
-
-def main_generate(args) -> int:
-    stats = write_world(args.out, args.profile, args.seed)
-    print(f"wrote the {args.profile}-like world (seed {args.seed}) to {args.out}")
-    for k, v in stats.items():
-        print(f"  {k:24s} {v:.3f}" if isinstance(v, float) else f"  {k:24s} {v}")
-    return 0
