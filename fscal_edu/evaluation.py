@@ -424,3 +424,25 @@ def main_score(args) -> int:
     print(format_table(result))
     print(json.dumps({k: result[k] for k in ("mAP@0.5", "average_mAP", "mAP", "tiou_thresholds")}))
     return 0
+
+def detection_verdicts(episode: dict, annotations: dict, detections: list, *, iou: float = 0.5) -> list:
+    """Match each detection ``{"segment", "score"}`` of one episode with the query's instances:
+    ``("hit", tIoU)`` if it covers an instance of the episode's class at ``iou`` or more, else
+    ``("<label>", tIoU)`` of the other instance it covers best at ``iou`` or more, else ``("miss",
+    best tIoU with the common class)``. The timeline figure colours detections by it."""
+    inst = annotations["database"][episode["query"]]["annotations"]
+    segs = np.asarray([a["segment"] for a in inst], dtype=np.float64).reshape(-1, 2)
+    dets = np.asarray([d["segment"] for d in detections], dtype=np.float64).reshape(-1, 2)
+    overlap = tiou(dets, segs)                                                    # (D, I)
+    common = np.array([a["label"] == episode["label"] for a in inst], dtype=bool)
+    out = []
+    for row in overlap:
+        best_c = row[common].max(initial=0.0)
+        best_o = int(np.argmax(np.where(common, -1.0, row)))
+        if best_c >= iou:
+            out.append(("hit", float(best_c)))
+        elif not common[best_o] and row[best_o] >= iou:
+            out.append((inst[best_o]["label"], float(row[best_o])))
+        else:
+            out.append(("miss", float(best_c)))
+    return out

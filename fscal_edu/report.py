@@ -21,6 +21,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+from . import stages
 from .diagnostics import ablation_tests, probe_results
 from .stats import format_p
 from .utils import read_json
@@ -30,26 +31,50 @@ RESULTS = ROOT / "bench" / "results"
 ALPHA = 0.05                   # the level of every verdict
 
 # variant -> (what it removes, the paper's hypothesis it tests, the probe that skips it in the shipped model)
-HYPOTHESES = {
+CONTROLS = {
     "blind": ("the supports", "the supports carry the information: a model must read them (FS-CAL is not "
               "plain action detection)", None),
     "prototype": ("training", "a learned comparison beats training-free prototype matching", None),
-    "no_qtos": ("QtoS Context-CA (stage 1, notebook 03)", "the query's context recalibrates each support, so "
-                "that supports filmed in other scenes match the query better", "skip qtos"),
-    "no_dynamics": ("Dynamics-CA (stage 2, notebook 04)", "the coarse temporal dynamics of all supports let the "
-                    "model tell apart actions made of the same parts in another order (twins)", "skip dynamics"),
-    "no_stoq": ("StoQ Context-CA (stage 3, notebook 05)", "the supports emphasize the query proposals that "
-                "resemble them and suppress the others", "skip stoq"),
+}
+OTHER_VARIANTS = {
     "joint": ("individual treatment of the supports in stage 1", "each support attended alone beats all "
               "supports as one joint clip", None),
     "column": ("the row softmax", "every source token spreading one unit of attention over the targets (row "
                "softmax, our reading of the equations) beats a column softmax", None),
     "no_relation": ("the auxiliary relation module (notebook 06)", "the relation module with cross-episode "
                     "negatives helps training", None),
-    "no_stages": ("all three stages", "the three cross-attention stages together help (a control we add)",
-                  "skip qtos+dynamics+stoq"),
 }
-STAGE_VARIANTS = ("no_qtos", "no_dynamics", "no_stoq")
+# a registered stage -> (the notebook that teaches it, the paper's hypothesis about it)
+STAGE_HYPOTHESES = {
+    "qtos": ("notebook 03", "the query's context recalibrates each support, so that supports filmed in other "
+             "scenes match the query better"),
+    "dynamics": ("notebook 04", "the coarse temporal dynamics of all supports let the model tell apart actions "
+                 "made of the same parts in another order (twins)"),
+    "stoq": ("notebook 05", "the supports emphasize the query proposals that resemble them and suppress the others"),
+}
+NUMBER_WORDS = {2: "both", 3: "all three", 4: "all four", 5: "all five", 6: "all six"}
+
+
+def stage_variants() -> tuple:
+    """``no_<name>`` for every registered stage, in the order they run: ``("no_qtos", "no_dynamics", "no_stoq")``."""
+    return tuple(f"no_{name}" for name in stages.names())
+
+
+def hypotheses() -> dict:
+    """Every variant -> (what it removes, the paper's hypothesis it tests, the probe that skips it in
+    the shipped model): the controls, ``no_<name>`` for each registered stage (its title and place
+    from the registry), the other variants, and ``no_stages``. Read from the registry when called."""
+    out = dict(CONTROLS)
+    for i, s in enumerate(stages.registered()):
+        where_taught, hypothesis = STAGE_HYPOTHESES.get(s.name, (None, f"{s.source} attending to {s.target} helps"))
+        place = f"stage {i + 1}" + (f", {where_taught}" if where_taught else "")
+        out[f"no_{s.name}"] = (f"{s.title} ({place})", hypothesis, f"skip {s.name}")
+    out |= OTHER_VARIANTS
+    n = len(stages.names())
+    every = NUMBER_WORDS.get(n, f"all {n}")
+    out["no_stages"] = (f"{every} stages", f"the {every.removeprefix('all ')} cross-attention stages together "
+                        "help (a control we add)", "skip " + "+".join(stages.names()))
+    return out
 
 
 def load_results(name: str, results_dir=None) -> dict:
@@ -116,13 +141,14 @@ def probe_text(probes: dict, probe: str) -> str | None:
     return f"{p['mAP@0.5']:.3f} against {base:.3f} as trained{interval}"
 
 
-def hypotheses_markdown(ablations: dict, probes: dict, variants=STAGE_VARIANTS, shots: int = 5) -> str:
-    """For each variant: the paper's hypothesis, and what this package measured about it."""
+def hypotheses_markdown(ablations: dict, probes: dict, variants=None, shots: int = 5) -> str:
+    """For each variant (default: :func:`stage_variants`): the paper's hypothesis, and what this
+    package measured about it."""
     tests = ablation_tests(ablations, shots)
     full = summary_entry(ablations, "full", shots)
-    lines = []
-    for v in variants:
-        what, hypothesis, probe = HYPOTHESES[v]
+    lines, known = [], hypotheses()
+    for v in variants if variants is not None else stage_variants():
+        what, hypothesis, probe = known[v]
         s, t = summary_entry(ablations, v, shots), tests.get(v)
         line = f"- **{what[0].upper() + what[1:]}.** *The paper's hypothesis:* {hypothesis}."
         if s is not None and t is not None:
@@ -177,8 +203,9 @@ def order_sentence(ablations: dict, probes: dict, shots: int = 5) -> str:
     if t is None:
         return first + "."
     needed = t["welch"].p < ALPHA and t["welch"].diff < 0
-    return first + (". Training without Dynamics-CA makes it worse: the stage carries that order." if needed else
-                    f". Yet training without Dynamics-CA does not make it worse ({welch_text(t)}): the order reaches "
+    stage = stages.title("dynamics")
+    return first + (f". Training without {stage} makes it worse: the stage carries that order." if needed else
+                    f". Yet training without {stage} does not make it worse ({welch_text(t)}): the order reaches "
                     "the classifier another way, and notebook 08 looks for it.")
 
 
@@ -186,7 +213,7 @@ def switches_table(ablations: dict) -> str:
     """The variants of the results file, what each changes and the claim it tests (markdown)."""
     what = {s["model"]: s["what"] for s in ablations["summary"]}
     lines = ["| variant | what it changes | the paper's claim it tests |", "|---|---|---|"]
-    lines += [f"| `{v}` | {what[v]} | {h[1][0].upper() + h[1][1:]} |" for v, h in HYPOTHESES.items() if v in what]
+    lines += [f"| `{v}` | {what[v]} | {h[1][0].upper() + h[1][1:]} |" for v, h in hypotheses().items() if v in what]
     return "\n".join(lines)
 
 
@@ -201,7 +228,7 @@ def claims_table(ablations: dict, shots: int = 5) -> str:
              f"a verdict needs p < {ALPHA}.", "",
              "| the paper's claim | variant | mAP@0.5 | Δ | t | df | p | p (Holm) | verdict |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for v, (_, hypothesis, _) in HYPOTHESES.items():
+    for v, (_, hypothesis, _) in hypotheses().items():
         s = summary_entry(ablations, v, shots)
         if s is None:
             continue
@@ -232,8 +259,8 @@ def claims_summary(ablations: dict, shots: int = 5) -> str:
     holds = [v for v, t in tests.items() if t["welch"].p < ALPHA and t["welch"].diff < 0]
     reversed_ = [v for v, t in tests.items() if t["welch"].p < ALPHA and t["welch"].diff > 0]
     unclear = [v for v, t in tests.items() if t["welch"].p >= ALPHA]
-    stages = [v for v in (*STAGE_VARIANTS, "no_stages") if v in tests]
-    stage_helps = [v for v in stages if v in holds]
+    stage_offs = [v for v in (*stage_variants(), "no_stages") if v in tests]
+    stage_helps = [v for v in stage_offs if v in holds]
     full = summary_entry(ablations, "full", shots)
     higher = [v for v in tests if summary_entry(ablations, v, shots)["mAP@0.5"]["mean"] > full["mAP@0.5"]["mean"]]
     out = [f"**What holds** ({shots}-shot, p < {ALPHA}): {_names(holds)}"
@@ -244,8 +271,8 @@ def claims_summary(ablations: dict, shots: int = 5) -> str:
                   + ", ".join(f"`{v}` p_Holm = {tests[v]['p_holm']:.2f}" for v in reversed_)) + ".")
     out.append(f"**Not shown** (within the seeds' noise): {_names(unclear)}.")
     out.append(f"So on this world, at this budget, {'no' if not stage_helps else 'only ' + _names(stage_helps)} "
-               f"cross-attention stage makes the full model better: of the {len(stages)} stage ablations "
-               f"({_names(stages)}), {len(stage_helps)} cost accuracy, and {len(higher)} of the {len(tests)} "
+               f"cross-attention stage makes the full model better: of the {len(stage_offs)} stage ablations "
+               f"({_names(stage_offs)}), {len(stage_helps)} cost accuracy, and {len(higher)} of the {len(tests)} "
                f"variants score higher on average than the full model ({_names(higher)}).")
     return "\n\n".join(out)
 

@@ -1,4 +1,4 @@
-"""Issue 12's results files -> notebook 08's section 9: can the stages be made to matter?
+"""The stage experiments' results files -> notebook 08's section 9: can the stages be made to matter?
 
 Two experiments (and the probes of the second's models), each read from its results file so that the text follows the measurements:
 
@@ -14,17 +14,36 @@ Two experiments (and the probes of the second's models), each read from its resu
 A mechanism **holds** when Δ grows with its knob (each setting's mean Δ above the previous one's) and,
 at the strongest setting, Δ ≥ :data:`BAR` with p < :data:`~fscal_edu.report.ALPHA` (Welch's t over
 the seeds, :mod:`fscal_edu.stats`). Anything short of that is said plainly.
+
+The stages' names and titles come from the stage registry (:mod:`fscal_edu.stages`), read when a
+table is written; a stage the results name but the registry does not know is shown by its name.
 """
 from __future__ import annotations
 
 import math
 import statistics
 
+from . import stages
 from .report import ALPHA
 from .stats import format_p, t_two_sided_p, welch
 
 BAR = 0.05                     # the bar: Δ = full − stage off must reach this at the strongest setting
-STAGE_NAMES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
+NUMBER_WORDS = {2: "both", 3: "three", 4: "four", 5: "five", 6: "six"}
+
+
+def stage_title(name: str) -> str:
+    """The registry's title of a stage (``"QtoS Context-CA"``), or ``name`` itself if it is not registered."""
+    return stages.title(name) if name in stages.names() else name
+
+
+def skip_labels() -> dict:
+    """``{--skip value: column label}``: each registered stage by its short name, then all of them
+    together (``"qtos,dynamics,stoq": "all three"``), as the results' ``full_skipped`` keys them."""
+    names = stages.names()
+    labels = {s.name: s.short for s in stages.registered()}
+    if len(names) > 1:
+        labels[",".join(names)] = "all " + NUMBER_WORDS.get(len(names), str(len(names)))
+    return labels
 
 
 def value_label(value) -> str:
@@ -74,8 +93,7 @@ def sweep_title(sweep: dict) -> str:
     """``StoQ Context-CA: scene_norm (scene_span=phases)``; a sweep named other than its stage
     (several sweeps of one stage) carries its name: ``StoQ Context-CA, stoq_variants: ...``."""
     fixed = ", ".join(f"{k}={v}" for k, v in sweep["fixed"].items())
-    name = STAGE_NAMES.get(sweep["stage"], sweep["stage"]) + (f", {sweep['sweep']}" if sweep["sweep"] != sweep["stage"]
-                                                             else "")
+    name = stage_title(sweep["stage"]) + (f", {sweep['sweep']}" if sweep["sweep"] != sweep["stage"] else "")
     return f"{name}: {sweep['knob']}" + (f" ({fixed})" if fixed else "")
 
 
@@ -97,7 +115,7 @@ def sweep_verdict(sweep: dict) -> dict:
 
 def _verdict_text(sweep: dict) -> str:
     v, settings = sweep_verdict(sweep), sweep["settings"]
-    last, knob, stage = settings[-1], f"`{sweep['knob']}`", STAGE_NAMES.get(sweep["stage"], sweep["stage"])
+    last, knob, stage = settings[-1], f"`{sweep['knob']}`", stage_title(sweep["stage"])
     trend = " → ".join(f"{s['delta']:+.3f}" if s["delta"] is not None else "not measured" for s in settings)
     measured = sum(s["delta"] is not None for s in settings)
     why = f" (*{sweep['why']}*)" if sweep.get("why") else ""
@@ -199,14 +217,14 @@ def defaults_markdown(defaults: dict, base: str = "full") -> str:
     return "\n".join(lines) + "\n\n" + choice
 
 
-SKIP_LABELS = {"qtos": "QtoS", "dynamics": "Dynamics-CA", "stoq": "StoQ", "qtos,dynamics,stoq": "all three"}
-
-
 def skips_markdown(mechanisms: dict) -> str:
     """Each world's trained full models with stages skipped at inference: the mean cost
     ``mAP(full) − mAP(skipped)`` over the seeds probed. Sweeps that read one world share its full
-    models: one row per world (an item's ``"world"``). Empty when nothing has been probed yet."""
+    models: one row per world (an item's ``"world"``). One column per :func:`skip_labels` that the
+    results hold. Empty when nothing has been probed yet."""
     rows, seen = [], set()
+    labels = {k: v for k, v in skip_labels().items()
+              if any((it.get("full_skipped") or {}).get(k) for it in mechanisms.get("sweeps", []))}
     for it in mechanisms.get("sweeps", []):
         skipped = it.get("full_skipped") or {}
         world = it.get("world") or (it["knob"], value_label(it["value"]), tuple(sorted(it.get("fixed", {}).items())))
@@ -215,7 +233,7 @@ def skips_markdown(mechanisms: dict) -> str:
         seen.add(world)
         n = min(len(v) for v in skipped.values())
         full = it["full"][:n]
-        costs = [statistics.mean(f - x for f, x in zip(full, skipped[k][:n])) for k in SKIP_LABELS]
+        costs = [statistics.mean(f - x for f, x in zip(full, skipped[k][:n])) for k in labels]
         fixed = ", ".join(f"{k}={v}" for k, v in it.get("fixed", {}).items()) or "-"
         rows.append(f"| `{it['knob']}` = {value_label(it['value'])} | {fixed} | {statistics.mean(full):.3f} | "
                     + " | ".join(f"{c:+.3f}" for c in costs) + f" | {n} |")
@@ -224,8 +242,8 @@ def skips_markdown(mechanisms: dict) -> str:
     head = ["The same trained full models with stages bypassed at inference (`forward(skip=...)`): the cost is "
             "mAP@0.5 as trained minus mAP@0.5 with the stage skipped, averaged over the seeds probed. A cost "
             "near 0 means the trained model does not use the stage on that world.", "",
-            "| world | fixed | full | " + " | ".join(f"skip {v}" for v in SKIP_LABELS.values()) + " | seeds |",
-            "|---" * (4 + len(SKIP_LABELS)) + "|"]
+            "| world | fixed | full | " + " | ".join(f"skip {v}" for v in labels.values()) + " | seeds |",
+            "|---" * (4 + len(labels)) + "|"]
     return "\n".join(head + rows)
 
 
@@ -234,7 +252,7 @@ def pooled_markdown(mechanisms: dict) -> str:
     several sweeps, such as the default one, counts once): in how many worlds the stage's ablation scores higher, the mean Δ
     over the worlds, and a one-sample t-test of the per-world mean Δs against 0 (df = worlds − 1)."""
     lines = []
-    for stage, name in STAGE_NAMES.items():
+    for stage, name in ((s.name, s.title) for s in stages.registered()):
         worlds = {}
         for it in mechanisms.get("sweeps", []):
             full, off = it.get("full") or [], it.get(f"no_{stage}") or []

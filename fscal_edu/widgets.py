@@ -80,27 +80,29 @@ def nms_explorer(segments, scores, *, gt=()):
 # ---------------------------------------------------------------------------------------------
 
 def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
-    """Pick the episode, the support, the granularity (Dynamics-CA) or the proposal (QtoS,
-    StoQ) and redraw :func:`fscal_edu.viz.attention.fig_stage_attention`."""
+    """Pick the episode, the support, the granularity (Dynamics-CA) or the proposal (the other
+    stages) and redraw :func:`fscal_edu.viz.attention.stage_attention_figure`; the controls follow
+    the layout of the stage's attention (:func:`fscal_edu.viz.attention.stage_layout`)."""
     import ipywidgets
 
-    from .viz.attention import fig_stage_attention
+    from .viz.attention import stage_attention_figure, stage_layout
 
     def dropdown(name, labels, none=None):
         options = ([(none, None)] if none else []) + [(str(v), i) for i, v in enumerate(labels)]
         return ipywidgets.Dropdown(options=options, description=name)
 
+    kind = stage_layout(att.stage)
     controls = [dropdown("batch", range(att.A.shape[0])),
-                dropdown("support", range(att.K), "all" if att.stage == "stoq" else None)]
-    if att.stage == "dynamics":
+                dropdown("support", range(att.K), "all" if kind == "support_to_query" else None)]
+    if kind == "coarse_to_support":
         ks = sorted(set(att.coarse.granularity.tolist()))
         controls.append(ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in ks],
                                             description="granularity"))
     else:
-        N_Q = att.A.shape[-1] if att.stage == "stoq" else att.A.shape[-2]
+        N_Q = att.A.shape[-1] if kind == "support_to_query" else att.A.shape[-2]
         controls.append(dropdown("proposal", proposal_labels if proposal_labels is not None
                                  else range(N_Q), "none"))
-    return _figures_view(controls, lambda **kw: [fig_stage_attention(
+    return _figures_view(controls, lambda **kw: [stage_attention_figure(
         att, proposal_labels=proposal_labels, **kw)])
 
 
@@ -184,19 +186,23 @@ def detections_browser(world, episodes: list, predictions: dict, *, top: int = 3
 # ---------------------------------------------------------------------------------------------
 
 def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets.VBox":
-    """Pick an episode, a model ``{name: FSCAL}``, a stage, a support and a granularity: the
-    stage's attention (:func:`fscal_edu.viz.attention.fig_stage_attention`) beside the model's detections
+    """Pick an episode, a model ``{name: FSCAL}``, a stage (every registered stage, read from
+    :mod:`fscal_edu.stages` when the explorer is built), a support and a granularity: the
+    stage's attention (:func:`fscal_edu.viz.attention.stage_attention_figure`) beside the model's detections
     (:func:`fscal_edu.viz.training.detections_timeline_figure`). Each (episode, model) runs once, then is cached."""
     import ipywidgets
 
+    from . import stages
     from .inference import episode_outputs
-    from .viz.evaluation import STAGE_TITLES, explorer_figures
+    from .viz.evaluation import explorer_figures
 
     K = len(episodes[0]["support"])
+    to_query = [s.short for s in stages.registered() if s.layout == "support_to_query"]
     controls = [ipywidgets.IntSlider(0, 0, len(episodes) - 1, description="episode"),
                 ipywidgets.Dropdown(options=list(models), description="model"),
-                ipywidgets.Dropdown(options=[(v, k) for k, v in STAGE_TITLES.items()], description="stage"),
-                ipywidgets.Dropdown(options=[(str(l), l) for l in range(K)] + [("all (StoQ)", None)],
+                ipywidgets.Dropdown(options=[(s.title, s.name) for s in stages.registered()], description="stage"),
+                ipywidgets.Dropdown(options=[(str(l), l) for l in range(K)]
+                                    + ([(f"all ({', '.join(to_query)})", None)] if to_query else []),
                                     description="support"),
                 ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in sorted(
                     {k for m in models.values() for k in m.cfg.model.granularities})], description="granularity")]

@@ -4,7 +4,7 @@ The stage is one class on top of ``attention.CrossAttentionStage`` and one recor
 ``stages.register``. Nothing else in the package is edited, and the stage appears by itself in the
 model (built, run, trained), the switches (``no_toy``, and inside ``no_stages``), the skips at
 inference (``forward(skip=...)``, ``fscal-edu evaluate --skip``), the probes and the weight
-drift, and the attention explorer's stage dropdown.
+drift, the model diagram, and the attention explorer's stage dropdown.
 """
 from __future__ import annotations
 
@@ -126,9 +126,35 @@ def test_the_toy_is_probed_and_its_weight_drift_measured():
     assert weight_drift(model)["toy"]["W_toy"] == pytest.approx(0.5)
 
 
-def test_the_explorer_offers_the_toy_and_draws_it():
+def test_the_reports_name_the_toy():
+    from fscal_edu import report, report_stages
+    assert report.stage_variants()[-1] == "no_toy"
+    what, hypothesis, probe = report.hypotheses()["no_toy"]
+    assert what == "Toy CA (stage 4)" and probe == "skip toy" and "all support snippets" in hypothesis
+    assert report.hypotheses()["no_stages"][0] == "all four stages"
+    assert report_stages.skip_labels() == {"qtos": "QtoS", "dynamics": "Dynamics-CA", "stoq": "StoQ", "toy": "Toy",
+                                           "qtos,dynamics,stoq,toy": "all four"}
+    assert report_stages.stage_title("toy") == "Toy CA"
+
+
+def test_the_model_diagram_draws_the_toy_after_stoq():
+    from fscal_edu.viz.training import model_diagram_figure, model_edges, model_nodes
+    nodes, edges = model_nodes(), model_edges()
+    assert nodes["toy"] == (nodes["stoq"][0] + 1.25, 2.0, "stage 4<br>Toy CA")     # rewrites X_Q: top row
+    assert {("dynamics", "toy"), ("stoq", "toy"), ("toy", "head"), ("toy", "relation")} <= set(edges)
+    assert ("stoq", "head") not in edges and nodes["head"][0] > nodes["toy"][0]
+    fig = model_diagram_figure({"toy": "X~_Q (1, 361, 64)"})
+    texts = {a.name: a.text for a in fig.layout.annotations if not a.showarrow}
+    assert "Toy CA" in texts["toy"] and "X~_Q (1, 361, 64)" in texts["toy"]
+
+
+def test_the_explorer_offers_the_toy_and_draws_it(monkeypatch):
     pytest.importorskip("ipywidgets")
+    import plotly.graph_objects as go
+
     from fscal_edu.widgets import model_attention_explorer
+    shown = []                                            # the figures each redraw shows
+    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self))
     world = World(DATA / "anet_like")
     torch.manual_seed(0)
     model = FSCAL(get_config("tiny", feature_dim=world.meta.feature_dim)).eval()
@@ -136,7 +162,16 @@ def test_the_explorer_offers_the_toy_and_draws_it():
     box = model_attention_explorer({"toy model": model}, world, episodes)
     controls = [c for row in box.children[:2] for c in row.children]
     stage = next(c for c in controls if c.description == "stage")
+    support = next(c for c in controls if c.description == "support")
     assert ("Toy CA", "toy") in [tuple(o) for o in stage.options]
+    assert ("all (StoQ, Toy)", None) in [tuple(o) for o in support.options]    # its layout's "all"
     stage.value = "toy"                                   # redraws: the toy's attention and the detections
-    panels = box.children[2].children
-    assert all(len(p.outputs) > 0 for p in panels)
+    attention, detections = shown[-2:]
+    assert attention.layout.title.text == "toy model: Toy CA: support 0"
+    heatmap = next(t for t in attention.data if isinstance(t, go.Heatmap))
+    T_S = model.cfg.data.T_S
+    assert len(heatmap.y) == T_S and len(heatmap.x) == len(model.anchors)     # its snippets -> the proposals
+    assert "detections" in detections.layout.title.text
+    support.value = None                                  # all supports: every support's snippets
+    heatmap = next(t for t in shown[-2].data if isinstance(t, go.Heatmap))
+    assert len(heatmap.y) == model.cfg.data.shots * T_S

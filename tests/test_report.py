@@ -79,11 +79,19 @@ def test_a_stage_that_helps_is_said_to_help():
                                                           "ci95_delta": None}]}]}, ("no_dynamics",))
 
 
+def test_stage_variants_and_hypotheses_follow_the_registry():
+    assert report.stage_variants() == ("no_qtos", "no_dynamics", "no_stoq")
+    h = report.hypotheses()
+    assert list(h)[:5] == ["blind", "prototype", "no_qtos", "no_dynamics", "no_stoq"] and list(h)[-1] == "no_stages"
+    assert h["no_dynamics"][0] == "Dynamics-CA (stage 2, notebook 04)" and h["no_dynamics"][2] == "skip dynamics"
+    assert h["no_stages"][:1] == ("all three stages",) and h["no_stages"][2] == "skip qtos+dynamics+stoq"
+
+
 def test_texts_carry_the_shipped_numbers(shipped):
     ab, probes = shipped["ablations"], shipped["probes"]
     tests = ablation_tests(ab, 5)
     text = report.hypotheses_markdown(ab, probes)
-    for variant in report.STAGE_VARIANTS:
+    for variant in report.stage_variants():
         s = report.summary_entry(ab, variant)
         assert report.mean_sd(s["mAP@0.5"]) in text
         assert f"p = {tests[variant]['welch'].p:.2f}" in text or "p < 0.001" in text or "p = 0.0" in text

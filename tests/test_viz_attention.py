@@ -8,9 +8,10 @@ from einops import rearrange, reduce
 from fscal_edu import exercises as ex
 from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_correlation
 from fscal_edu.proposals import proposal_names
+from fscal_edu.solutions import granularity_mass
 from fscal_edu.viz.attention import (
-    attention_entropy, attention_view, fig_attention_matrix, fig_attention_pair, fig_granularity_mass,
-    fig_query_mass, fig_stage_attention, granularity_mass,
+    attention_entropy, attention_matrix_figure, attention_pair_figure, attention_view, granularity_mass_figure,
+    query_mass_figure, stage_attention_figure, stage_layout,
 )
 from fscal_edu.widgets import attention_explorer
 
@@ -43,8 +44,8 @@ def test_attention_view_slices_one_support(atts):
 
 
 @pytest.mark.parametrize("stage", ["qtos", "qtos_joint", "dynamics", "stoq"])
-def test_fig_stage_attention(atts, stage):
-    fig = fig_stage_attention(atts[stage], support=1, proposal=4,
+def test_stage_attention_figure(atts, stage):
+    fig = stage_attention_figure(atts[stage], support=1, proposal=4,
                               proposal_labels=proposal_names([[n, n + 2] for n in range(N_Q)]))
     assert isinstance(fig, go.Figure)
     heat, mass = fig.data[0], fig.data[1]
@@ -57,14 +58,14 @@ def test_fig_stage_attention(atts, stage):
         assert len(fig.data) >= 3 and fig.data[2].name == "proposal [4, 6)"
 
 
-def test_fig_stage_attention_granularity_filter(atts):
-    fig = fig_stage_attention(atts["dynamics"], support=2, granularity=2)
+def test_stage_attention_figure_granularity_filter(atts):
+    fig = stage_attention_figure(atts["dynamics"], support=2, granularity=2)
     assert np.asarray(fig.data[0].z).shape == (K * T_S // 2, T_S)
     assert "k=2" in fig.layout.title.text
 
 
-def test_fig_attention_matrix():
-    fig = fig_attention_matrix(np.eye(3), source_name="proposal", target_name="snippet")
+def test_attention_matrix_figure():
+    fig = attention_matrix_figure(np.eye(3), source_name="proposal", target_name="snippet")
     assert fig.data[0].texttemplate == "%{z:.2f}" and list(fig.data[0].y) == [
         "proposal 0", "proposal 1", "proposal 2"]
 
@@ -74,13 +75,24 @@ def test_granularity_mass(atts):
     assert sorted(mass) == [2, 4] and mass[2].shape == (T_S,)
     A = atts["dynamics"].A[0, 1].detach().numpy()
     np.testing.assert_allclose(mass[2] + mass[4], A.sum(0), atol=1e-5)
-    fig = fig_granularity_mass(atts["dynamics"], support=1)
+    with pytest.raises(ValueError, match="support"):
+        granularity_mass(atts["dynamics"], support=K)
+    fig = granularity_mass_figure(mass, support=1)                 # the figure draws the numbers it is given
     assert [t.name for t in fig.data] == ["k = 2", "k = 4"]
+    np.testing.assert_allclose(fig.data[1].y, mass[4].round(4))
+    assert "support 1" in fig.layout.title.text
 
 
-def test_fig_query_mass(atts):
+def test_stage_layouts_come_from_the_registry():
+    assert [stage_layout(s) for s in ("qtos", "qtos_joint", "dynamics", "stoq")] == [
+        "query_to_support", "query_to_all_supports", "coarse_to_support", "support_to_query"]
+    with pytest.raises(ValueError, match="unknown stage"):
+        stage_layout("fifth")
+
+
+def test_query_mass_figure(atts):
     segments = [[n, n + 3] for n in range(N_Q)]
-    fig = fig_query_mass(atts["stoq"], segments, batch=1, gt=[[2.0, 5.5]], others=[[7, 9], [1, 2]])
+    fig = query_mass_figure(atts["stoq"], segments, batch=1, gt=[[2.0, 5.5]], others=[[7, 9], [1, 2]])
     mass = atts["stoq"].A[1].detach().sum(0).numpy()
     y = np.asarray(fig.data[0].y, dtype=float)
     np.testing.assert_allclose(y[1::3], mass, atol=1e-4)      # each proposal at its mass
@@ -88,18 +100,18 @@ def test_fig_query_mass(atts):
     assert len(fig.layout.shapes) == 3 and fig.layout.shapes[0].x1 == 5.5
     assert [s.fillcolor for s in fig.layout.shapes] == ["green", "red", "red"]
     with pytest.raises(ValueError, match="StoQ"):
-        fig_query_mass(atts["qtos"], segments)
+        query_mass_figure(atts["qtos"], segments)
 
 
-def test_fig_query_mass_several(atts):
+def test_query_mass_figure_several(atts):
     segments = [[n, n + 3] for n in range(N_Q)]
     sharp = atts["stoq"]._replace(A=atts["stoq"].A * 2)
-    fig = fig_query_mass({"start": atts["stoq"], "trained": sharp}, segments, gt=[[2.0, 5.5]])
+    fig = query_mass_figure({"start": atts["stoq"], "trained": sharp}, segments, gt=[[2.0, 5.5]])
     assert [t.name for t in fig.data] == ["start", "trained"] and fig.layout.showlegend
     y0, y1 = (np.asarray(t.y, dtype=float)[1::3] for t in fig.data)
     np.testing.assert_allclose(y1, 2 * y0, atol=2e-4)
     with pytest.raises(ValueError, match="StoQ"):
-        fig_query_mass({"a": atts["stoq"], "b": atts["qtos"]}, segments)
+        query_mass_figure({"a": atts["stoq"], "b": atts["qtos"]}, segments)
 
 
 def test_attention_entropy():
@@ -113,11 +125,11 @@ def test_attention_entropy():
 
 
 @pytest.mark.parametrize("stage", ["qtos", "dynamics", "stoq"])
-def test_fig_attention_pair(atts, stage):
+def test_attention_pair_figure(atts, stage):
     start = atts[stage]
     sharp = start._replace(A=start.A ** 4 / (start.A ** 4).sum(-1, keepdim=True))   # rows sharpened
     labels = proposal_names([[n, n + 2] for n in range(N_Q)])
-    fig = fig_attention_pair(start, sharp, support=1, proposal=4, proposal_labels=labels)
+    fig = attention_pair_figure(start, sharp, support=1, proposal=4, proposal_labels=labels)
     heats = [t for t in fig.data if isinstance(t, go.Heatmap)]
     bars = [t for t in fig.data if isinstance(t, go.Bar)]
     assert len(heats) == 2 and len(bars) == 2
@@ -144,9 +156,9 @@ def test_fig_attention_pair(atts, stage):
     assert "support 1" in fig.layout.title.text
 
 
-def test_fig_attention_pair_needs_one_stage(atts):
+def test_attention_pair_figure_needs_one_stage(atts):
     with pytest.raises(ValueError, match="one stage"):
-        fig_attention_pair(atts["qtos"], atts["stoq"])
+        attention_pair_figure(atts["qtos"], atts["stoq"])
 
 
 @pytest.mark.parametrize("stage", ["qtos", "dynamics", "stoq"])

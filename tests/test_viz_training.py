@@ -10,14 +10,15 @@ import torch.nn.functional as F
 
 from fscal_edu import exercises as ex
 from fscal_edu.config import get_config
+from fscal_edu.evaluation import detection_verdicts
 from fscal_edu.losses import balanced_bce
 from fscal_edu.model import FSCAL, count_parameters
 from fscal_edu.proposals import assign_labels, make_anchors
 from fscal_edu.train import lr_factor
 from fscal_edu.viz.training import (
-    MODEL_EDGES, MODEL_NODES, detection_verdicts, detections_timeline_figure, label_assignment_figure,
+    detections_timeline_figure, label_assignment_figure,
     loss_curve_figure, loss_terms_figure, lr_schedule_figure, metrics_by_tiou_figure, model_diagram_figure,
-    parameter_counts, parameters_figure, relation_scores_figure, relation_timeline_figure, run_curves_figure,
+    model_edges, model_nodes, parameter_counts, parameters_figure, relation_scores_figure, relation_timeline_figure, run_curves_figure,
 )
 from fscal_edu.widgets import detections_browser, label_assignment_explorer, live_loss_plot
 
@@ -134,17 +135,27 @@ def test_parameter_counts_split_a_part():
 def test_model_diagram_figure_draws_every_node_and_edge():
     shapes = {"query": "(1, 128, 64)", "stoq": "X~_Q (1, 361, 64)"}
     fig = model_diagram_figure(shapes, {"embed": 1234})
-    assert len(fig.layout.shapes) == len(MODEL_NODES)
+    assert len(fig.layout.shapes) == len(model_nodes())
     arrows = [a for a in fig.layout.annotations if a.showarrow]
-    assert len(arrows) == len(MODEL_EDGES)
+    assert len(arrows) == len(model_edges())
     texts = {a.name: a.text for a in fig.layout.annotations if not a.showarrow}
-    assert set(texts) == set(MODEL_NODES)
+    assert set(texts) == set(model_nodes())
     assert "(1, 128, 64)" in texts["query"] and "X~_Q (1, 361, 64)" in texts["stoq"]
     assert "1,234 parameters" in texts["embed"] and "parameters" not in texts["qtos"]
     dashed = [s for s in fig.layout.shapes if s.line.dash == "dash"]
     assert len(dashed) == 1                                          # the training-only relation module
     with pytest.raises(ValueError, match="unknown node"):
         model_diagram_figure({"decoder": "(1,)"})
+
+
+def test_model_diagram_places_the_stages_by_the_registry():
+    nodes, edges = model_nodes(), model_edges()
+    # stage 1 and 2 rewrite the supports (bottom row), stage 3 the proposals (top row), in that order
+    assert [nodes[n][:2] for n in ("qtos", "dynamics", "stoq")] == [(3.75, 0.0), (5.0, 0.0), (6.25, 2.0)]
+    assert "stage 2<br>Dynamics-CA" == nodes["dynamics"][2]
+    assert set(edges) >= {("embed", "qtos"), ("proposals", "qtos"), ("qtos", "dynamics"), ("dynamics", "stoq"),
+                          ("proposals", "stoq"), ("dynamics", "summary"), ("stoq", "head"), ("stoq", "relation")}
+    assert len(edges) == 13 and nodes["summary"][0] == nodes["stoq"][0] < nodes["head"][0]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
-"""Figures of the three attention stages (notebooks 03-05).
+"""Figures of the attention stages (notebooks 03-05).
 
-Every function returns a ``go.Figure`` (or the data one draws) and is tested in pytest.
+Every function returns a ``go.Figure`` (or the slice of a matrix it draws) and is tested in
+pytest. A stage's title and the way its attention matrix is laid out come from the stage registry
+(:mod:`fscal_edu.stages`), read at call time, so a newly registered stage with a known layout draws.
 """
 from __future__ import annotations
 
@@ -10,7 +12,22 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import stages
 from ..utils import FscalError, where
+
+# QtoS's joint ablation attends to all supports at once: (B, N_Q, K*T_S)
+JOINT = "query_to_all_supports"
+
+
+def stage_layout(stage: str) -> str:
+    """How the attention matrix of ``stage`` (a ``StageAttention.stage``) is laid out: the
+    registry's ``layout`` (a key of ``stages.LAYOUTS``), or :data:`JOINT` for ``"qtos_joint"``."""
+    return JOINT if stage == "qtos_joint" else stages.get(stage).layout
+
+
+def proposals_are_sources(stage: str) -> bool:
+    """True when the proposals attend (the rows of A), False when they are attended to (columns)."""
+    return stage_layout(stage) in ("query_to_support", JOINT)
 
 
 class AttentionView(NamedTuple):
@@ -31,12 +48,15 @@ def coarse_names(coarse) -> list:
 
 def attention_view(att, *, batch: int = 0, support: int | None = 0, granularity: int | None = None,
                    proposal_labels=None) -> AttentionView:
-    """Cut what concerns support ``support`` out of a ``StageAttention`` as a numpy matrix.
+    """Cut what concerns support ``support`` out of a ``StageAttention`` as a numpy matrix, by
+    the layout of its stage (:func:`stage_layout`):
 
-    - QtoS (also joint): proposals (rows) -> the T_S snippets of the support (columns).
-    - Dynamics: coarse tokens of all supports (rows; only granularity ``granularity`` if given)
-      -> the snippets of the support.
-    - StoQ: the snippets of the support (all K*T_S rows if ``support`` is None) -> proposals.
+    - ``query_to_support`` (QtoS) and :data:`JOINT`: proposals (rows) -> the T_S snippets of the
+      support (columns).
+    - ``coarse_to_support`` (Dynamics-CA): coarse tokens of all supports (rows; only granularity
+      ``granularity`` if given) -> the snippets of the support.
+    - ``support_to_query`` (StoQ): the snippets of the support (all K*T_S rows if ``support`` is
+      None) -> proposals.
     """
     A = att.A.detach().float().cpu().numpy()[batch]
     K, T_S = att.K, att.T_S
@@ -44,26 +64,27 @@ def attention_view(att, *, batch: int = 0, support: int | None = 0, granularity:
         raise FscalError(f"{where(field='support')}: {support} is out of range, this episode "
                          f"has K = {K}")
     snippets = [f"t{j}" for j in range(T_S)]
-    N_Q = A.shape[-1] if att.stage == "stoq" else A.shape[-2]
+    kind = stage_layout(att.stage)
+    N_Q = A.shape[-1] if kind == "support_to_query" else A.shape[-2]
     proposals = list(proposal_labels) if proposal_labels is not None else [f"p{n}" for n in range(N_Q)]
     own = slice(None) if support is None else slice(support * T_S, (support + 1) * T_S)
-    if att.stage == "qtos":
+    if kind == "query_to_support":
         return AttentionView(A[support], proposals, snippets, "proposal", f"support {support} snippet")
-    if att.stage == "qtos_joint":
+    if kind == JOINT:
         return AttentionView(A[:, own], proposals, snippets, "proposal", f"support {support} snippet")
-    if att.stage == "dynamics":
+    if kind == "coarse_to_support":
         keep = np.ones(A.shape[-2], dtype=bool) if granularity is None else \
             att.coarse.granularity.numpy() == granularity
         names = [n for n, k in zip(coarse_names(att.coarse), keep) if k]
         return AttentionView(A[support][keep], names, snippets, "coarse token",
                              f"support {support} snippet")
-    if att.stage == "stoq":
+    if kind == "support_to_query":
         rows = [f"S{l} t{j}" for l in range(K) for j in range(T_S)][own]
         return AttentionView(A[own], rows, proposals, "support snippet", "proposal")
-    raise FscalError(f"{where(field='stage')}: unknown stage {att.stage!r}")
+    raise FscalError(f"{where(field='stage')}: no view for the layout {kind!r} of stage {att.stage!r}")
 
 
-def fig_attention_matrix(A, *, sources=None, targets=None, title: str = "attention A",
+def attention_matrix_figure(A, *, sources=None, targets=None, title: str = "attention A",
                          source_name: str = "source", target_name: str = "target",
                          annotate: bool = True) -> go.Figure:
     """A small attention matrix with its numbers: rows are sources i, columns are targets j."""
@@ -79,14 +100,15 @@ def fig_attention_matrix(A, *, sources=None, targets=None, title: str = "attenti
     return fig
 
 
-def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
+def stage_attention_figure(att, *, batch: int = 0, support: int | None = 0,
                         granularity: int | None = None, proposal: int | None = None,
                         proposal_labels=None) -> go.Figure:
     """A stage's attention for one support (heatmap) and the mass each target receives (bars).
 
     The bars are ``sum_i A[i, j]``: how many units of attention target j gathers, the weight of
-    what eq. (2)/(5)/(6) adds to it. ``proposal`` (QtoS, StoQ) outlines one proposal: its row
-    (QtoS, where it is a source) or its column (StoQ, where it is a target).
+    what eq. (2)/(5)/(6) adds to it. ``proposal`` (stages that attend from or to the proposals)
+    outlines one proposal: its row (QtoS, where it is a source) or its column (StoQ, where it is a
+    target).
     """
     view = attention_view(att, batch=batch, support=support, granularity=granularity,
                           proposal_labels=proposal_labels)
@@ -98,9 +120,10 @@ def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
                                            f"%{{x}}<br>A = %{{z:.3f}}<extra></extra>"), 1, 1)
     fig.add_trace(go.Bar(x=view.targets, y=view.A.sum(0).round(4), name="mass received",
                          marker_color="gray"), 2, 1)
-    if proposal is not None and att.stage != "dynamics":
-        name = (view.sources if att.stage.startswith("qtos") else view.targets)[proposal]
-        if att.stage.startswith("qtos"):     # a source: its row, and where its unit goes
+    source_row = proposals_are_sources(att.stage)
+    if proposal is not None and stage_layout(att.stage) != "coarse_to_support":
+        name = (view.sources if source_row else view.targets)[proposal]
+        if source_row:                       # a source: its row, and where its unit goes
             fig.add_trace(go.Scatter(x=view.targets, y=[name] * len(view.targets), mode="lines",
                                      line=dict(color="red"), name=f"proposal {name}"), 1, 1)
             fig.add_trace(go.Bar(x=view.targets, y=view.A[proposal].round(4),
@@ -108,8 +131,7 @@ def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
         else:                                # a target: its column
             fig.add_trace(go.Scatter(x=[name] * len(view.sources), y=view.sources, mode="lines",
                                      line=dict(color="red"), name=f"proposal {name}"), 1, 1)
-    stage = {"qtos": "QtoS Context-CA", "qtos_joint": "QtoS Context-CA (joint)",
-             "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}[att.stage]
+    stage = stages.title(att.stage)
     what = "all supports" if support is None else f"support {support}"
     if granularity is not None:
         what += f", granularity k={granularity}"
@@ -121,17 +143,17 @@ def fig_stage_attention(att, *, batch: int = 0, support: int | None = 0,
     return fig
 
 
-def fig_query_mass(att, segments, *, batch: int = 0, gt=None, others=None) -> go.Figure:
-    """StoQ Context-CA on the query's time line: each proposal ``[start, end)`` drawn at the
-    height of the mass it receives from all support snippets. ``att`` is a StoQ ``StageAttention``
-    or ``{name: StageAttention}`` (one line each, e.g. the start and the trained stage). ``gt (G,
+def query_mass_figure(att, segments, *, batch: int = 0, gt=None, others=None) -> go.Figure:
+    """StoQ Context-CA (or any stage laid out ``support_to_query``) on the query's time line: each
+    proposal ``[start, end)`` drawn at the height of the mass it receives from all support
+    snippets. ``att`` is such a ``StageAttention`` or ``{name: StageAttention}`` (one line each, e.g. the start and the trained stage). ``gt (G,
     2)``, the instances of the common action, are shaded green; ``others``, instances of other
     classes, red."""
     atts = att if isinstance(att, dict) else {"proposals": att}
     for a in atts.values():
-        if a.stage != "stoq":
-            raise FscalError(f"{where(field='stage')}: fig_query_mass draws StoQ Context-CA, got "
-                             f"{a.stage!r}")
+        if stage_layout(a.stage) != "support_to_query":
+            raise FscalError(f"{where(field='stage')}: query_mass_figure draws a stage whose support "
+                             f"snippets attend to the proposals (StoQ Context-CA), got {a.stage!r}")
     seg = np.asarray(segments, dtype=float)
     gap = np.full(len(seg), np.nan)                 # NaN breaks the line between two proposals
     fig = go.Figure()
@@ -144,7 +166,8 @@ def fig_query_mass(att, segments, *, batch: int = 0, gt=None, others=None) -> go
         for s, e in ([] if spans is None else np.asarray(spans, dtype=float).reshape(-1, 2)):
             fig.add_vrect(x0=s, x1=e, fillcolor=color, opacity=0.15, line_width=0,
                           annotation_text=text, annotation_position="top left")
-    fig.update_layout(title="StoQ Context-CA: mass each proposal receives from the supports",
+    fig.update_layout(title=f"{stages.title(next(iter(atts.values())).stage)}: mass each proposal "
+                            f"receives from the supports",
                       xaxis_title="query time (snippets)", yaxis_title="mass received", height=360,
                       showlegend=len(atts) > 1)
     return fig
@@ -164,7 +187,7 @@ def attention_entropy(A) -> float:
     return float(H.mean() / np.log(P.shape[-1]))
 
 
-def fig_attention_pair(start, trained, *, batch: int = 0, support: int | None = 0,
+def attention_pair_figure(start, trained, *, batch: int = 0, support: int | None = 0,
                        granularity: int | None = None, proposal: int | None = None,
                        proposal_labels=None, names=("start (W = I)", "trained")) -> go.Figure:
     """One stage on one episode twice, side by side: ``start`` and ``trained`` (two
@@ -172,7 +195,8 @@ def fig_attention_pair(start, trained, *, batch: int = 0, support: int | None = 
 
     Top: the two heatmaps of :func:`attention_view` on one colour scale (0 to the larger maximum),
     each panel titled with :func:`attention_entropy` of its rows; bottom: the mass each target
-    receives. ``proposal`` (QtoS, StoQ) outlines one proposal, its row or its column, in red.
+    receives. ``proposal`` (stages that attend from or to the proposals) outlines one proposal,
+    its row or its column, in red.
     """
     if start.stage != trained.stage:
         raise FscalError(f"{where(field='stage')}: the two attentions must be of one stage, got "
@@ -183,7 +207,8 @@ def fig_attention_pair(start, trained, *, batch: int = 0, support: int | None = 
     titles = [f"{name}: entropy / max {attention_entropy(v.A):.2f}" for name, v in zip(names, views)]
     fig = make_subplots(rows=2, cols=2, shared_xaxes=True, shared_yaxes=True, row_heights=[0.75, 0.25],
                         vertical_spacing=0.06, horizontal_spacing=0.04, subplot_titles=titles)
-    source_row = start.stage.startswith("qtos")
+    source_row = proposals_are_sources(start.stage)
+    draws_proposal = proposal is not None and stage_layout(start.stage) != "coarse_to_support"
     for col, v in enumerate(views, start=1):
         fig.add_trace(go.Heatmap(z=v.A.round(3), x=v.targets, y=v.sources, coloraxis="coloraxis",
                                  name=names[col - 1],
@@ -191,20 +216,19 @@ def fig_attention_pair(start, trained, *, batch: int = 0, support: int | None = 
                                                f"%{{x}}<br>A = %{{z:.3f}}<extra></extra>"), 1, col)
         fig.add_trace(go.Bar(x=v.targets, y=v.A.sum(0).round(3), marker_color="gray",
                              name=f"{names[col - 1]}: mass received", showlegend=False), 2, col)
-        if proposal is not None and start.stage != "dynamics":
+        if draws_proposal:
             label = (v.sources if source_row else v.targets)[proposal]
             xs, ys = (v.targets, [label] * len(v.targets)) if source_row else ([label] * len(v.sources), v.sources)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="red"),
                                      name=f"proposal {label}", showlegend=col == 1), 1, col)
-    stage = {"qtos": "QtoS Context-CA", "qtos_joint": "QtoS Context-CA (joint)",
-             "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}[start.stage]
+    stage = stages.title(start.stage)
     what = "all supports" if support is None else f"support {support}"
     if granularity is not None:
         what += f", granularity k={granularity}"
     fig.update_layout(title=f"{stage}, {what}: at its start and trained", height=600,
                       coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=round(zmax, 3),
                                      colorbar=dict(title="A", len=0.7, y=0.65)),
-                      showlegend=proposal is not None and start.stage != "dynamics",
+                      showlegend=draws_proposal,
                       margin=dict(t=80, b=40))
     fig.update_yaxes(title_text=f"source: {views[0].source_name}", autorange="reversed", row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
@@ -214,20 +238,16 @@ def fig_attention_pair(start, trained, *, batch: int = 0, support: int | None = 
     return fig
 
 
-def granularity_mass(att, *, batch: int = 0, support: int = 0) -> dict:
-    """Dynamics-CA: for each granularity k, the mass each snippet of ``support`` receives from
-    the coarse tokens of granularity k (of all supports): ``{k: (T_S,) array}``."""
-    return {k: attention_view(att, batch=batch, support=support, granularity=k).A.sum(0)
-            for k in sorted(set(att.coarse.granularity.tolist()))}
+def granularity_mass_figure(mass: dict, *, support: int = 0) -> go.Figure:
+    """Dynamics-CA: one line per granularity k, the mass the snippets of a support receive.
 
-
-def fig_granularity_mass(att, *, batch: int = 0, support: int = 0) -> go.Figure:
-    """Dynamics-CA: one line per granularity k, the mass the snippets of a support receive."""
+    ``mass = {k: (T_S,) array}``, e.g. :func:`fscal_edu.solutions.granularity_mass` of a
+    Dynamics-CA ``StageAttention``."""
     fig = go.Figure()
-    for k, mass in granularity_mass(att, batch=batch, support=support).items():
-        fig.add_trace(go.Scatter(x=list(range(att.T_S)), y=mass.round(4), mode="lines+markers",
-                                 name=f"k = {k}"))
-    fig.update_layout(title=f"Dynamics-CA: mass received by the snippets of support {support}, "
-                            f"by granularity", xaxis_title="snippet t of the support",
+    for k, m in mass.items():
+        m = np.asarray(m, dtype=float)
+        fig.add_trace(go.Scatter(x=list(range(len(m))), y=m.round(4), mode="lines+markers", name=f"k = {k}"))
+    fig.update_layout(title=f"{stages.title('dynamics')}: mass received by the snippets of support "
+                            f"{support}, by granularity", xaxis_title="snippet t of the support",
                       yaxis_title="mass received", height=360)
     return fig

@@ -7,18 +7,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-
-COMMON, OTHER, SUPPORT, VIDEO = "#d62728", "#8c8c8c", "#1f77b4", "#e8e8e8"
-
-
-def _bars(rows, starts, ends, texts, name, colour, width=0.55, **kw):
-    """Horizontal bars ``[start, end]`` on categorical rows (one legend entry for all of them)."""
-    starts, ends = np.asarray(starts, float), np.asarray(ends, float)
-    kw = {"hovertemplate": "%{text}: %{customdata[0]:.1f}-%{customdata[1]:.1f} s<extra>%{y}</extra>",
-          "customdata": np.round(np.stack([starts, ends], 1), 3), **kw}
-    return go.Bar(y=list(rows), base=np.round(starts, 3), x=np.round(ends - starts, 3), orientation="h",
-                  name=name, marker_color=colour, width=width, text=list(texts), textposition="inside",
-                  insidetextanchor="middle", **kw)
+from .marks import COMMON, OTHER, SUPPORT, VIDEO, bars  # noqa: F401  (the colours, re-exported)
 
 
 def episode_timeline_figure(episode: dict, annotations: dict, *, title: str | None = None) -> go.Figure:
@@ -32,7 +21,7 @@ def episode_timeline_figure(episode: dict, annotations: dict, *, title: str | No
     rows = [("query", episode["query"], None)] + [(f"support {k + 1}", s["video"], s["segment"])
                                                     for k, s in enumerate(episode["support"])]
     names = [f"{role}: {video}" for role, video, _ in rows]
-    fig = go.Figure(_bars(names, [0.0] * len(rows), [db[v]["duration"] for _, v, _ in rows],
+    fig = go.Figure(bars(names, [0.0] * len(rows), [db[v]["duration"] for _, v, _ in rows],
                           [""] * len(rows), "video", VIDEO, width=0.8, hoverinfo="skip",
                           hovertemplate=None, customdata=None))
     common, other = [], []
@@ -45,7 +34,7 @@ def episode_timeline_figure(episode: dict, annotations: dict, *, title: str | No
     cuts = [(name, *cut, episode["label"]) for name, (_, _, cut) in zip(names, rows) if cut is not None]
     for items, legend, colour in ((other, "other classes", OTHER), (common, "common class (query)", COMMON),
                                   (cuts, "support clip", SUPPORT)):
-        fig.add_trace(_bars(*zip(*items), legend, colour) if items else
+        fig.add_trace(bars(*zip(*items), legend, colour) if items else
                       go.Bar(y=[], x=[], orientation="h", name=legend, marker_color=colour))
     fig.update_layout(barmode="overlay", title=title or f"episode {episode['id']}: "
                       f"{len(episode['support'])}-shot, hidden class {episode['label']}",

@@ -8,10 +8,11 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .. import stages
 from ..report_stages import BAR, mechanism_sweeps, sweep_title
 from ..utils import FscalError, where
-from .attention import fig_stage_attention
-from .data import OTHER, SUPPORT
+from .attention import stage_attention_figure, stage_layout
+from .marks import OTHER, SUPPORT
 from .training import detections_timeline_figure
 
 
@@ -62,27 +63,26 @@ def per_class_ap_figure(ap_per_class: dict, tiou_thresholds, *, title: str | Non
     return fig
 
 
-STAGE_TITLES = {"qtos": "QtoS Context-CA", "dynamics": "Dynamics-CA", "stoq": "StoQ Context-CA"}
-
-
 def explorer_figures(outputs: dict, episode: dict, annotations: dict, *, model: str = "model",
                      stage: str = "qtos", support: int | None = 0, granularity: int | None = None,
                      top: int = 5) -> tuple:
     """The attention explorer's two panels for one episode and one model (``outputs`` from
-    :func:`episode_outputs`): the stage's attention for ``support`` (``None``: all supports, StoQ
-    only), with the best-scored proposal outlined, and the model's ``top`` detections on the
+    :func:`episode_outputs`): the stage's attention for ``support`` (``None``: all supports, for a
+    stage laid out ``support_to_query`` such as StoQ), with the best-scored proposal outlined, and the model's ``top`` detections on the
     query's time line. A model without that stage (the blind control, an ablation) gets an empty
     panel that says so."""
     att = outputs["attention"].get(stage)
     if att is None:
         left = go.Figure().update_layout(
-            title=f"{model}: no {STAGE_TITLES[stage]} (this model switches it off; the blind control "
+            title=f"{model}: no {stages.title(stage)} (this model switches it off; the blind control "
                   f"never reads the supports)", height=200)
     else:
-        support = 0 if support is None and stage != "stoq" else support
-        left = fig_stage_attention(att, support=support, granularity=granularity if stage == "dynamics" else None,
-                                   proposal=None if stage == "dynamics" else outputs["top"],
-                                   proposal_labels=outputs["proposals"])
+        kind = stage_layout(att.stage)
+        coarse = kind == "coarse_to_support"
+        support = 0 if support is None and kind != "support_to_query" else support
+        left = stage_attention_figure(att, support=support, granularity=granularity if coarse else None,
+                                      proposal=None if coarse else outputs["top"],
+                                      proposal_labels=outputs["proposals"])
         left.update_layout(title=f"{model}: {left.layout.title.text}")
     right = detections_timeline_figure(episode, annotations, {model: outputs["detections"]}, top=top)
     return left, right

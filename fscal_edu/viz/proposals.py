@@ -7,24 +7,10 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from .data import COMMON
+from .marks import gt_boxes, segment_lines
 
 
 PROPOSAL, KEPT, SOFT = "#9e9e9e", "#d62728", "#1f77b4"
-
-
-def _segment_lines(segments, y):
-    """x, y for one Scatter drawing every ``[start, end]`` as a horizontal line at its own height."""
-    segments, y = np.asarray(segments, float).reshape(-1, 2), np.asarray(y, float).reshape(-1)
-    xs = np.stack([segments[:, 0], segments[:, 1], np.full(len(y), np.nan)], 1).reshape(-1)
-    ys = np.repeat(y, 3)
-    ys[2::3] = np.nan
-    return np.round(xs, 3), np.round(ys, 4)
-
-
-def _gt_boxes(fig, gt, **where):
-    for s, e in np.asarray(gt, float).reshape(-1, 2):
-        fig.add_vrect(x0=s, x1=e, fillcolor=COMMON, opacity=0.12, line_width=0, **where)
 
 
 def anchors_figure(anchors, T: int, *, gt=(), title: str | None = None) -> go.Figure:
@@ -35,10 +21,10 @@ def anchors_figure(anchors, T: int, *, gt=(), title: str | None = None) -> go.Fi
     fig = go.Figure()
     for L in np.unique(lengths):
         rows = np.flatnonzero(lengths == L)
-        x, y = _segment_lines(anchors[rows], rows)
+        x, y = segment_lines(anchors[rows], rows)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", name=f"length {L:g} ({len(rows)})",
                                  line_width=2, hoverinfo="skip"))
-    _gt_boxes(fig, gt)
+    gt_boxes(fig, gt)
     fig.update_layout(title=title or f"{len(anchors)} multi-scale anchors over a query of T = {T} snippets",
                       xaxis_title="snippet coordinates", yaxis_title="anchor index", height=480,
                       margin=dict(l=10, r=10, t=50, b=10))
@@ -95,14 +81,14 @@ def nms_figure(segments, scores, keep, soft_segments, soft_scores, *, gt=(), iou
         f"Soft-NMS (sigma {sigma:g}): top {len(soft_scores)}" if sigma is not None
         else f"Soft-NMS: top {len(soft_scores)}"])
     for row in (1, 2):
-        x, y = _segment_lines(segments, scores)
+        x, y = segment_lines(segments, scores)
         fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=PROPOSAL, width=1),
                                  opacity=0.35, name="proposals (score)", showlegend=row == 1,
                                  hoverinfo="skip"), row, 1)
-        _gt_boxes(fig, gt, row=row, col=1)
-    x, y = _segment_lines(segments[keep], scores[keep])
+        gt_boxes(fig, gt, row=row, col=1)
+    x, y = segment_lines(segments[keep], scores[keep])
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=KEPT, width=4), name="kept by hard NMS"), 1, 1)
-    x, y = _segment_lines(soft_segments, soft_scores)
+    x, y = segment_lines(soft_segments, soft_scores)
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=SOFT, width=3),
                              name="Soft-NMS (new score)"), 2, 1)
     fig.update_layout(height=520, margin=dict(l=10, r=10, t=60, b=10), legend_orientation="h", legend_y=-0.1)

@@ -8,8 +8,9 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .data import COMMON, OTHER, VIDEO, _bars
-from .proposals import _gt_boxes, _segment_lines
+from ..evaluation import detection_verdicts
+from ..utils import FscalError, where
+from .marks import COMMON, OTHER, VIDEO, bars, gt_boxes, segment_lines
 
 
 LABEL_COLOURS = {1: COMMON, -1: "#ff7f0e", 0: OTHER}    # positive, ignored, negative
@@ -20,8 +21,8 @@ SCORE_COLOURS = ("#d62728", "#1f77b4", "#8c8c8c")        # the rows of relation_
 
 
 def _lines32(segments, y):
-    """``_segment_lines`` as float32 arrays: plotly stores them as typed arrays, half the bytes."""
-    x, y = _segment_lines(segments, y)
+    """:func:`~fscal_edu.viz.marks.segment_lines` as float32 arrays: plotly stores them as typed arrays, half the bytes."""
+    x, y = segment_lines(segments, y)
     return x.astype(np.float32), y.astype(np.float32)
 
 
@@ -46,7 +47,7 @@ def label_assignment_figure(anchors, labels, best_iou, *, gt=(), others=(), pos_
                                  hoverinfo="skip"))
     for s, e in np.asarray(others, float).reshape(-1, 2):
         fig.add_vrect(x0=s, x1=e, fillcolor=OTHER, opacity=0.15, line_width=0)
-    _gt_boxes(fig, gt)
+    gt_boxes(fig, gt)
     for t, text in ((pos_iou, f"pos_iou {pos_iou:g}"), (neg_iou, f"neg_iou {neg_iou:g}")):
         fig.add_hline(y=t, line_dash="dash", line_color="black", annotation_text=text,
                       annotation_position="top left")
@@ -167,25 +168,50 @@ def parameters_figure(models: dict) -> go.Figure:
     return fig
 
 
-# The whole model on one page (notebook 06): boxes at (x, y), arrows from box to box
-MODEL_NODES = {
+# The whole model on one page (notebook 06): boxes at (x, y), arrows from box to box. The stages
+# come from the registry, in the order they run: a stage that rewrites the supports X_S sits on the
+# support row (y = 0), one that rewrites the proposals X_Q on the query row (y = 2).
+FIXED_NODES = {
     "query": (0.0, 2.0, "query features"),
     "support": (0.0, 0.0, "K support clips"),
     "embed": (1.25, 1.0, "TemporalEmbedding<br>(shared Conv1d stack)"),
     "proposals": (2.5, 2.0, "proposals: anchors,<br>RoIAlign, proposal MLP"),
-    "qtos": (3.75, 0.0, "stage 1<br>QtoS Context-CA"),
-    "dynamics": (5.0, 0.0, "stage 2<br>Dynamics-CA"),
-    "stoq": (6.25, 2.0, "stage 3<br>StoQ Context-CA"),
-    "summary": (6.25, 0.0, "support summary s<br>(RoIAlign, proposal MLP)"),
-    "head": (7.5, 2.0, "relation classifier head<br>(action score, offsets)"),
-    "relation": (7.5, 0.0, "relation module g<br>(training only)"),
 }
-MODEL_EDGES = (("query", "embed"), ("support", "embed"), ("embed", "proposals"), ("embed", "qtos"),
-               ("proposals", "qtos"), ("qtos", "dynamics"), ("dynamics", "stoq"), ("proposals", "stoq"),
-               ("dynamics", "summary"), ("stoq", "head"), ("summary", "head"), ("stoq", "relation"),
-               ("summary", "relation"))
 TRAINING_ONLY = ("relation",)
 _BOX = (0.56, 0.45)                     # half width, half height of a box
+_STEP = 1.25                            # from one column of boxes to the next
+
+
+def model_nodes() -> dict:
+    """``{node: (x, y, label)}``: the fixed parts, one box per registered stage, then the support
+    summary, the head and the training-only relation module after the last stage."""
+    from .. import stages
+    nodes = dict(FIXED_NODES)
+    x = FIXED_NODES["proposals"][0]
+    for i, stage in enumerate(stages.registered()):
+        x += _STEP
+        nodes[stage.name] = (x, 2.0 if stage.output == "X_Q" else 0.0, f"stage {i + 1}<br>{stage.title}")
+    last = stages.registered()[-1] if stages.registered() else None
+    x_summary = x + _STEP if last is None or last.output == "X_S" else x
+    nodes["summary"] = (x_summary, 0.0, "support summary s<br>(RoIAlign, proposal MLP)")
+    nodes["head"] = (x_summary + _STEP, 2.0, "relation classifier head<br>(action score, offsets)")
+    nodes["relation"] = (x_summary + _STEP, 0.0, "relation module g<br>(training only)")
+    return nodes
+
+
+def model_edges() -> tuple:
+    """``((from, to), ...)``: each stage reads its tokens from the last box that wrote them (X_S
+    from the embedding, X_Q and its mask from the proposals, until a stage rewrites them); the
+    summary reads the final X_S, the head and the relation module the final X_Q and the summary."""
+    from .. import stages
+    wrote = {"X_Q": "proposals", "X_S": "embed", "mask_Q": "proposals"}
+    edges = [("query", "embed"), ("support", "embed"), ("embed", "proposals")]
+    for stage in stages.registered():
+        edges += [(src, stage.name) for src in dict.fromkeys(wrote[t] for t in stage.inputs)]
+        wrote[stage.output] = stage.name
+    edges += [(wrote["X_S"], "summary"), (wrote["X_Q"], "head"), ("summary", "head"),
+              (wrote["X_Q"], "relation"), ("summary", "relation")]
+    return tuple(dict.fromkeys(edges))
 
 
 def _box_edge(centre, towards):
@@ -197,25 +223,26 @@ def _box_edge(centre, towards):
 
 def model_diagram_figure(shapes: dict | None = None, params: dict | None = None, *,
                          title: str = "FSCAL on one page") -> go.Figure:
-    """The whole model as boxes and arrows (``MODEL_NODES``, ``MODEL_EDGES``): query and supports
-    through the shared embedding, the proposal path, the three stages, the support summary, the
-    head and the training-only relation module (dashed box, grey arrows).
+    """The whole model as boxes and arrows (:func:`model_nodes`, :func:`model_edges`): query and
+    supports through the shared embedding, the proposal path, the registered stages in the order
+    they run, the support summary, the head and the training-only relation module (dashed box,
+    grey arrows).
 
     ``shapes = {node: text}`` writes a tensor shape under each box's name (e.g. traced on a real
     episode), ``params = {node: count}`` its trainable parameters; both keys must be nodes.
     """
-    shapes, params = shapes or {}, params or {}
-    unknown = sorted(set(shapes) - set(MODEL_NODES) | set(params) - set(MODEL_NODES))
+    shapes, params, nodes = shapes or {}, params or {}, model_nodes()
+    unknown = sorted(set(shapes) - set(nodes) | set(params) - set(nodes))
     if unknown:
-        raise ValueError(f"unknown node(s) {unknown}; the nodes are {list(MODEL_NODES)}")
+        raise FscalError(f"{where(field='shapes')}: unknown node(s) {unknown}; the nodes are {list(nodes)}")
     fig = go.Figure()
-    for src, dst in MODEL_EDGES:
-        a, b = MODEL_NODES[src][:2], MODEL_NODES[dst][:2]
+    for src, dst in model_edges():
+        a, b = nodes[src][:2], nodes[dst][:2]
         start, end = _box_edge(a, b), _box_edge(b, a)
         fig.add_annotation(x=end[0], y=end[1], ax=start[0], ay=start[1], xref="x", yref="y", axref="x",
                            ayref="y", showarrow=True, arrowhead=2, arrowsize=1.2, arrowwidth=1.5, text="",
                            arrowcolor="#999999" if dst in TRAINING_ONLY else "#444444")
-    for name, (x, y, label) in MODEL_NODES.items():
+    for name, (x, y, label) in nodes.items():
         fig.add_shape(type="rect", x0=x - _BOX[0], x1=x + _BOX[0], y0=y - _BOX[1], y1=y + _BOX[1],
                       line=dict(color="#444444", width=1.5, dash="dash" if name in TRAINING_ONLY else "solid"),
                       fillcolor="#f4f4f4" if name in ("query", "support") else "#ffffff", layer="below")
@@ -225,7 +252,7 @@ def model_diagram_figure(shapes: dict | None = None, params: dict | None = None,
         if name in params:
             text += f"<br><i>{params[name]:,} parameters</i>"
         fig.add_annotation(x=x, y=y, text=text, showarrow=False, font=dict(size=10), name=name)
-    xs = [x for x, _, _ in MODEL_NODES.values()]
+    xs = [x for x, _, _ in nodes.values()]
     fig.update_xaxes(visible=False, range=[min(xs) - 0.6, max(xs) + 0.6])
     fig.update_yaxes(visible=False, range=[-0.6, 2.6])
     fig.update_layout(title=title, height=430, plot_bgcolor="white", showlegend=False,
@@ -331,31 +358,6 @@ def metrics_by_tiou_figure(metrics: dict, *, per_class: bool = False) -> go.Figu
     return fig
 
 
-def detection_verdicts(episode: dict, annotations: dict, detections: list, *, iou: float = 0.5) -> list:
-    """For each detection ``{"segment", "score"}``: ``("hit", tIoU)`` if it covers an instance of
-    the episode's class at ``iou`` or more, else ``("<label>", tIoU)`` of the other instance it
-    covers best at ``iou`` or more, else ``("miss", best tIoU with the common class)``."""
-    import torch
-
-    from ..proposals import tiou
-    inst = annotations["database"][episode["query"]]["annotations"]
-    segs = torch.tensor([a["segment"] for a in inst], dtype=torch.float64).reshape(-1, 2)
-    dets = torch.tensor([d["segment"] for d in detections], dtype=torch.float64).reshape(-1, 2)
-    overlap = tiou(dets, segs).numpy()                                        # (D, I)
-    common = np.array([a["label"] == episode["label"] for a in inst])
-    out = []
-    for row in overlap:
-        best_c = row[common].max(initial=0.0)
-        best_o = int(np.argmax(np.where(common, -1.0, row)))
-        if best_c >= iou:
-            out.append(("hit", float(best_c)))
-        elif not common[best_o] and row[best_o] >= iou:
-            out.append((inst[best_o]["label"], float(row[best_o])))
-        else:
-            out.append(("miss", float(best_c)))
-    return out
-
-
 def detections_timeline_figure(episode: dict, annotations: dict, detections: dict, *, top: int = 3,
                                iou: float = 0.5, title: str | None = None) -> go.Figure:
     """One query on a time axis (seconds): its instances, then each model's ``top`` detections.
@@ -364,19 +366,19 @@ def detections_timeline_figure(episode: dict, annotations: dict, detections: dic
     episode). Ground-truth row: the common class (red) and other classes (grey; the common
     class's twin is named "twin"). Each detection gets its own row, labelled with its score and
     coloured green when it hits an instance of the common class (tIoU >= ``iou``), orange when it
-    lands on a distractor instead, grey otherwise.
+    lands on a distractor instead, grey otherwise (:func:`fscal_edu.evaluation.detection_verdicts`).
     """
     db = annotations["database"]
     video = db[episode["query"]]
     twins = {t.get("nodeName"): t.get("twin") for t in annotations.get("taxonomy", []) if isinstance(t, dict)}
     gt_row = "ground truth"
-    fig = go.Figure(_bars([gt_row], [0.0], [video["duration"]], [""], "query video", VIDEO, width=0.8,
+    fig = go.Figure(bars([gt_row], [0.0], [video["duration"]], [""], "query video", VIDEO, width=0.8,
                           hoverinfo="skip", hovertemplate=None, customdata=None))
     for legend, colour, keep in (("common class", COMMON, True), ("other classes", OTHER, False)):
         items = [(gt_row, *a["segment"], "twin" if a["label"] == twins.get(episode["label"]) else a["label"])
                  for a in video["annotations"] if (a["label"] == episode["label"]) == keep]
         if items:
-            fig.add_trace(_bars(*zip(*items), legend, colour))
+            fig.add_trace(bars(*zip(*items), legend, colour))
     rows = [gt_row]
     shown = {}
     for name, dets in detections.items():
@@ -389,7 +391,7 @@ def detections_timeline_figure(episode: dict, annotations: dict, detections: dic
             text = f"{d['score']:.2f} " + (f"hit ({t:.2f})" if verdict == "hit" else
                                            "miss" if verdict == "miss" else
                                            "twin" if verdict == twins.get(episode["label"]) else verdict)
-            fig.add_trace(_bars([row], [d["segment"][0]], [d["segment"][1]], [text], f"detection: {kind}",
+            fig.add_trace(bars([row], [d["segment"][0]], [d["segment"][1]], [text], f"detection: {kind}",
                                 colour, showlegend=kind not in shown, legendgroup=kind))
             shown[kind] = True
     fig.update_layout(barmode="overlay", title=title or f"episode {episode['id']}: top {top} detections "

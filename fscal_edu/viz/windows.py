@@ -25,16 +25,16 @@ def _segments(x, columns: int, what: str) -> np.ndarray:
     if a.size == 0:
         return np.zeros((0, columns))
     if a.ndim != 2 or a.shape[1] != columns:
-        raise ValueError(f"fig_windows: {what} must have shape (n, {columns}), got {a.shape}")
+        raise ValueError(f"windows_figure: {what} must have shape (n, {columns}), got {a.shape}")
     return a
 
 
 def window_rows(starts) -> list[str]:
-    """The row names of :func:`fig_windows`'s windows: ``"window 1"``, ``"window 2"``, ..."""
+    """The row names of :func:`windows_figure`'s windows: ``"window 1"``, ``"window 2"``, ..."""
     return [f"window {i + 1}" for i in range(len(starts))]
 
 
-def fig_windows(length: int, starts, T: int, instances=(), detections=None, *,
+def windows_figure(length: int, starts, T: int, instances=(), detections=None, *,
                 snippet_seconds: float | None = None, top_k: int = 10, title: str | None = None) -> go.Figure:
     """One long video read as windows, on its snippet axis ``[0, length]``.
 
@@ -48,7 +48,7 @@ def fig_windows(length: int, starts, T: int, instances=(), detections=None, *,
     """
     starts = np.asarray(starts, dtype=np.float64).reshape(-1)
     if length < 1 or T < 1 or len(starts) == 0:
-        raise ValueError(f"fig_windows: need length >= 1, T >= 1 and one window at least "
+        raise ValueError(f"windows_figure: need length >= 1, T >= 1 and one window at least "
                          f"(length {length}, T {T}, {len(starts)} windows)")
     inst = _segments(instances, 2, "instances")
     det = _segments(detections, 3, "detections")
@@ -94,7 +94,7 @@ def fig_windows(length: int, starts, T: int, instances=(), detections=None, *,
     return fig
 
 
-def fig_window_mask(X_Q, mask, *, start: int = 0, title: str | None = None) -> go.Figure:
+def window_mask_figure(X_Q, mask, *, start: int = 0, title: str | None = None) -> go.Figure:
     """One query window as the model gets it: its features ``X_Q (T, C)`` (top; the padding rows
     are zeros) and its ``mask (T,)`` (bottom: 1 = a snippet of the video, 0 = padding), against
     the window's own positions ``0..T-1`` (``start``: where the window begins on the video, for
@@ -102,7 +102,7 @@ def fig_window_mask(X_Q, mask, *, start: int = 0, title: str | None = None) -> g
     X_Q = np.asarray(X_Q, dtype=np.float32)
     m = np.asarray(mask, dtype=bool).reshape(-1)
     if X_Q.ndim != 2 or len(X_Q) != len(m):
-        raise ValueError(f"fig_window_mask: X_Q must be (T, C) and mask (T,), got {X_Q.shape} and {m.shape}")
+        raise ValueError(f"window_mask_figure: X_Q must be (T, C) and mask (T,), got {X_Q.shape} and {m.shape}")
     T = len(m)
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.8, 0.2], vertical_spacing=0.05)
     fig.add_trace(go.Heatmap(z=np.round(X_Q.T, 2), colorscale="RdBu", zmid=0, name="X_Q", showscale=False,
@@ -120,7 +120,7 @@ def fig_window_mask(X_Q, mask, *, start: int = 0, title: str | None = None) -> g
     return fig
 
 
-def fig_instance_lengths(lengths: dict, *, marks: dict | None = None, bins=None,
+def instance_lengths_figure(lengths: dict, *, marks: dict | None = None, bins=None,
                          title: str | None = None) -> go.Figure:
     """Histogram of instance lengths in snippets, one bar trace per reading (e.g. ``{"windowed":
     native lengths, "resampled": lengths after resampling the video to T}``), counts per bin
