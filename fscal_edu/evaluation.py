@@ -26,7 +26,6 @@ hidden class and averages AP over classes.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -417,13 +416,6 @@ def format_table(result: dict) -> str:
               f"{result['num_predictions']} predictions"]
     return "\n".join(lines)
 
-
-def main_score(args) -> int:
-    """``fscal-edu score GT.json PRED.json [--subset S]``: the table, then one JSON line."""
-    result = evaluate_detection(args.ground_truth, args.predictions, subset=args.subset)
-    print(format_table(result))
-    print(json.dumps({k: result[k] for k in ("mAP@0.5", "average_mAP", "mAP", "tiou_thresholds")}))
-    return 0
 
 def detection_verdicts(episode: dict, annotations: dict, detections: list, *, iou: float = 0.5) -> list:
     """Match each detection ``{"segment", "score"}`` of one episode with the query's instances:

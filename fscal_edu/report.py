@@ -23,11 +23,10 @@ from pathlib import Path
 
 from . import stages
 from .diagnostics import ablation_tests, probe_results
+from .runtime import shipped
 from .stats import format_p
 from .utils import read_json
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "bench" / "results"
 ALPHA = 0.05                   # the level of every verdict
 
 # variant -> (what it removes, the paper's hypothesis it tests, the probe that skips it in the shipped model)
@@ -78,8 +77,10 @@ def hypotheses() -> dict:
 
 
 def load_results(name: str, results_dir=None) -> dict:
-    """``bench/results/<name>.json`` (or ``results_dir/<name>.json``), parsed."""
-    return read_json(Path(results_dir or RESULTS) / f"{name}.json", f"the results file {name}.json")
+    """``bench/results/<name>.json`` (found by :func:`fscal_edu.runtime.shipped`, also in an
+    installed package), or ``results_dir/<name>.json``, parsed."""
+    folder = Path(results_dir) if results_dir is not None else shipped("results")
+    return read_json(folder / f"{name}.json", f"the results file {name}.json")
 
 
 def mean_sd(v: dict) -> str:
