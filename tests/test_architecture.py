@@ -118,6 +118,41 @@ def test_the_command_line_lives_in_cli_only():
     assert max(handlers.values()) <= 40, handlers
 
 
+def test_a_bug_shows_its_traceback_and_bad_input_one_line(tmp_path, capsys, monkeypatch):
+    """cli.main: an FscalError is bad input (one line, exit 2); any other exception, even a plain
+    ValueError, is a bug (the traceback, one line asking for a report, exit 1)."""
+    import fscal_edu.evaluation as evaluation
+    from fscal_edu.cli import main
+    gt = DATA / "anet_like" / "annotations.json"
+
+    def broken(*a, **k):
+        raise ValueError("an internal slip")
+    monkeypatch.setattr(evaluation, "evaluate_detection", broken)
+    assert main(["score", str(gt), str(gt)]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "ValueError: an internal slip" in err
+    assert err.strip().splitlines()[-1].startswith("fscal-edu score: this is a bug in fscal-edu, please report it")
+
+    def refused(*a, **k):
+        raise FscalError("file 'x.json', field 'results': not a results file")
+    monkeypatch.setattr(evaluation, "evaluate_detection", refused)
+    assert main(["score", str(gt), str(gt)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip() == "fscal-edu score: error: file 'x.json', field 'results': not a results file"
+
+
+def test_shipped_data_from_the_checkout_or_a_data_directory(tmp_path, monkeypatch):
+    from fscal_edu.runtime import DATA_ENV, shipped
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    assert (shipped("anet_like") / "world.json").is_file() and (shipped("checkpoints") / "full.pt").is_file()
+    assert (shipped("results") / "ablations.json").is_file()
+    (tmp_path / "results").mkdir()
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    assert shipped("results") == tmp_path / "results"
+    with pytest.raises(FscalError, match=r"field 'FSCAL_DATA'.*no folder 'anet_like'"):
+        shipped("anet_like")
+
+
 def test_no_path_into_the_repository():
     """The package finds its data through :func:`fscal_edu.runtime.shipped`, never ``parents[N]``."""
     hits = [str(p.relative_to(ROOT)) for p in PACKAGE.rglob("*.py") if re.search(r"parents\s*\[", p.read_text())]
