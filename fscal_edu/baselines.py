@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from .config import Config
 from .data.episodes import EpisodeDataset, World, collate
 from .evaluation import evaluate_fscal
-from .postprocess import detections_to_results
+from .postprocess import detections_to_results, results_json
 from .proposals import make_anchors, roi_align_1d
 
 
@@ -41,5 +41,5 @@ def evaluate_prototype(world: World, split: str, shots: int, cfg: Config | None 
         scores = prototype_scores(batch["query"], batch["support"], anchors, cfg)
         segments = anchors.expand(len(scores), -1, -1)
         detections_to_results(batch, segments, scores, cfg, world, results)
-    preds = {"version": "fscal-edu prototype", "external_data": {}, "results": results}
+    preds = results_json(results)
     return evaluate_fscal(episodes, world.annotations, preds), preds

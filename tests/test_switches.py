@@ -107,7 +107,7 @@ def build_with(like, **switches) -> FSCAL:
 
 @pytest.mark.parametrize("added", ["centred", "gated", "null"])
 def test_every_added_term_option_changes_the_outputs(full, added):
-    """The issue-12 switches on the stages' added term: each one computes something else than the
+    """The switches on the stages' added term: each one computes something else than the
     paper's form with the same weights (the gate opened to 0.5 first: it starts closed)."""
     model = build_with(full, added_term=added)
     if added == "gated":
@@ -381,7 +381,7 @@ def test_probes_script_smoke(tmp_path):
     assert set(full["stages"]["trained"]) == set(STAGES) and set(full["weight_drift"]) == set(STAGES)
     assert len({r["mAP@0.5"] for r in blind["probes"]}) == 1 and not blind["stages"]    # blind reads no support
     text = doc.read_text()
-    assert "## Other\n\nkept" in text and "## Probes of a trained model (issue 12)" in text
+    assert "## Other\n\nkept" in text and "## Probes of a trained model" in text
     assert "this model never reads the supports" in text
     doc.write_text("# Benchmarks\n")
     assert subprocess.run(cmd[:2] + ["--docs-only", "--out", str(out), "--doc", str(doc)], cwd=ROOT).returncode == 0
