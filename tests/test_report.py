@@ -142,7 +142,7 @@ def test_notebook_text_states_no_typed_measurement(name):
             assert "raise NotImplementedError" in src, src
 
 
-# --- issue 12: defaults.json and mechanisms.json (fscal_edu.report_stages) ---
+# --- the stage experiments: defaults.json and mechanisms.json (fscal_edu.report_stages) ---
 
 def _defaults(seeds: dict, gates=None) -> dict:
     """A tiny defaults.json: ``{variant: [mAP@0.5 per seed]}``, summary computed as bench/defaults.py does."""

@@ -64,13 +64,15 @@ def per_class_ap_figure(ap_per_class: dict, tiou_thresholds, *, title: str | Non
 
 
 def explorer_figures(outputs: dict, episode: dict, annotations: dict, *, model: str = "model",
-                     stage: str = "qtos", support: int | None = 0, granularity: int | None = None,
+                     stage: str | None = None, support: int | None = 0, granularity: int | None = None,
                      top: int = 5) -> tuple:
     """The attention explorer's two panels for one episode and one model (``outputs`` from
-    :func:`episode_outputs`): the stage's attention for ``support`` (``None``: all supports, for a
-    stage laid out ``support_to_query`` such as StoQ), with the best-scored proposal outlined, and the model's ``top`` detections on the
-    query's time line. A model without that stage (the blind control, an ablation) gets an empty
-    panel that says so."""
+    :func:`episode_outputs`): the attention of ``stage`` (default: the first registered stage) for
+    ``support`` (``None``: all supports, for a stage laid out ``support_to_query`` such as StoQ),
+    with the best-scored proposal outlined, and the model's ``top`` detections on the query's time
+    line. A model without that stage (the blind control, an ablation) gets an empty panel that
+    says so."""
+    stage = stage or stages.names()[0]
     att = outputs["attention"].get(stage)
     if att is None:
         left = go.Figure().update_layout(

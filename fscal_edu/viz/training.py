@@ -207,7 +207,8 @@ def model_edges() -> tuple:
     wrote = {"X_Q": "proposals", "X_S": "embed", "mask_Q": "proposals"}
     edges = [("query", "embed"), ("support", "embed"), ("embed", "proposals")]
     for stage in stages.registered():
-        edges += [(src, stage.name) for src in dict.fromkeys(wrote[t] for t in stage.inputs)]
+        edges += [(src, stage.name) for src in dict.fromkeys(wrote[t] for t in ("X_S", "X_Q", "mask_Q")
+                                                             if t in stage.inputs)]
         wrote[stage.output] = stage.name
     edges += [(wrote["X_S"], "summary"), (wrote["X_Q"], "head"), ("summary", "head"),
               (wrote["X_Q"], "relation"), ("summary", "relation")]
