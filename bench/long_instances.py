@@ -132,6 +132,11 @@ def mean_sd(vals) -> str:
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
+def auto_setting(rule: str) -> str:
+    """The setting that ``query_mode_rule``'s line names."""
+    return "resample" if rule.startswith("query mode: resample") else "pool" if " rate " in rule else "window"
+
+
 def world_table(payload: dict, name: str) -> list[str]:
     rows = [r for r in payload["runs"] if r["world"] == name]
     info = payload.get("worlds", {}).get(name, {})
@@ -140,27 +145,29 @@ def world_table(payload: dict, name: str) -> list[str]:
              f"{info.get('instance_rows_median', float('nan')):.0f} rows, p95 "
              f"{info.get('instance_rows_p95', float('nan')):.0f}, median video "
              f"{info.get('video_rows_median', float('nan')):.0f} rows.", "",
-             "| setting | seeds | mAP@0.5 | average mAP | Δ mAP@0.5 vs resample | Welch's t (df), p |",
-             "|---|---|---|---|---|---|"]
+             "| setting | seeds | mAP@0.5 | average mAP | Δ mAP@0.5 vs resample | Welch's t (df), p | training (s) |",
+             "|---|---|---|---|---|---|---|"]
     for setting in SETTINGS:
         mine = [r for r in rows if r["setting"] == setting]
         if not mine:
             continue
         x = [r["mAP@0.5"] for r in mine]
-        label = setting.replace("pool", f"pool {mine[0]['pool']}")
+        label = setting.replace("pool", f"pool {mine[0]['pool']}") + (" (`auto`)" if setting == auto_setting(
+            info.get("rule", "")) else "")
+        secs = [r["train_s"] for r in mine if "train_s" in r]
         test = "-"
         if setting != "resample" and len(x) > 1 and len(ref) > 1:
             w = welch(x, ref)
             test = f"{w.diff:+.3f} | {w.t:.2f} ({w.df:.1f}), {format_p(w.p)}"
         lines.append(f"| {label} | {len(x)} | {mean_sd(x)} | {mean_sd([r['average_mAP'] for r in mine])} | "
-                     + (test if test != "-" else "- | -") + " |")
+                     + (test if test != "-" else "- | -") + (f" | {statistics.mean(secs):.0f} |" if secs else " | - |"))
     return lines + [""]
 
 
 def report(payload: dict) -> str:
     """The section "Long instances in long videos" of docs/benchmarks.md, as markdown."""
     lines = ["## Long instances in long videos", "",
-             f"Quick preset, 5-shot, fixed test episodes, seeds {sorted({r['seed'] for r in payload['runs']})}, "
+             f"Quick preset, 5-shot, fixed test episodes, seeds {', '.join(map(str, sorted({r['seed'] for r in payload['runs']})))}, "
              f"one thread, CPU ({payload.get('machine', '')}; code at commit {payload.get('commit', '')[:10]}). "
              "Means ± standard deviations over seeds; Welch's t-test against resampling. `merge`: the "
              "same windowed model, detections that meet at a window edge merged before Soft-NMS.", ""]

@@ -162,7 +162,10 @@ def query_mode_rule(world, T: int = 128, *, split: str = "base", share: float = 
 
     - Resized features (one length per video): ``resample`` (the rows already span the video).
     - Strided features whose p95 training instance is at most ``share`` of a window: ``window``
-      (short instances survive at the features' own rate, and a window seldom cuts one).
+      (short instances survive at the features' own rate). With windows every T / 2 rows, an
+      instance of at most T / 2 rows lies whole inside at least one window, hence ``share = 0.5``;
+      a longer one is cut by an edge in every window that touches it once it passes T rows, and
+      in most of them before.
     - Longer instances: a window of T rows cuts most of them, so ``long`` decides: ``"resample"``
       (the whole query at T rows), or ``"pool"`` (windows at a coarser rate, ``pool`` rows per query
       row, so that the p95 instance is ``share`` of a window). The default and ``share`` come from
