@@ -1,4 +1,4 @@
-"""Issue 14's acceptance: long videos read as windows against resampled to T, on the thumos_like world.
+"""Long videos read as windows against resampled to T, on the thumos_like world.
 
 For each seed, trains the quick preset from scratch three ways on ``data_samples/thumos_like``:
 
@@ -42,7 +42,7 @@ from fscal_edu.stats import format_p, welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "windows.json"
-SECTION = "## Long videos: windows against resampling (issue 14)"
+SECTION = "## Long videos: windows against resampling"
 VARIANTS = {"window": dict(query_mode="window"), "resample": dict(query_mode="resample"),
             "blind": dict(query_mode="window", ablate=["blind"])}
 

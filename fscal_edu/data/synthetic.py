@@ -60,7 +60,7 @@ class WorldConfig:
     # 0: features resized to T snippets per video (ActivityNet habit). > 0: one feature every
     # that many seconds (THUMOS habit: strided features, a video's length follows its duration)
     snippet_seconds: float = 0.0
-    # Mechanisms that only a stage can resolve (issue 12; the defaults leave the shipped world as it
+    # Mechanisms that only a stage can resolve (the defaults leave the shipped world as it
     # was). twin_mode "swap": a twin differs by one swap of two neighbouring phases, a local change
     # (Dynamics-CA: coarse tokens at several granularities), instead of any reorder. scene_span
     # "phases": the scene vector lies in the span of the phase vectors, so context can look like
