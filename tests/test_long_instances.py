@@ -189,3 +189,15 @@ def test_real_activitynet_lengths_against_the_profile():
     st = world_statistics(generate_world("anet_strided", seed=0)[1])
     assert abs(st["length_ratio_median"] - ratio) < 0.05
     json.dumps(st)
+
+
+def test_windows_figure_shows_the_pieces_of_a_cut_instance():
+    from fscal_edu.viz.windows import windows_figure
+    starts = window_starts(400, 128, 64)
+    fig = windows_figure(400, starts, 128, [[100, 250], [10, 40]], pieces=True)
+    cut = next(t for t in fig.data if t.name == "instance, cut by an edge")
+    whole = next(t for t in fig.data if t.name == "instance, whole in the window")
+    # [100, 250] (150 rows > 128) is cut in every window that touches it; [10, 40] lies whole in window 1
+    assert len(cut.y) == sum(1 for a in starts if a < 250 and a + 128 > 100)
+    assert list(whole.y) == ["window 1"] and list(whole.base) == [10.0]
+    assert all(t.name not in ("instance, cut by an edge",) for t in windows_figure(400, starts, 128, [[100, 250]]).data)

@@ -15,7 +15,7 @@ from plotly.subplots import make_subplots
 
 from .data import COMMON, SUPPORT, VIDEO
 
-WINDOW, PADDING, DETECTION = "#9ecae1", "#fdd0a2", "#2ca02c"
+WINDOW, PADDING, DETECTION, CUT = "#9ecae1", "#fdd0a2", "#2ca02c", "#d62728"
 LENGTH_COLOURS = {"windowed": SUPPORT, "resampled": COMMON}
 
 
@@ -35,7 +35,8 @@ def window_rows(starts) -> list[str]:
 
 
 def windows_figure(length: int, starts, T: int, instances=(), detections=None, *,
-                snippet_seconds: float | None = None, top_k: int = 10, title: str | None = None) -> go.Figure:
+                snippet_seconds: float | None = None, top_k: int = 10, title: str | None = None,
+                pieces: bool = False) -> go.Figure:
     """One long video read as windows, on its snippet axis ``[0, length]``.
 
     Rows, top to bottom: ``video`` (the whole axis); one row per window, the band
@@ -45,6 +46,9 @@ def windows_figure(length: int, starts, T: int, instances=(), detections=None, *
     ``start, end, score`` on the video's axis, e.g. the merged detections of all windows), the
     ``top_k`` best on a row ``detections``, opacity following the score. A dotted line marks the
     video's end. ``snippet_seconds``: the seconds one snippet covers, shown in the hover text.
+    ``pieces``: on each window's row, what the window sees of each instance: whole (trace
+    ``instance, whole in the window``) or cut by the window's edge (``instance, cut by an edge``),
+    the case of instances longer than ``T - stride`` rows.
     """
     starts = np.asarray(starts, dtype=np.float64).reshape(-1)
     if length < 1 or T < 1 or len(starts) == 0:
@@ -73,6 +77,13 @@ def windows_figure(length: int, starts, T: int, instances=(), detections=None, *
     if out.any():
         traces.append(bars([n for n, o in zip(names, out) if o], np.full(out.sum(), float(length)),
                            starts[out] + T, "padding (masked)", PADDING, marker_pattern_shape="/"))
+    if pieces and len(inst):
+        for cut, name, colour in ((False, "instance, whole in the window", COMMON), (True, "instance, cut by an edge", CUT)):
+            part = [(n, max(s, a), min(e, a + T)) for n, a in zip(names, starts) for s, e in inst
+                    if min(e, a + T) > max(s, a) and ((s < a or e > a + T) == cut)]
+            if part:
+                rows_, lo, hi = zip(*part)
+                traces.append(bars(rows_, lo, hi, name, colour, width=0.3))
     rows = ["video", *names, "ground truth"]
     if len(inst):
         traces.append(bars(["ground truth"] * len(inst), inst[:, 0], inst[:, 1], "ground truth", COMMON))
