@@ -174,7 +174,17 @@ def report(payload: dict) -> str:
     for name in WORLDS:
         if any(r["world"] == name for r in payload["runs"]):
             lines += world_table(payload, name)
-    lines += ["Reproduce: `python bench/long_instances.py --seeds 0 1 2`, then `--report`.", ""]
+    lines += ["`auto` against resampling (mAP@0.5, means over seeds):", ""]
+    for name in WORLDS:
+        rows = [r for r in payload["runs"] if r["world"] == name]
+        auto = auto_setting(payload.get("worlds", {}).get(name, {}).get("rule", ""))
+        a = [r["mAP@0.5"] for r in rows if r["setting"] == auto]
+        b = [r["mAP@0.5"] for r in rows if r["setting"] == "resample"]
+        if a and b:
+            lines.append(f"- {TITLES[name]}: `auto` = {auto}, {statistics.mean(a):.3f} against "
+                         f"{statistics.mean(b):.3f} ({statistics.mean(a) - statistics.mean(b):+.3f}; "
+                         f"{len(a)} and {len(b)} seeds)")
+    lines += ["", "Reproduce: `python bench/long_instances.py --seeds 0 1 2`, then `--report`.", ""]
     return "\n".join(lines)
 
 
