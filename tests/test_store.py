@@ -1,5 +1,7 @@
 """The memory-mapped float16 feature store (fscal_edu/data/store.py)."""
+import json
 import os
+import warnings
 import pickle
 import shutil
 
@@ -95,3 +97,104 @@ def test_read_only_dataset_uses_the_user_cache(small, tmp_path, monkeypatch):
     folder = cache_dir_for(small)
     assert folder.parent == tmp_path / "usercache"
     assert len(FeatureStore(small, 64)) == 12
+
+
+# --- the cache is derived data: any inconsistency rebuilds it, with one warning line -----------
+
+def test_content_rewritten_in_place_with_same_size_and_mtime_is_seen(small):
+    first = FeatureStore(small, 64)
+    vid = next(iter(first.index))
+    path = small / "features" / f"{vid}.npy"
+    st = path.stat()
+    x = np.load(path)
+    np.save(path, -x)                                   # same shape, dtype: same size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # and the old modification time
+    assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+    again = FeatureStore(small, 64)
+    np.testing.assert_array_equal(again[vid], -x)
+
+
+def _pair(store):
+    return store.path, store.path.with_suffix(".json")
+
+
+def _corrupt(kind, pack, index, vid, store):
+    if kind == "truncated pack":
+        pack.write_bytes(pack.read_bytes()[:1000])
+    elif kind == "empty pack":
+        pack.write_bytes(b"")
+    elif kind == "garbled pack header":
+        pack.write_bytes(b"garbage!" * 20 + pack.read_bytes()[160:])
+    elif kind == "missing pack":
+        pack.unlink()
+    elif kind == "missing index":
+        index.unlink()
+    elif kind == "truncated index":
+        index.write_text(index.read_text()[:50])
+    elif kind == "empty index":
+        index.write_text("")
+    elif kind == "index without a video":
+        meta = json.loads(index.read_text())
+        del meta["videos"][vid]
+        index.write_text(json.dumps(meta))
+    elif kind == "index entry garbled":
+        meta = json.loads(index.read_text())
+        meta["videos"][vid] = "x"
+        index.write_text(json.dumps(meta))
+    elif kind == "index a list":
+        index.write_text("[1, 2]")
+    elif kind == "wrong shape":
+        start, n = store.index[vid]
+        arr = np.array(np.load(pack))[:-5]
+        np.save(pack, arr)
+    elif kind in ("nan in the pack", "garbled rows"):
+        start, n = store.index[vid]
+        arr = np.load(pack, mmap_mode="r+")
+        arr[start + 3, 5] = np.nan if kind == "nan in the pack" else 1234.0
+        arr.flush()
+        del arr
+
+
+CORRUPTIONS = ["truncated pack", "empty pack", "garbled pack header", "missing pack", "missing index",
+               "truncated index", "empty index", "index without a video", "index entry garbled",
+               "index a list", "wrong shape", "nan in the pack", "garbled rows"]
+
+
+@pytest.mark.parametrize("kind", CORRUPTIONS)
+def test_inconsistent_cache_is_rebuilt_with_one_warning(small, kind):
+    first = FeatureStore(small, 64)
+    vid = sorted(first.index)[5]
+    expected = {v: np.array(first[v]) for v in first.index}
+    del first
+    store = FeatureStore(small, 64)
+    pack, index = _pair(store)
+    _corrupt(kind, pack, index, vid, store)
+    del store
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = FeatureStore(small, 64)
+        got = {v: np.array(again[v]) for v in again.index}
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    message = str(caught[0].message)
+    assert "\n" not in message and "feature cache is inconsistent" in message and "rebuilding" in message
+    assert sorted(got) == sorted(expected)
+    for v in expected:
+        np.testing.assert_array_equal(got[v], expected[v])
+    with warnings.catch_warnings():                     # the rebuilt cache is clean: no second warning
+        warnings.simplefilter("error")
+        fresh = FeatureStore(small, 64)
+        for v in fresh.index:
+            fresh[v]
+
+
+def test_nan_in_the_cache_never_reaches_the_model(small):
+    store = FeatureStore(small, 64)
+    vid = sorted(store.index)[0]
+    start, n = store.index[vid]
+    arr = np.load(store.path, mmap_mode="r+")
+    arr[start:start + n] = np.nan
+    arr.flush()
+    del arr, store
+    with pytest.warns(UserWarning, match="feature cache is inconsistent"):
+        x = FeatureStore(small, 64)[vid]
+    assert np.isfinite(x).all()
