@@ -144,8 +144,8 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
 
 def test_train_writes_run_and_is_repeatable(world, tmp_path):
     cfg = get_config("tiny", steps=6, eval_every=3)
-    r1 = train(cfg, world, tmp_path / "a", seed=3, device="cpu", progress=False)
-    r2 = train(cfg, world, tmp_path / "b", seed=3, device="cpu", progress=False)
+    r1 = train(cfg, world, tmp_path / "a", seed=3, device="cpu", progress=False, threads=1)
+    r2 = train(cfg, world, tmp_path / "b", seed=3, device="cpu", progress=False, threads=1)
     for name in ("best.pt", "last.pt", "config.json", "metrics.jsonl"):
         assert (tmp_path / "a" / name).is_file()
     log_a = [json.loads(x) for x in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
@@ -159,8 +159,8 @@ def test_train_writes_run_and_is_repeatable(world, tmp_path):
 
 def test_resume_matches_uninterrupted_run(world, tmp_path):
     cfg = get_config("tiny", steps=8, eval_every=4)
-    train(cfg, world, tmp_path / "whole", seed=1, device="cpu", progress=False)
-    train(cfg, world, tmp_path / "cut", seed=1, device="cpu", progress=False, stop_at=4)
+    train(cfg, world, tmp_path / "whole", seed=1, device="cpu", progress=False, threads=1)
+    train(cfg, world, tmp_path / "cut", seed=1, device="cpu", progress=False, threads=1, stop_at=4)
     assert read_checkpoint(tmp_path / "cut" / "last.pt")["step"] == 4
     train(cfg, world, tmp_path / "cut", seed=1, device="cpu", progress=False, resume=True)
     a = read_checkpoint(tmp_path / "whole" / "last.pt")["model"]
@@ -168,3 +168,73 @@ def test_resume_matches_uninterrupted_run(world, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "whole" / "metrics.jsonl").read_text().count("\n") == \
         (tmp_path / "cut" / "metrics.jsonl").read_text().count("\n")
+
+
+# --- a checkpoint is checked before a model is built from it --------------------------------------
+
+def _edited_checkpoint(tmp_path, change, name="bad.pt"):
+    save_checkpoint(tmp_path / "m.pt", FSCAL(get_config("tiny")))
+    state = read_checkpoint(tmp_path / "m.pt")
+    change(state)
+    torch.save(state, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda s: s.__setitem__("config", [1, 2]), "config"),
+    (lambda s: s["config"]["model"].__setitem__("d", 0), "model.d"),
+    (lambda s: s["config"]["model"].__setitem__("d", -4), "model.d"),
+    (lambda s: s["config"]["model"].__setitem__("d", "64"), "model.d"),
+    (lambda s: s["config"].__setitem__("model", [64]), "model"),
+    (lambda s: s["config"]["data"].__setitem__("T", 10**7), "data.T"),
+    (lambda s: s.__setitem__("model", [t for t in s["model"].values()]), "model"),
+    (lambda s: s.__setitem__("step", "7"), "step"),
+])
+def test_a_checkpoint_config_is_checked_before_the_model_is_built(tmp_path, change, field):
+    path = _edited_checkpoint(tmp_path, change)
+    for read in (read_checkpoint, load_model):
+        with pytest.raises(FscalError) as e:
+            read(path)
+        message = str(e.value)
+        assert message.startswith(f"file '{path}', field '{field}'") and "\n" not in message, message
+
+
+def test_nan_weights_name_the_checkpoint_and_the_parameter(tmp_path):
+    name = next(k for k, v in FSCAL(get_config("tiny")).state_dict().items() if v.is_floating_point())
+
+    def poison(state):
+        state["model"][name] = state["model"][name].clone()
+        state["model"][name].view(-1)[0] = float("nan")
+    path = _edited_checkpoint(tmp_path, poison)
+    with pytest.raises(FscalError, match=rf"^file '{path}', field 'model\.{name}': 1 of \d+ weights are NaN or inf"):
+        load_model(path)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this ran",))
+
+
+def test_a_pickle_with_code_is_refused_keeping_torchs_warning(tmp_path, capsys):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "fscal-edu-checkpoint-v1", "config": _RunsCode()}, path)
+    with pytest.raises(FscalError) as e:
+        load_model(path)
+    message = str(e.value)
+    assert "\n" not in message and message.startswith(f"file '{path}'")
+    assert "weights_only" in message and "arbitrary code execution" in message, message
+    assert "this ran" not in capsys.readouterr().out
+
+
+def test_train_resume_and_evaluate_read_checkpoints_through_the_same_checks(world, tmp_path, capsys):
+    from worlds import assert_error, run_cli
+    cfg = get_config("tiny", steps=2, eval_every=2, val_episodes=2)
+    train(cfg, world, tmp_path / "run", seed=0, stop_at=1)
+    last = tmp_path / "run" / "last.pt"
+    state = read_checkpoint(last)
+    state["config"]["model"]["d"] = "64"
+    torch.save(state, last)
+    with pytest.raises(FscalError, match=f"^file '{last}', field 'model.d'"):
+        train(cfg, world, tmp_path / "run", seed=0, resume=True)
+    assert_error(run_cli(capsys, "evaluate", "--data", world.root, "--checkpoint", last), "evaluate",
+                 str(last), "field 'model.d'")
