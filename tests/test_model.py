@@ -228,13 +228,13 @@ def test_a_pickle_with_code_is_refused_keeping_torchs_warning(tmp_path, capsys):
 
 def test_train_resume_and_evaluate_read_checkpoints_through_the_same_checks(world, tmp_path, capsys):
     from worlds import assert_error, run_cli
-    cfg = get_config("tiny", steps=2, eval_every=2, val_episodes=2)
-    train(cfg, world, tmp_path / "run", seed=0, stop_at=1)
+    cfg = get_config("tiny", steps=4, eval_every=2, val_episodes=2)
+    train(cfg, world, tmp_path / "run", seed=0, device="cpu", progress=False, threads=1, stop_at=2)
     last = tmp_path / "run" / "last.pt"
     state = read_checkpoint(last)
     state["config"]["model"]["d"] = "64"
     torch.save(state, last)
     with pytest.raises(FscalError, match=f"^file '{last}', field 'model.d'"):
-        train(cfg, world, tmp_path / "run", seed=0, resume=True)
+        train(cfg, world, tmp_path / "run", seed=0, device="cpu", progress=False, threads=1, resume=True)
     assert_error(run_cli(capsys, "evaluate", "--data", world.root, "--checkpoint", last), "evaluate",
                  str(last), "field 'model.d'")
