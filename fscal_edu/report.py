@@ -21,6 +21,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import numpy as np
+
 from . import stages
 from .diagnostics import ablation_tests, probe_results
 from .runtime import shipped
@@ -412,3 +414,36 @@ def readme_quotes(results_dir=None) -> list[str]:
             f"one quick-preset training of {training_time_text(speed)}",
             f"(seed 0, {shipped_checkpoint(seeds)['seed0']:.3f}; `bench/results/train_seeds.json`)",
             f"`bench/kill_resume.py`: {kills['killed']} random kills"]
+
+
+# What a timeline picture shows, in one sentence computed from what it draws
+
+def on_instances(curve, x, spans) -> dict:
+    """Compare a curve drawn on the query's time line (``curve`` at times ``x``) inside the
+    instances ``spans (G, 2)`` and outside them: the means and their ratio, and ``direction``
+    ``"on"`` (inside at least 1.25 times outside), ``"off"`` (at most 0.8 times) or ``"even"``."""
+    curve, x = np.asarray(curve, dtype=float), np.asarray(x, dtype=float)
+    inside = np.zeros(len(x), dtype=bool)
+    for s, e in np.asarray(spans, dtype=float).reshape(-1, 2):
+        inside |= (x >= s) & (x < e)
+    if not inside.any() or inside.all():
+        return {"inside": None, "outside": None, "ratio": None, "direction": "even", "cover": float(inside.mean())}
+    a, b = float(curve[inside].mean()), float(curve[~inside].mean())
+    ratio = a / b if b > 0 else float("inf")
+    return {"inside": a, "outside": b, "ratio": ratio, "cover": float(inside.mean()),
+            "direction": "on" if ratio >= 1.25 else "off" if ratio <= 0.8 else "even"}
+
+
+def timeline_sentence(stage: str, found: dict) -> str:
+    """One sentence saying where to look in :func:`fscal_edu.viz.attention.attention_timeline_figure`
+    for ``stage``, with the direction :func:`on_instances` found in the curve it draws."""
+    name = stages.get(stage).short
+    received = stages.get(stage).layout == "support_to_query"
+    what = f"{name}'s mass (the top curve)" if received else f"How concentrated {name}'s attention is (the top curve)"
+    if found["ratio"] is None:
+        return f"{what}: this query has no instance of the common action to compare with."
+    verb = {"on": "peaks on the common action's instances (red)",
+            "off": "avoids the common action's instances (red)",
+            "even": "is about the same on the common action's instances (red) as elsewhere"}[found["direction"]]
+    return (f"{what} {verb}: {found['inside']:.2f} there on average against {found['outside']:.2f} "
+            f"elsewhere in the query.")

@@ -10,6 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
+from einops import rearrange
 from plotly.subplots import make_subplots
 
 from .. import stages
@@ -250,4 +251,137 @@ def granularity_mass_figure(mass: dict, *, support: int = 0) -> go.Figure:
     fig.update_layout(title=f"{stages.title('dynamics')}: mass received by the snippets of support "
                             f"{support}, by granularity", xaxis_title="snippet t of the support",
                       yaxis_title="mass received", height=360)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention on the query's time line
+# ---------------------------------------------------------------------------------------------
+
+class QueryTimeline(NamedTuple):
+    """A stage's attention moved onto the query's time axis (:func:`query_timeline`).
+
+    ``M (T, R)``: what each query snippet t exchanges with each support snippet r (R = K * T_S rows,
+    support after support); ``curve (T,)``: the one number per query snippet that the top panel
+    draws; ``curve_name`` says what it is."""
+
+    M: np.ndarray
+    curve: np.ndarray
+    curve_name: str
+    K: int
+    T_S: int
+
+
+def spread_over_time(segments, values, T: int) -> np.ndarray:
+    """Spread each proposal's ``values (N, R)`` evenly over the snippets of its span ``segments (N,
+    2)`` (snippet units, ``[start, end)``) and add them up: ``(T, R)``. A proposal's total is kept."""
+    seg = np.asarray(segments, dtype=float).reshape(-1, 2)
+    centre = np.arange(T) + 0.5                                                    # (T,)
+    # w[i, t] = 1[start_i <= t + 1/2 < end_i] / (end_i - start_i)
+    cover = (centre[None] >= seg[:, :1]) & (centre[None] < seg[:, 1:])              # (N, T)
+    w = cover / np.maximum(cover.sum(1, keepdims=True), 1)
+    return w.T @ np.asarray(values, dtype=float).reshape(len(seg), -1)            # (T, R)
+
+
+def query_timeline(att, segments, T: int, *, batch: int = 0) -> QueryTimeline:
+    """The attention of a stage that involves the query's proposals, on the query's time line.
+
+    - ``support_to_query`` (StoQ): ``M[t, r]`` is the mass support snippet r sends to the proposals
+      that cover t (each proposal's share spread over its span); the curve is the mass each query
+      snippet receives from all supports, ``sum_r M[t, r]`` (an even spread gives K*T_S / T).
+    - ``query_to_support`` (QtoS) and the joint ablation: every proposal sends one unit to each
+      support, so what varies is *where* it goes: ``M[t, r]`` is the share of the unit of the
+      proposals covering t that goes to support snippet r (each support's row of M sums to one);
+      the curve is how concentrated that is, ``T_S * max_r M[t, r]`` averaged over the supports
+      (1: an even spread over the support's snippets, T_S: all on one).
+    """
+    kind = stage_layout(att.stage)
+    A = att.A.detach().float().cpu().numpy()[batch]
+    K, T_S = att.K, att.T_S
+    if kind == "support_to_query":
+        M = spread_over_time(segments, A.T, T)                                      # (T, K*T_S)
+        return QueryTimeline(M, M.sum(1), "mass received", K, T_S)
+    if kind in ("query_to_support", JOINT):
+        # (K, N_Q, T_S) -> (N_Q, K*T_S); the joint layout is already (N_Q, K*T_S)
+        values = rearrange(A, "k n s -> n (k s)") if kind == "query_to_support" else A
+        M = rearrange(spread_over_time(segments, values, T), "t (k s) -> t k s", k=K)  # (T, K, T_S)
+        # share of each support's unit: M[t, k, s] / sum_s M[t, k, s]
+        M = M / np.maximum(M.sum(-1, keepdims=True), 1e-12)
+        curve = (T_S * M.max(-1)).mean(-1)                                           # (T,)
+        return QueryTimeline(rearrange(M, "t k s -> t (k s)"), curve, "concentration (1: even)", K, T_S)
+    raise FscalError(f"{where(field='stage')}: {att.stage!r} does not attend from or to the query's "
+                     f"proposals; draw it with stage_attention_figure")
+
+
+def support_ticks(K: int, T_S: int) -> tuple:
+    """Tick values and labels of a support-snippet axis read as clips (support l's snippet j sits at
+    ``l + j / T_S``): ``S<l> start`` at each clip's start and ``middle`` halfway through it."""
+    vals = [v for l in range(K) for v in (l, l + 0.5)]
+    text = [t for l in range(K) for t in (f"S{l} start", "middle")]
+    return vals, text
+
+
+def _instances(fig, spans, colour, name, rows) -> None:
+    """Shade ``spans (G, 2)`` over all ``rows`` of a subplot figure, one legend entry for all."""
+    spans = np.asarray(spans if spans is not None else [], dtype=float).reshape(-1, 2)
+    for s, e in spans:
+        for r in rows:                       # over a heatmap (row 2): an outline, the colours stay readable
+            fill = dict(fillcolor=colour, opacity=0.18, line_width=0, layer="below") if r != 2 else \
+                dict(line=dict(color=colour, width=2, dash="dot"), layer="above")
+            fig.add_vrect(x0=s, x1=e, row=r, col=1, **fill)
+    if len(spans):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name, hoverinfo="skip",
+                                 marker=dict(symbol="square", size=12, color=colour, opacity=0.5)), 1, 1)
+
+
+def attention_timeline_figure(att, segments, T: int, *, batch: int = 0, duration: float | None = None,
+                              gt=None, others=None, detections=(), verdict_colours=None,
+                              support_notes: dict | None = None, title: str | None = None) -> go.Figure:
+    """Where in the query a stage's attention lands (:func:`query_timeline`), on the query's time axis.
+
+    Top: the curve (StoQ: mass received per query snippet; QtoS: how concentrated the attention
+    sent from there is). Middle: ``M`` as a heatmap, one row per support snippet, the supports read
+    as clips (``S<l> start`` and the clip's middle, a white line between two supports;
+    ``support_notes = {l: "outlier"}`` names a loose or outlier support). Bottom: ``detections`` (``[{"segment",
+    "score"}]``), coloured by ``verdict_colours`` if given. ``gt`` (the common action) and ``others``
+    (other classes) shade all three panels. x is in seconds when ``duration`` is given (``gt``,
+    ``others`` and detections too), else in snippets.
+    """
+    view = query_timeline(att, segments, T, batch=batch)
+    dt = (duration / T) if duration else 1.0
+    x = np.round((np.arange(T) + 0.5) * dt, 3)
+    R = view.K * view.T_S
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.28, 0.52, 0.2], vertical_spacing=0.04)
+    fig.add_trace(go.Scatter(x=x, y=view.curve.round(4), mode="lines", fill="tozeroy", line=dict(color="#1f77b4"),
+                             name=view.curve_name, hovertemplate="%{x}: %{y:.3f}<extra></extra>"), 1, 1)
+    y_domain = fig.layout.yaxis2.domain
+    # float32: plotly stores it as a typed array, a few bytes a value
+    fig.add_trace(go.Heatmap(z=view.M.T.round(4).astype(np.float32), x=x.astype(np.float32), y=np.arange(R) / view.T_S,
+                             colorscale="Viridis", hovertemplate="query %{x}<br>support clip %{y:.2f}<br>"
+                                                                 "%{z:.3f}<extra></extra>",
+                             colorbar=dict(title=dict(text="M", side="right"), len=y_domain[1] - y_domain[0],
+                                           y=sum(y_domain) / 2, thickness=14)), 2, 1)
+    for l in range(1, view.K):
+        fig.add_hline(y=l - 0.5 / view.T_S, line_color="white", line_width=2, row=2, col=1)
+    for l, note in (support_notes or {}).items():
+        fig.add_annotation(x=x[-1], y=l + 0.5, text=note, showarrow=False, xanchor="right",
+                           font=dict(color="white"), row=2, col=1)
+    dets = sorted(detections, key=lambda d: -d["score"])
+    colours = verdict_colours or ["#555555"] * len(dets)
+    for rank, (d, c) in enumerate(zip(dets, colours)):
+        fig.add_trace(go.Scatter(x=list(d["segment"]), y=[rank, rank], mode="lines+text", line=dict(color=c, width=6),
+                                 text=[f"{d['score']:.2f}", ""], textposition="middle left", showlegend=False,
+                                 hovertemplate=f"detection #{rank + 1}, score {d['score']:.2f}<extra></extra>"), 3, 1)
+    _instances(fig, gt, "#d62728", "common action", (1, 2, 3))
+    _instances(fig, others, "#8c8c8c", "other classes", (1, 2, 3))
+    vals, text = support_ticks(view.K, view.T_S)
+    fig.update_yaxes(title_text=view.curve_name.split(" (")[0], rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="support clip", tickvals=vals, ticktext=text, autorange="reversed", row=2, col=1)
+    fig.update_yaxes(title_text="detections", showticklabels=False, autorange="reversed",
+                     range=None, row=3, col=1)
+    fig.update_xaxes(title_text="query time (s)" if duration else "query time (snippets)", row=3, col=1)
+    fig.update_xaxes(range=[0, T * dt])
+    fig.update_layout(title=dict(text=title or f"{stages.title(att.stage)} on the query's time line"),
+                      height=620, margin=dict(l=60, r=20, t=100, b=50),
+                      legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0))
     return fig

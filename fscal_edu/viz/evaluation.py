@@ -10,10 +10,11 @@ from plotly.subplots import make_subplots
 
 from .. import stages
 from ..report_stages import BAR, mechanism_sweeps, sweep_title
+from ..evaluation import detection_verdicts
 from ..utils import FscalError, where
-from .attention import stage_attention_figure, stage_layout
+from .attention import attention_timeline_figure, stage_attention_figure, stage_layout
 from .marks import OTHER, SUPPORT
-from .training import detections_timeline_figure
+from .training import HIT, MISS, ON_DISTRACTOR, detections_timeline_figure
 
 
 ABLATION_COLOURS = {"full": SUPPORT, "blind": OTHER, "prototype": OTHER}
@@ -145,4 +146,92 @@ def mechanisms_figure(mechanisms: dict, *, columns: int = 3) -> go.Figure:
         title.font.size = 12
     fig.update_layout(title="When does each stage matter?", height=330 * rows + 80, legend_orientation="h",
                       legend_y=-0.25 if rows == 1 else -0.12, margin=dict(l=10, r=10, t=80, b=10))
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# The attention on the query's time line, one episode, and the explorer that needs no kernel
+# ---------------------------------------------------------------------------------------------
+
+def timeline_stages() -> tuple:
+    """The registered stages that attend from or to the query's proposals (they draw on its time line)."""
+    return tuple(s.name for s in stages.registered() if s.layout in ("query_to_support", "support_to_query"))
+
+
+def episode_timeline_figure(att, segments, T: int, episode: dict, annotations: dict, detections=(), *,
+                            top: int = 5, title: str | None = None) -> go.Figure:
+    """:func:`~fscal_edu.viz.attention.attention_timeline_figure` of one episode, in seconds: its
+    instances of the common action and of other classes, and its ``top`` detections coloured as in
+    :func:`~fscal_edu.viz.training.detections_timeline_figure` (hit, on a distractor, miss)."""
+    video = annotations["database"][episode["query"]]
+    gt = [a["segment"] for a in video["annotations"] if a["label"] == episode["label"]]
+    others = [a["segment"] for a in video["annotations"] if a["label"] != episode["label"]]
+    dets = sorted(detections, key=lambda d: -d["score"])[:top]
+    verdicts = [v for v, _ in detection_verdicts(episode, annotations, dets)]
+    colours = [HIT if v == "hit" else MISS if v == "miss" else ON_DISTRACTOR for v in verdicts]
+    return attention_timeline_figure(att, segments, T, duration=video["duration"], gt=gt, others=others,
+                                     detections=dets, verdict_colours=colours, title=title)
+
+
+def _controls(fig, views: list, combos: list, episodes: list) -> None:
+    """One dropdown over ``combos`` (model · stage) and, for each, a slider over ``episodes``; each
+    entry shows the traces of one view (``views[i] = (combo, episode, trace indices, layout)``)."""
+    n = len(fig.data)
+
+    def show(view):
+        visible = [False] * n
+        for i in view[2]:
+            visible[i] = True
+        return [{"visible": visible}, view[3]]
+
+    sliders = []
+    for c, combo in enumerate(combos):
+        steps = [dict(method="update", label=str(e), args=show(v)) for v in views if v[0] == c for e in [v[1]]]
+        sliders.append(dict(active=0, visible=c == 0, steps=steps, currentvalue=dict(prefix="episode "),
+                            x=0.0, len=1.0, y=0, yanchor="top", pad=dict(t=40)))
+    buttons = []
+    for c, combo in enumerate(combos):
+        first = next(v for v in views if v[0] == c)
+        args = show(first)
+        args[1] = {**args[1], **{f"sliders[{s}].visible": s == c for s in range(len(combos))},
+                   f"sliders[{c}].active": 0}
+        buttons.append(dict(method="update", label=combo, args=args))
+    fig.update_layout(sliders=sliders, updatemenus=[dict(buttons=buttons, active=0, x=0.0, xanchor="left",
+                                                         y=1.0, yanchor="bottom", pad=dict(b=8),
+                                                         direction="down", showactive=True)])
+
+
+def attention_explorer_figure(runs: dict, episodes: list, annotations: dict, *, segments, T: int,
+                              top: int = 5, stage_names=None) -> go.Figure:
+    """ONE figure that switches, without a kernel, between precomputed views of the attention on the
+    query's time line (:func:`episode_timeline_figure`): a dropdown picks the model and the stage, a
+    slider the episode. ``runs = {model: [episode_outputs(...) for each of episodes]}``. The stages
+    are those drawn on the query's time line (:func:`timeline_stages`, or ``stage_names``); a model
+    without a stage (switched off, blind) offers no entry for it. Heatmaps travel as float32."""
+    stage_names = tuple(stage_names or timeline_stages())
+    fig, views, combos = None, [], []
+    for model, outs in runs.items():
+        for stage in stage_names:
+            if any(o["attention"].get(stage) is None for o in outs):
+                continue
+            combos.append(f"{model} · {stages.get(stage).short}")
+            for e, (ep, out) in enumerate(zip(episodes, outs)):
+                one = episode_timeline_figure(out["attention"][stage], segments, T, ep, annotations, out["detections"],
+                                              top=top, title=f"{model}: {stages.title(stage)}, episode {ep['id']} "
+                                                             f"(class {ep['label']})")
+                if fig is None:
+                    fig = go.Figure(layout=one.layout)
+                start = len(fig.data)
+                fig.add_traces(list(one.data))
+                views.append((len(combos) - 1, e, range(start, len(fig.data)),
+                              {"shapes": list(one.layout.shapes), "title.text": one.layout.title.text}))
+    if fig is None:
+        raise FscalError(f"{where(field='runs')}: no model has a stage among {list(stage_names)}")
+    first = views[0]
+    for i, trace in enumerate(fig.data):
+        trace.visible = i in first[2]
+    fig.update_layout(shapes=first[3]["shapes"], title_text=first[3]["title.text"], height=720,
+                      margin=dict(t=130, b=130))
+    fig.update_layout(legend=dict(y=1.02, x=1.0, xanchor="right"))
+    _controls(fig, views, combos, episodes)
     return fig
