@@ -134,6 +134,7 @@ def train_and_evaluate(cfg, world, run, *, seed: int, shots: int = 5, device: st
     """Train ``cfg`` on ``world`` into ``run`` (replacing what is there), then score its best
     checkpoint on the test episodes: ``(metrics, training wall time in s)``."""
     from fscal_edu.train import train
+    train_kw.setdefault("threads", torch.get_num_threads())    # the thread count this script configured
     t0 = time.perf_counter()
     train(cfg, world, run, seed=seed, device=device, progress=False, overwrite=True, **train_kw)
     secs = time.perf_counter() - t0

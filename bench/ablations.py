@@ -112,7 +112,8 @@ def timed_training(job: dict) -> float:
     configure_process(threads=job["threads"])
     cfg = get_config(job["preset"], ablate=models()[job["model"]], steps=job["steps"], val_episodes=8)
     t0 = time.perf_counter()
-    train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", progress=False, overwrite=True)
+    train(cfg, World(job["data"]), job["out"], seed=0, device="cpu", threads=job["threads"], progress=False,
+          overwrite=True)
     return time.perf_counter() - t0
 
 

@@ -58,7 +58,7 @@ def run_one(world: World, name: str, seed: int, runs: Path, here: str) -> dict:
     t0 = time.perf_counter()
     cfg = get_config("quick", **VARIANTS[name][0])
     run = runs / f"{name}_s{seed}"
-    train(cfg, world, run, seed=seed, device="cpu", progress=False, overwrite=True)
+    train(cfg, world, run, seed=seed, device="cpu", threads=torch.get_num_threads(), progress=False, overwrite=True)
     model = load_model(run / "best.pt", device="cpu")
     row = {"variant": name, "seed": seed, "train_s": round(time.perf_counter() - t0, 1),
            "threads": torch.get_num_threads(), "machine": here}

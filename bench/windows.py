@@ -55,7 +55,8 @@ def config(name: str):
 def run_one(world: World, name: str, seed: int, runs: Path) -> dict:
     run = runs / f"{name}_s{seed}"
     t0 = time.perf_counter()
-    train(config(name), world, run, seed=seed, device="cpu", progress=False, overwrite=True, feature_dim="data")
+    train(config(name), world, run, seed=seed, device="cpu", threads=torch.get_num_threads(), progress=False,
+          overwrite=True, feature_dim="data")
     secs = time.perf_counter() - t0
     model = load_model(run / "best.pt", device="cpu")
     row = {"model": name, "seed": seed, "train_s": round(secs, 1), "threads": torch.get_num_threads()}

@@ -49,7 +49,7 @@ def describe_episode(world: World, ep: dict) -> str:
 
 
 def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: int = 0, device="cpu",
-                  force_train: bool = False):
+                  force_train: bool = False, threads: int | None = None):
     """The shipped checkpoint of ``name`` ("full" or "blind") if present, else train it into ``out``.
 
     Returns ``(model, seconds spent training or None)``; says which of the two it did.
@@ -61,8 +61,7 @@ def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: 
     print(f"{name}: training the {preset} preset from scratch (seed {seed})")
     t0 = time.perf_counter()
     train(get_config(preset, ablate=["blind"] if name == "blind" else []), world, out, seed=seed, device=device,
-          overwrite=True,
-          feature_dim="data")
+          threads=threads, overwrite=True, feature_dim="data")
     return load_model(Path(out) / "best.pt", device=device), time.perf_counter() - t0
 
 
