@@ -133,6 +133,8 @@ def read_ground_truth(ground_truth, subset=None):
         videos.append(vid)
         for k, ann in enumerate(anns):
             name, seg = _fields(ann, ["label", "segment"], file, vid, k)
+            if not isinstance(name, str):
+                raise FscalError(f"{where(file=file, video=vid, field='label')}: entry {k} needs a string, got {name!r:.60}")
             label.append(classes.setdefault(name, len(classes)))
             video.append(len(videos) - 1)
             segs.append(seg)
@@ -165,6 +167,10 @@ def read_predictions(predictions, classes: list, videos: list):
                 _fields(entry, ["label", "score", "segment"], file, vid, k)
         owners += [vid] * len(entries)
         video += [vi] * len(entries)
+    odd = next((i for i, n in enumerate(names) if not isinstance(n, str)), None)
+    if odd is not None:                          # a list would fail as a dict key, a number never matches
+        raise FscalError(f"{where(file=file, video=owners[odd], field='label')}: a detection's label must "
+                         f"be a class name (a string), got {names[odd]!r:.60}")
     label = np.asarray([class_index.get(n, -1) for n in names], dtype=np.int64)
     unknown = np.flatnonzero(label < 0)
     if len(unknown):
@@ -325,6 +331,10 @@ def _episodes(episodes) -> dict:
     out = {}
     for k, ep in enumerate(episodes):
         eid, label, query = _fields(ep, ["id", "label", "query"], None, None, f"episode {k}")
+        bad = next((key for key in ("query", "id", "label") if not isinstance(ep[key], str)), None)
+        if bad:                                  # a list or a number is never a name
+            raise FscalError(f"{where(video=query if isinstance(query, str) else None, field=bad)}: "
+                             f"episode {k} needs a string, got {ep[bad]!r:.60}")
         if eid in out:
             raise FscalError(f"{where(video=query, field='id')}: episode id {eid!r} appears twice")
         out[eid] = ep

@@ -5,11 +5,12 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data.episodes import EpisodeDataset, World, collate, episode_tensors
+from .data.episodes import EpisodeDataset, World, check_episodes, collate, episode_tensors
 from .distributed import unwrap
 from .evaluation import evaluate_fscal
 from .postprocess import merge_detections, merge_window_edges, results_json
 from .proposals import decode, proposal_names
+from .utils import check_int
 
 
 @torch.no_grad()
@@ -30,6 +31,7 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     """
     model = unwrap(model)                        # the model inside a DistributedDataParallel
     skip = model.check_skip(skip)                # a bad name fails before any data is read
+    check_episodes(episodes, world.annotations)  # fields, known videos, unique ids: before any work
     cfg = model.cfg if query_mode is None else model.cfg.replace(query_mode=query_mode)   # the model's stays
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
@@ -66,6 +68,8 @@ def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | 
                    skip=(), query_mode: str | None = None) -> tuple[dict, dict]:
     """Predict the fixed ``split`` episodes and score them with the FS-CAL protocol (``skip``: stages
     bypassed, ``query_mode``: queries read another way, see :func:`predict`)."""
+    if limit is not None:                        # a negative limit would drop episodes from the end
+        check_int(limit, at_least=1, field="limit")
     episodes = world.episodes(split, shots)[:limit]
     results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress,
                       workers=workers, skip=skip, query_mode=query_mode)

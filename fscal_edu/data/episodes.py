@@ -17,9 +17,10 @@ from torch.utils.data import Dataset
 
 from ..utils import FscalError, read_json, where
 from .annotations import instances_by_class, labels, load_annotations, load_splits
-from .features import FeatureMeta, crop, find_feature_file, seconds_to_index
+from .features import FeatureMeta, check_segment, crop, find_feature_file, seconds_to_index
 from .sampling import EpisodeKnobs, check_shots, sample_episode, sample_episodes, save_episodes  # noqa: F401
 from .store import FeatureStore
+from .synthetic import read_world_json
 
 
 # ---------------------------------------------------------------------------------------------
@@ -38,10 +39,9 @@ def load_episodes(path, annotations: dict | None = None, *, shots: int | None = 
     raw = read_json(path, "the episodes file")
     if not isinstance(raw, dict) or not isinstance(raw.get("episodes"), list):
         raise FscalError(f"{where(file=path, field='episodes')}: expected {{\"episodes\": [...]}}")
-    episodes = raw["episodes"]
+    episodes = check_episodes(raw["episodes"], annotations, file=path, shots=shots, split=split, splits=splits)
     clipped, short = [], []
     for ep in episodes:
-        validate_episode(ep, annotations, file=path, shots=shots, split=split, splits=splits)
         if annotations is None:
             continue
         for clip in ep["support"]:
@@ -62,6 +62,22 @@ def load_episodes(path, annotations: dict | None = None, *, shots: int | None = 
     return episodes
 
 
+def check_episodes(episodes, annotations: dict | None = None, *, file=None, shots: int | None = None,
+                   split: str | None = None, splits: dict | None = None) -> list[dict]:
+    """``episodes`` (a list), each checked by :func:`validate_episode`, their ids unique."""
+    if not isinstance(episodes, list):
+        raise FscalError(f"{where(file=file, field='episodes')}: expected a list of episodes, got "
+                         f"{type(episodes).__name__}")
+    first = {}
+    for k, ep in enumerate(episodes):
+        validate_episode(ep, annotations, file=file, shots=shots, split=split, splits=splits)
+        if ep["id"] in first:
+            raise FscalError(f"{where(file=file, video=ep['query'], field='id')}: episode id {ep['id']!r} "
+                             f"appears twice (episodes {first[ep['id']]} and {k}); ids must be unique")
+        first[ep["id"]] = k
+    return episodes
+
+
 def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: int | None = None,
                      split: str | None = None, splits: dict | None = None) -> None:
     """Clear errors for malformed episodes, naming the file, the video and the field.
@@ -79,6 +95,10 @@ def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: in
         if key not in ep:
             raise FscalError(f"{where(file=file, video=ep.get('query'), field=key)}: episode "
                              f"{ep.get('id')!r} lacks {key!r}")
+    for key in ("query", "id", "label"):          # names, never lists or numbers (keys of dicts)
+        if not isinstance(ep[key], str) or not ep[key]:
+            raise FscalError(f"{where(file=file, video=ep['query'] if isinstance(ep['query'], str) else None, field=key)}"
+                             f": episode {ep['id']!r:.60} needs a non-empty string, got {ep[key]!r:.60}")
     name, query, support = ep["id"], ep["query"], ep["support"]
     if not isinstance(support, list) or len(support) < (shots or 1):
         raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} needs a "
@@ -94,9 +114,9 @@ def validate_episode(ep: dict, annotations: dict | None, *, file=None, shots: in
                          + (f" (splits.json puts it in {home!r})" if home else "")
                          + "; the episodes file does not match splits.json: sample it again")
     for clip in support:
-        if not isinstance(clip, dict) or "video" not in clip or "segment" not in clip:
+        if not isinstance(clip, dict) or not isinstance(clip.get("video"), str) or "segment" not in clip:
             raise FscalError(f"{where(file=file, video=query, field='support')}: episode {name!r} has "
-                             f"support clip {clip!r:.80}; need {{\"video\", \"segment\"}}")
+                             f"support clip {clip!r:.80}; need {{\"video\": a video id, \"segment\"}}")
         seg = clip["segment"]
         numbers = isinstance(seg, (list, tuple)) and len(seg) == 2 and all(
             isinstance(t, (int, float)) and np.isfinite(t) for t in seg)
@@ -149,6 +169,9 @@ class World:
         self.splits = load_splits(self.root / "splits.json", classes=self.labels)
         self.label_index = {c: i for i, c in enumerate(self.labels)}
         self.store = FeatureStore(self.root, self.meta.feature_dim)        # built on first use
+        # a synthetic world's world.json, checked now (a knob out of range fails before any run starts)
+        path = self.root / "world.json"
+        self.world_info = read_world_json(path).get("info", {}) if path.is_file() else {}
         self._clips: OrderedDict = OrderedDict()    # (video, segment, length) -> resampled clip
         self._clip_bytes = 0
 
@@ -172,6 +195,8 @@ class World:
         """``(length, C)`` float32: ``segment`` (seconds; ``None``: the whole video) resampled to
         ``length`` snippets. Kept in a cache (least recently used out past 512 MB), since
         training episodes draw the same videos and instances again and again; read-only."""
+        if segment is not None:
+            check_segment(segment, video=video_id)          # end < start would read backwards
         key = (video_id, None if segment is None else tuple(segment), length)
         if key in self._clips:
             self._clips.move_to_end(key)
@@ -190,8 +215,7 @@ class World:
     def episode_knobs(self) -> dict:
         """A synthetic world's loose or outlier supports (``world.json``), for training episodes
         drawn like its fixed ones; ``{}`` for real data."""
-        path = self.root / "world.json"
-        config = (read_json(path, "world.json").get("info", {}).get("config", {}) if path.is_file() else {})
+        config = self.world_info.get("config", {})
         return {k: config[k] for k in ("support_slack", "outlier_prob") if k in config}
 
     def query_features(self, video_id: str, pool: int = 1) -> np.ndarray:

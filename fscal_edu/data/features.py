@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..utils import FscalError, read_json, where
+from ..utils import FscalError, check_int, read_json, where
 
 FEATURE_SUFFIXES = (".npy", ".npz", ".csv", ".pt")
 
@@ -116,6 +116,8 @@ def _read_raw(path: Path, video_id: str):
         if not isinstance(obj, torch.Tensor):
             raise FscalError(f"{where(file=path, video=video_id, field='feats')}: .pt must hold a "
                              f"tensor (or a dict with key 'feats'), got {type(obj).__name__}")
+        if obj.is_complex() or obj.dtype == torch.bool:      # .float() would drop or cast silently
+            return obj.numpy()
         return obj.float().numpy()
     raise FscalError(f"{where(file=path, video=video_id, field='path')}: unknown feature format "
                      f"{suffix!r}; use one of {FEATURE_SUFFIXES}")
@@ -125,7 +127,7 @@ def read_features(path, *, expected_dim: int | None = None, video_id: str | None
     """Read one video's features from ``.npy``, ``.npz`` (key ``feats``), ``.csv`` or ``.pt``.
 
     Returns float32 ``(T, C)``. Rejects, naming file, video and field: a missing or unreadable
-    file, a shape other than 2-D, zero snippets, a width other than ``expected_dim``, NaN or inf.
+    file, values that are not real numbers (complex, bool, text), a shape other than 2-D, zero snippets, a width other than ``expected_dim``, NaN or inf.
     """
     path = Path(path)
     video_id = video_id if video_id is not None else path.stem
@@ -139,6 +141,9 @@ def read_features(path, *, expected_dim: int | None = None, video_id: str | None
         raise FscalError(f"{where(file=path, video=video_id, field='path')}: feature file is "
                          f"unreadable ({e})") from None
     x = np.asarray(x)
+    if x.dtype.kind not in "fiu":             # complex, bool, text, ...: never cast silently
+        raise FscalError(f"{where(file=path, video=video_id, field='dtype')}: features must be real "
+                         f"numbers (float or integer), got dtype {x.dtype}")
     if x.ndim != 2:
         raise FscalError(f"{where(file=path, video=video_id, field='shape')}: features must be "
                          f"2-D (T, C), got shape {x.shape}")
@@ -200,6 +205,18 @@ def interpolate_at(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return torch.gather(x, -2, idx(lo)) * (1 - w) + torch.gather(x, -2, idx(hi)) * w
 
 
+def check_segment(segment, *, video=None, file=None, field: str = "segment") -> tuple[float, float]:
+    """``(start, end)`` of ``segment``, two finite numbers with ``start < end``, else an
+    :class:`FscalError` naming ``file``, ``video`` and ``field``."""
+    pair = isinstance(segment, (list, tuple, np.ndarray)) and len(segment) == 2 and all(
+        isinstance(t, (int, float, np.number)) and not isinstance(t, (bool, np.bool_)) and np.isfinite(t)
+        for t in segment)
+    if not (pair and segment[0] < segment[1]):
+        raise FscalError(f"{where(file=file, video=video, field=field)}: need [start, end], two finite "
+                         f"numbers with start < end, got {segment!r:.60}")
+    return float(segment[0]), float(segment[1])
+
+
 def crop(x, start: float, end: float, length: int):
     """Cut ``[start, end)`` (snippet coordinates) out of ``(T, C)`` features as ``(length, C)``.
 
@@ -208,6 +225,7 @@ def crop(x, start: float, end: float, length: int):
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
         raise FscalError(f"{where(field='length')}: features are cut or resampled to a positive number "
                          f"of snippets, got {length!r}")
+    start, end = check_segment((start, end))      # end < start would read the features backwards
     is_np = isinstance(x, np.ndarray)
     t = torch.as_tensor(x, dtype=torch.float32)
     pos = start + (torch.arange(length, dtype=torch.float32) + 0.5) * (end - start) / length
@@ -228,6 +246,19 @@ def _as_array(v):
     return v if isinstance(v, torch.Tensor) else np.asarray(v, dtype=np.float64)
 
 
+def _check_axis(duration, num_snippets) -> None:
+    """A video's duration (seconds, finite, > 0) and its number of snippets (an integer >= 1)."""
+    check_int(num_snippets, at_least=1, field="num_snippets")
+    try:
+        d = np.asarray(duration.detach().cpu() if isinstance(duration, torch.Tensor) else duration)
+        ok = d.dtype.kind in "fiu" and bool(np.all(np.isfinite(d) & (d > 0)))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise FscalError(f"{where(field='duration')}: a video's duration must be a finite number of "
+                         f"seconds > 0, got {duration!r:.60}")
+
+
 def seconds_to_index(t, *, duration: float, num_snippets: int, meta: FeatureMeta | None = None,
                      feat_len: int | None = None):
     """Seconds -> position on a feature axis of ``num_snippets`` snippets (see module docstring).
@@ -238,6 +269,7 @@ def seconds_to_index(t, *, duration: float, num_snippets: int, meta: FeatureMeta
     ``i * feat_stride + num_frames / 2``, so ``index = (t * fps - num_frames / 2) / feat_stride + 0.5``
     on the file's axis, then scaled by ``num_snippets / feat_len``.
     """
+    _check_axis(duration, num_snippets)
     t = _as_array(t)
     if meta is None or not meta.strided:
         return t / duration * num_snippets
@@ -249,6 +281,7 @@ def seconds_to_index(t, *, duration: float, num_snippets: int, meta: FeatureMeta
 def index_to_seconds(index, *, duration: float, num_snippets: int, meta: FeatureMeta | None = None,
                      feat_len: int | None = None):
     """The exact inverse of :func:`seconds_to_index`."""
+    _check_axis(duration, num_snippets)
     index = _as_array(index)
     if meta is None or not meta.strided:
         return index / num_snippets * duration

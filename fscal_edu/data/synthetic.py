@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import FscalError, where
+from ..utils import FscalError, check_int, check_number, read_json, where
 from .features import FeatureMeta
 
 
@@ -80,9 +80,102 @@ class WorldConfig:
     # support snippets that resemble it; QtoS: the query marks which supports are its variant)
     variants_per_class: int = 1
 
+    def __post_init__(self):
+        for name in WORLD_RULES:        # lists (from JSON) become tuples; a bad knob names itself
+            setattr(self, name, check_knob(name, getattr(self, name)))
+        check_world(self)
+
     @property
     def n_classes(self) -> int:
         return 2 * (self.n_base_pairs + self.n_val_pairs + self.n_test_pairs)
+
+
+# Each knob's type and range, checked when a WorldConfig is built and when world.json is read:
+# ("int", n) an integer >= n; ("num", lo, hi) a finite number in [lo, hi] (None: open); ("pair",
+# kind, lo, hi) two of those with first <= second; ("choice", a, b); ("str",).
+WORLD_RULES = {
+    "profile": ("str",), "feature_dim": ("int", 1), "T": ("int", 1), "n_base_pairs": ("int", 0),
+    "n_val_pairs": ("int", 0), "n_test_pairs": ("int", 0), "videos_per_class": ("int", 1),
+    "n_phases": ("int", 2), "phases_per_class": ("int", 0), "phase_norm": ("num", 0.0, None),
+    "noise_norm": ("num", 0.0, None), "scene_norm": ("num", 0.0, None), "drift_norm": ("num", 0.0, None),
+    "targets": ("pair", "int", 1, None), "distractors": ("pair", "int", 0, None),
+    "twin_prob": ("num", 0.0, 1.0), "length_frac": ("pair", "num", 1e-6, 1.0),
+    "tempo_concentration": ("num", 1e-6, None), "duration": ("pair", "num", 1e-3, None),
+    "fps": ("num", 1e-6, None), "snippet_seconds": ("num", 0.0, None),
+    "twin_mode": ("choice", "reorder", "swap"), "scene_span": ("choice", "isotropic", "phases"),
+    "support_slack": ("pair", "num", 0.0, None), "outlier_prob": ("num", 0.0, 1.0),
+    "variants_per_class": ("int", 1),
+}
+
+
+def check_knob(name: str, value, *, file=None, field: str | None = None):
+    """``value`` of the knob ``name`` checked against :data:`WORLD_RULES` (a pair as a tuple), else
+    an :class:`FscalError` naming ``file`` and ``field`` (default: the knob's name)."""
+    kind, *args = WORLD_RULES[name]
+    field = field or name
+    if kind == "int":
+        return check_int(value, at_least=args[0], field=field, file=file)
+    if kind == "num":             # the value itself is kept (a world's files stay byte-exact)
+        check_number(value, low=args[0], high=args[1], field=field, file=file)
+        return value
+    if kind == "pair":
+        if not isinstance(value, (list, tuple)) or len(value) != 2:
+            raise FscalError(f"{where(file=file, field=field)}: must be a pair [min, max], got {value!r:.60}")
+        sub, lo, hi = args
+        for v in value:
+            if sub == "int":
+                check_int(v, at_least=lo, field=field, file=file)
+            else:
+                check_number(v, low=lo, high=hi, field=field, file=file)
+        pair = tuple(value)
+        if pair[0] > pair[1]:
+            raise FscalError(f"{where(file=file, field=field)}: need min <= max, got {list(value)}")
+        return pair
+    if not isinstance(value, str) or (kind == "choice" and value not in args):
+        allowed = f"one of {tuple(args)}" if kind == "choice" else "a string"
+        raise FscalError(f"{where(file=file, field=field)}: must be {allowed}, got {value!r:.60}")
+    return value
+
+
+def read_world_json(path) -> dict:
+    """``world.json`` read and checked (an object; its ``info`` and ``info.config`` objects; every
+    knob of ``info.config`` in range; ``info.twin`` names to names): the parsed file, or one
+    :class:`FscalError` naming the file and the field, before anything is built from it."""
+    raw = read_json(path, "world.json")
+    if not isinstance(raw, dict):
+        raise FscalError(f"{where(file=path, field='world.json')}: must be an object "
+                         f"{{\"info\": ..., \"statistics\": ...}}, got a {type(raw).__name__}")
+    info = raw.get("info", {})
+    if not isinstance(info, dict):
+        raise FscalError(f"{where(file=path, field='info')}: must be an object, got {info!r:.60}")
+    for key in ("config", "twin"):
+        if not isinstance(info.get(key, {}), dict):
+            raise FscalError(f"{where(file=path, field=f'info.{key}')}: must be an object, got {info[key]!r:.60}")
+    for name, value in info.get("config", {}).items():
+        if name in WORLD_RULES:
+            check_knob(name, value, file=path, field=f"info.config.{name}")
+    for a, b in info.get("twin", {}).items():
+        if not isinstance(b, str):
+            raise FscalError(f"{where(file=path, field=f'info.twin.{a}')}: must be a class name, got {b!r:.60}")
+    return raw
+
+
+def check_world(cfg: WorldConfig) -> None:
+    """The knobs against each other (each in its own range already)."""
+    for field in ("n_base_pairs", "n_val_pairs", "n_test_pairs"):
+        if getattr(cfg, field) < 2:
+            raise FscalError(f"{where(field=field)}: each split needs at least 2 twin pairs (distractors "
+                             f"that are not the twin come from another pair), got {getattr(cfg, field)}")
+    if not 2 <= cfg.phases_per_class <= cfg.n_phases:
+        raise FscalError(f"{where(field='phases_per_class')}: need 2 <= phases_per_class <= n_phases "
+                         f"= {cfg.n_phases} (a twin reorders the phases), got {cfg.phases_per_class}")
+    if not 1 <= cfg.variants_per_class <= cfg.n_phases:
+        raise FscalError(f"{where(field='variants_per_class')}: need 1 <= variants_per_class <= n_phases "
+                         f"= {cfg.n_phases}, got {cfg.variants_per_class}")
+    most = cfg.targets[1] + cfg.distractors[1]
+    if most * cfg.length_frac[0] >= 0.9:
+        raise FscalError(f"{where(field='length_frac')}: {most} instances of at least "
+                         f"{cfg.length_frac[0]} of the video cannot fit in 90% of it")
 
 
 PROFILES = {
@@ -131,28 +224,12 @@ def resolve_config(cfg: WorldConfig | str) -> WorldConfig:
         if cfg not in PROFILES:
             raise FscalError(f"{where(field='profile')}: unknown profile {cfg!r}; "
                              f"use one of {sorted(PROFILES)}")
-        cfg = PROFILES[cfg]
-    for field in ("n_base_pairs", "n_val_pairs", "n_test_pairs"):
-        if getattr(cfg, field) < 2:
-            raise FscalError(f"{where(field=field)}: each split needs at least 2 twin pairs (distractors "
-                             f"that are not the twin come from another pair), got {getattr(cfg, field)}")
-    if not 2 <= cfg.phases_per_class <= cfg.n_phases:
-        raise FscalError(f"{where(field='phases_per_class')}: need 2 <= phases_per_class <= n_phases "
-                         f"= {cfg.n_phases} (a twin reorders the phases), got {cfg.phases_per_class}")
-    for field, allowed in (("twin_mode", ("reorder", "swap")), ("scene_span", ("isotropic", "phases"))):
-        if getattr(cfg, field) not in allowed:
-            raise FscalError(f"{where(field=field)}: must be one of {allowed}, got {getattr(cfg, field)!r}")
-    lo, hi = cfg.support_slack
-    if not 0 <= lo <= hi or not 0 <= cfg.outlier_prob <= 1:
-        raise FscalError(f"{where(field='support_slack')}: need 0 <= lo <= hi and 0 <= outlier_prob <= 1, "
-                         f"got {cfg.support_slack} and {cfg.outlier_prob}")
-    if not 1 <= cfg.variants_per_class <= cfg.n_phases:
-        raise FscalError(f"{where(field='variants_per_class')}: need 1 <= variants_per_class <= n_phases "
-                         f"= {cfg.n_phases}, got {cfg.variants_per_class}")
-    most = cfg.targets[1] + cfg.distractors[1]
-    if most * cfg.length_frac[0] >= 0.9:
-        raise FscalError(f"{where(field='length_frac')}: {most} instances of at least "
-                         f"{cfg.length_frac[0]} of the video cannot fit in 90% of it")
+        return PROFILES[cfg]                 # checked when built
+    if not isinstance(cfg, WorldConfig):
+        raise FscalError(f"{where(field='profile')}: must be a profile's name or a WorldConfig, got {cfg!r:.60}")
+    for name in WORLD_RULES:                 # again: a knob may have been set after it was built
+        check_knob(name, getattr(cfg, name))
+    check_world(cfg)
     return cfg
 
 
