@@ -285,3 +285,166 @@ def test_a_video_id_that_could_leave_the_features_folder_is_refused(video):
     with pytest.raises(FscalError, match=r"field 'database': a video id may hold letters, digits"):
         validate_annotations({"database": {video: {"duration": 10.0, "annotations": []}}}, file="ann.json")
     assert validate_annotations({"database": {"v_---9CpRcKoU": {"duration": 10.0, "annotations": []}}})
+
+
+# --- values out of range, names where lists belong, stored data: refused naming file, video, field --
+
+@pytest.mark.parametrize("change, field, shown", [
+    (lambda d: d["info"]["config"].__setitem__("outlier_prob", 2.0), "info.config.outlier_prob", "2.0"),
+    (lambda d: d["info"]["config"].__setitem__("noise_norm", "a"), "info.config.noise_norm", "'a'"),
+    (lambda d: d["info"]["config"].__setitem__("targets", [3, 1]), "info.config.targets", "[3, 1]"),
+    (lambda d: d["info"]["config"].__setitem__("twin_mode", "rotate"), "info.config.twin_mode", "rotate"),
+    (lambda d: d.__setitem__("info", "a string"), "info", "a string"),
+    (lambda d: d["info"].__setitem__("config", [1]), "info.config", "[1]"),
+])
+def test_world_json_out_of_range_fails_before_a_run_is_started(world_dir, tmp_path, capsys, change, field, shown):
+    edit_json(world_dir / "world.json", change)
+    before = (world_dir / "world.json").read_bytes()
+    assert_error(run_cli(capsys, "train", "--data", world_dir, "--preset", "tiny", "--out", tmp_path / "run"),
+                 "train", str(world_dir / "world.json"), f"field '{field}'", shown)
+    assert not (tmp_path / "run").exists()
+    assert (world_dir / "world.json").read_bytes() == before
+    with pytest.raises(FscalError, match=f"field '{re.escape(field)}'"):
+        World(world_dir)
+
+
+def test_world_json_that_is_a_list_is_refused(world_dir, capsys):
+    (world_dir / "world.json").write_text("[1, 2, 3]\n")
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 str(world_dir / "world.json"), "field 'world.json'", "must be an object")
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(outlier_prob=2.0), "outlier_prob"), (dict(outlier_prob="0.1"), "outlier_prob"),
+    (dict(noise_norm=float("nan")), "noise_norm"), (dict(twin_prob=-0.1), "twin_prob"),
+    (dict(targets=(2, 1)), "targets"), (dict(length_frac=(0.0, 0.5)), "length_frac"),
+    (dict(duration=[30.0]), "duration"), (dict(fps=0), "fps"), (dict(T=True), "T"),
+    (dict(support_slack=(0.5, 0.2)), "support_slack"), (dict(n_val_pairs=1), "n_val_pairs"),
+])
+def test_world_config_knobs_are_checked_when_built(change, field):
+    from fscal_edu.data.synthetic import WorldConfig
+    with pytest.raises(FscalError, match=f"^field '{field}'"):
+        WorldConfig(**change)
+
+
+def test_world_config_knob_set_after_it_was_built_is_checked_before_use():
+    from fscal_edu.data.synthetic import WorldConfig, resolve_config
+    cfg = WorldConfig()
+    cfg.outlier_prob = 2.0
+    with pytest.raises(FscalError, match="^field 'outlier_prob'"):
+        resolve_config(cfg)
+
+
+@pytest.mark.parametrize("values, dtype", [
+    (np.ones((16, 64)) + 1j, "complex128"), (np.ones((16, 64), bool), "bool"),
+])
+def test_features_that_are_not_real_numbers_are_refused(world_dir, capsys, values, dtype):
+    vid = base_video(world_dir)
+    path = write_features(world_dir, vid, values)
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 str(path), f"video '{vid}'", "field 'dtype'", dtype)
+
+
+def test_complex_features_in_a_torch_file_are_refused(tmp_path):
+    from fscal_edu.data.features import read_features
+    torch.save(torch.ones(8, 4, dtype=torch.complex64), tmp_path / "v.pt")
+    with pytest.raises(FscalError, match=r"v.pt', video 'v', field 'dtype'.*complex64"):
+        read_features(tmp_path / "v.pt")
+
+
+def test_a_cut_with_start_after_end_is_refused():
+    from fscal_edu.data.features import crop
+    x = np.arange(40, dtype=np.float32).reshape(10, 4)
+    with pytest.raises(FscalError, match="field 'segment'.*start < end"):
+        crop(x, 6.0, 2.0, 4)
+    world = World(SHIPPED)
+    vid = next(iter(world.annotations["database"]))
+    for segment in ((20.0, 5.0), (5.0, 5.0), (float("nan"), 3.0), ("1", 3.0), (1.0,)):
+        with pytest.raises(FscalError, match=f"video '{vid}', field 'segment'"):
+            world.clip(vid, segment, 8)
+    assert world.clip(vid, (5.0, 20.0), 8).shape == (8, 64)
+
+
+@pytest.mark.parametrize("duration", [0, 0.0, -5.0, float("inf"), float("nan"), "10"])
+def test_seconds_and_snippets_need_a_positive_duration(duration):
+    from fscal_edu.data.features import index_to_seconds, seconds_to_index
+    for convert in (seconds_to_index, index_to_seconds):
+        with pytest.raises(FscalError, match="field 'duration'"):
+            convert(1.0, duration=duration, num_snippets=10)
+    with pytest.raises(FscalError, match="field 'num_snippets'"):
+        seconds_to_index(1.0, duration=10.0, num_snippets=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from fscal_edu.model import FSCAL
+    return FSCAL(get_config("tiny")).eval()
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 2.5, True])
+def test_evaluate_model_limit_must_be_a_positive_count(tiny_model, limit):
+    from fscal_edu.inference import evaluate_model
+    with pytest.raises(FscalError, match="field 'limit'"):
+        evaluate_model(tiny_model, World(SHIPPED), "test", 5, limit=limit)
+
+
+@pytest.mark.parametrize("change, field", [
+    (dict(query="no_such_video"), "query"), (dict(query=["a"]), "query"),
+    (dict(id=["x"]), "id"), (dict(label=["x"]), "label"), (dict(id=3), "id"),
+])
+def test_predict_checks_the_episodes_it_is_given(tiny_model, change, field):
+    from fscal_edu.inference import predict
+    world = World(SHIPPED)
+    ep = world.episodes("test", 5)[0]
+    with pytest.raises(FscalError, match=f"field '{field}'"):
+        predict(tiny_model, world, [{**ep, **change}])
+    with pytest.raises(FscalError, match=f"field 'id'.*{ep['id']}.*appears twice"):
+        predict(tiny_model, world, [ep, ep])
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda e: e.__setitem__("query", [e["query"]]), "query"),
+    (lambda e: e.__setitem__("id", ["x"]), "id"),
+    (lambda e: e.__setitem__("label", [e["label"]]), "label"),
+    (lambda e: e["support"][0].__setitem__("video", [e["support"][0]["video"]]), "support"),
+])
+def test_episode_fields_given_as_lists(world_dir, capsys, change, field):
+    path = world_dir / "episodes_test_5shot.json"
+    edit_json(path, lambda d: change(d["episodes"][0]))
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 str(path), f"field '{field}'")
+
+
+def test_duplicate_episode_id_is_refused_when_read(world_dir, capsys, tmp_path):
+    path = world_dir / "episodes_val_5shot.json"
+    eps = json.loads(path.read_text())["episodes"]
+    edit_json(path, lambda d: d["episodes"][1].__setitem__("id", eps[0]["id"]))
+    assert_error(run_cli(capsys, "train", "--data", world_dir, "--preset", "tiny", "--out", tmp_path / "run"),
+                 "train", str(path), f"video '{eps[1]['query']}'", "field 'id'", eps[0]["id"], "twice")
+    assert not (tmp_path / "run").exists()
+
+
+def test_episode_whose_query_holds_no_instance_of_its_class(world_dir, capsys):
+    path = world_dir / "episodes_test_5shot.json"
+    ep = first_episode(path)
+    other = next(c for c in World(SHIPPED).splits["test"] if c != ep["label"] and not any(
+        a["label"] == c for a in load_annotations(SHIPPED / "annotations.json")["database"][ep["query"]]["annotations"]))
+    edit_json(path, lambda d: d["episodes"][0].__setitem__("label", other))
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 str(path), f"video '{ep['query']}'", "field 'label'", "no instance")
+
+
+def test_labels_given_as_lists_in_results_and_ground_truth(tmp_path):
+    gt = {"database": {"v": {"annotations": [{"label": "a", "segment": [1.0, 2.0]}]}}}
+    pred = {"results": {"v": [{"label": ["a"], "score": 0.5, "segment": [1.0, 2.0]}]}}
+    with pytest.raises(FscalError, match="video 'v', field 'label'.*string"):
+        evaluate_detection(gt, pred)
+    bad_gt = {"database": {"v": {"annotations": [{"label": ["a"], "segment": [1.0, 2.0]}]}}}
+    (tmp_path / "gt.json").write_text(json.dumps(bad_gt))
+    with pytest.raises(FscalError, match="gt.json', video 'v', field 'label'"):
+        evaluate_detection(tmp_path / "gt.json", {"results": {}})
+    from fscal_edu.evaluation import evaluate_fscal
+    world = World(SHIPPED)
+    ep = world.episodes("test", 5)[0]
+    with pytest.raises(FscalError, match=f"video '{ep['query']}', field 'label'"):
+        evaluate_fscal([{**ep, "label": [ep["label"]]}], world.annotations, {"results": {}})
