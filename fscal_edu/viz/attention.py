@@ -137,7 +137,8 @@ def stage_attention_figure(att, *, batch: int = 0, support: int | None = 0,
     if granularity is not None:
         what += f", granularity k={granularity}"
     fig.update_layout(title=f"{stage}: {what}", height=560, showlegend=proposal is not None,
-                      barmode="overlay", margin=dict(t=50, b=40))
+                      barmode="overlay", margin=dict(t=50, b=40),
+                      legend=dict(x=1.02, xanchor="left", y=0.0, yanchor="bottom"))   # beside the bars, below the colorbar
     fig.update_yaxes(title_text=f"source: {view.source_name}", autorange="reversed", row=1, col=1)
     fig.update_yaxes(title_text="mass received", row=2, col=1)
     fig.update_xaxes(title_text=f"target: {view.target_name}", row=2, col=1)
@@ -229,8 +230,8 @@ def attention_pair_figure(start, trained, *, batch: int = 0, support: int | None
     fig.update_layout(title=f"{stage}, {what}: at its start and trained", height=600,
                       coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=round(zmax, 3),
                                      colorbar=dict(title="A", len=0.7, y=0.65)),
-                      showlegend=draws_proposal,
-                      margin=dict(t=80, b=40))
+                      showlegend=draws_proposal, margin=dict(t=80, b=40),
+                      legend=dict(x=1.02, xanchor="left", y=0.0, yanchor="bottom"))   # beside the bars, below the colorbar
     fig.update_yaxes(title_text=f"source: {views[0].source_name}", autorange="reversed", row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
     fig.update_yaxes(title_text="mass received", row=2, col=1)

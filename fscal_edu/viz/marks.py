@@ -33,3 +33,13 @@ def gt_boxes(fig, gt, **where) -> None:
     """Shade each ground-truth ``[start, end]`` of ``gt (G, 2)`` in the common action's colour."""
     for s, e in np.asarray(gt, float).reshape(-1, 2):
         fig.add_vrect(x0=s, x1=e, fillcolor=COMMON, opacity=0.12, line_width=0, **where)
+
+
+def legend_above(fig, *, rows: int = 1, title_lines: int = 1) -> go.Figure:
+    """Put the legend in a row between the title and the plot, with room for ``rows`` rows of entries
+    and a title of ``title_lines`` lines: away from the x axis's title (below) and the colorbars (right)."""
+    top = 36 + 24 * title_lines + 26 * rows    # px: the title's lines, then the legend's rows
+    fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.0, xanchor="left", x=0.0),
+                      title=dict(yref="container", y=1.0, yanchor="top", pad=dict(t=14)),
+                      margin=dict(t=top))
+    return fig

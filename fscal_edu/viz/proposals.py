@@ -91,7 +91,7 @@ def nms_figure(segments, scores, keep, soft_segments, soft_scores, *, gt=(), iou
     x, y = segment_lines(soft_segments, soft_scores)
     fig.add_trace(go.Scatter(x=x, y=y, mode="lines", line=dict(color=SOFT, width=3),
                              name="Soft-NMS (new score)"), 2, 1)
-    fig.update_layout(height=520, margin=dict(l=10, r=10, t=60, b=10), legend_orientation="h", legend_y=-0.1)
+    fig.update_layout(height=520, margin=dict(l=10, r=10, t=60, b=10))     # legend on the right: no colorbar there
     fig.update_xaxes(title_text="snippet coordinates", row=2, col=1)
     fig.update_yaxes(title_text="score")
     return fig

@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from ..evaluation import detection_verdicts
 from ..utils import FscalError, where
-from .marks import COMMON, OTHER, VIDEO, bars, gt_boxes, segment_lines
+from .marks import COMMON, OTHER, VIDEO, bars, gt_boxes, legend_above, segment_lines
 
 
 LABEL_COLOURS = {1: COMMON, -1: "#ff7f0e", 0: OTHER}    # positive, ignored, negative
@@ -395,9 +395,10 @@ def detections_timeline_figure(episode: dict, annotations: dict, detections: dic
             fig.add_trace(bars([row], [d["segment"][0]], [d["segment"][1]], [text], f"detection: {kind}",
                                 colour, showlegend=kind not in shown, legendgroup=kind))
             shown[kind] = True
-    fig.update_layout(barmode="overlay", title=title or f"episode {episode['id']}: top {top} detections "
-                      f"(hidden class {episode['label']})", xaxis_title="time (s)", height=120 + 32 * len(rows),
-                      legend_orientation="h", legend_y=-0.15, margin=dict(l=10, r=90, t=50, b=10))
+    fig.update_layout(barmode="overlay", title=title or f"episode {episode['id']}: top {top} detections<br>"
+                      f"<sup>hidden class {episode['label']}</sup>", xaxis_title="time (s)", height=150 + 32 * len(rows),
+                      margin=dict(l=10, r=90, b=10))
+    legend_above(fig, title_lines=1 if title else 2)
     fig.update_traces(textposition="outside", cliponaxis=False, selector=lambda t: t.name.startswith("detection"))
     fig.update_xaxes(range=[0, video["duration"]])
     fig.update_yaxes(categoryorder="array", categoryarray=rows[::-1])

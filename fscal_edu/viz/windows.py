@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .data import COMMON, SUPPORT, VIDEO
+from .marks import legend_above
 
 WINDOW, PADDING, DETECTION, CUT = "#9ecae1", "#fdd0a2", "#2ca02c", "#d62728"
 LENGTH_COLOURS = {"windowed": SUPPORT, "resampled": COMMON}
@@ -97,9 +98,10 @@ def windows_figure(length: int, starts, T: int, instances=(), detections=None, *
     fig = go.Figure(traces)
     fig.add_vline(x=length, line_dash="dot", line_color="black")
     unit = f" (1 snippet = {snippet_seconds:g} s)" if snippet_seconds else ""
-    fig.update_layout(barmode="overlay", height=140 + 28 * len(rows), legend_orientation="h", legend_y=-0.25,
+    fig.update_layout(barmode="overlay", height=170 + 28 * len(rows),
                       title=title or f"{len(starts)} windows of T = {T} over {length} snippets",
-                      xaxis_title=f"snippet{unit}", margin=dict(l=10, r=10, t=50, b=10))
+                      xaxis_title=f"snippet{unit}", margin=dict(l=10, r=10, b=10))
+    legend_above(fig)
     fig.update_xaxes(range=[0, max(float(length), float((starts + T).max())) * 1.01])
     fig.update_yaxes(categoryorder="array", categoryarray=rows[::-1])
     return fig
@@ -150,5 +152,5 @@ def instance_lengths_figure(lengths: dict, *, marks: dict | None = None, bins=No
                       annotation_position="top right")
     fig.update_layout(barmode="overlay", height=330, margin=dict(l=10, r=10, t=50, b=10),
                       title=title or "instance lengths in snippets", xaxis_title="instance length (snippets)",
-                      yaxis_title="instances", legend_orientation="h", legend_y=-0.25)
-    return fig
+                      yaxis_title="instances")
+    return legend_above(fig)
