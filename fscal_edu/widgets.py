@@ -79,17 +79,19 @@ def nms_explorer(segments, scores, *, gt=()):
 # Attention stages (notebooks 03-05)
 # ---------------------------------------------------------------------------------------------
 
-def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
+def attention_explorer(att, proposal_labels=None, *, proposal: int | None = None) -> "ipywidgets.VBox":
     """Pick the episode, the support, the granularity (Dynamics-CA) or the proposal (the other
     stages) and redraw :func:`fscal_edu.viz.attention.stage_attention_figure`; the controls follow
-    the layout of the stage's attention (:func:`fscal_edu.viz.attention.stage_layout`)."""
+    the layout of the stage's attention (:func:`fscal_edu.viz.attention.stage_layout`). The proposal
+    dropdown opens on ``proposal``, by default the one the attention singles out most in episode 0
+    (QtoS: the proposal with the largest single weight; StoQ: the one that receives the most mass)."""
     import ipywidgets
 
     from .viz.attention import stage_attention_figure, stage_layout
 
-    def dropdown(name, labels, none=None):
+    def dropdown(name, labels, none=None, value=None):
         options = ([(none, None)] if none else []) + [(str(v), i) for i, v in enumerate(labels)]
-        return ipywidgets.Dropdown(options=options, description=name)
+        return ipywidgets.Dropdown(options=options, description=name, value=value if none else 0)
 
     kind = stage_layout(att.stage)
     controls = [dropdown("batch", range(att.A.shape[0])),
@@ -99,9 +101,12 @@ def attention_explorer(att, proposal_labels=None) -> "ipywidgets.VBox":
         controls.append(ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in ks],
                                             description="granularity"))
     else:
-        N_Q = att.A.shape[-1] if kind == "support_to_query" else att.A.shape[-2]
+        A = att.A[0].detach().float()
+        N_Q = A.shape[-1] if kind == "support_to_query" else A.shape[-2]
+        if proposal is None:               # (K*T_S, N_Q): the most mass received; (K, N_Q, T_S): the largest weight
+            proposal = int(A.sum(0).argmax()) if kind == "support_to_query" else int(A.amax(dim=(0, -1)).argmax())
         controls.append(dropdown("proposal", proposal_labels if proposal_labels is not None
-                                 else range(N_Q), "none"))
+                                 else range(N_Q), "none", proposal))
     return _figures_view(controls, lambda **kw: [stage_attention_figure(
         att, proposal_labels=proposal_labels, **kw)])
 
@@ -194,7 +199,7 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
 
     from . import stages
     from .inference import episode_outputs
-    from .viz.evaluation import explorer_figures
+    from .viz.evaluation import episode_timeline_figure, explorer_figures
 
     K = len(episodes[0]["support"])
     to_query = [s.short for s in stages.registered() if s.layout == "support_to_query"]
@@ -207,6 +212,7 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
                 ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in sorted(
                     {k for m in models.values() for k in m.cfg.model.granularities})], description="granularity")]
     panels = [ipywidgets.Output(layout=ipywidgets.Layout(width="50%")) for _ in range(2)]
+    timeline = ipywidgets.Output()
     cache = {}
 
     def refresh(_=None):
@@ -214,8 +220,16 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
         key = (kw["episode"], kw["model"])
         if key not in cache:
             cache[key] = episode_outputs(models[kw["model"]], world, episodes[kw["episode"]])
-        figs = explorer_figures(cache[key], episodes[kw["episode"]], world.annotations, model=kw["model"],
+        out, ep, model = cache[key], episodes[kw["episode"]], models[kw["model"]]
+        figs = explorer_figures(out, ep, world.annotations, model=kw["model"],
                                 stage=kw["stage"], support=kw["support"], granularity=kw["granularity"])
+        timeline.clear_output(wait=True)
+        att = out["attention"].get(kw["stage"])
+        if att is not None and stages.get(kw["stage"]).layout != "coarse_to_support":
+            with timeline:                    # where in the query the stage's attention lands
+                episode_timeline_figure(att, model.anchors, model.cfg.data.T, ep, world.annotations, out["detections"],
+                                        title=f"{kw['model']}: {stages.title(kw['stage'])} on the query's "
+                                              f"time line").show()
         for panel, fig in zip(panels, figs):
             panel.clear_output(wait=True)
             with panel:
@@ -224,4 +238,5 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
     for c in controls:
         c.observe(refresh, names="value")
     refresh()
-    return ipywidgets.VBox([ipywidgets.HBox(controls[:3]), ipywidgets.HBox(controls[3:]), ipywidgets.HBox(panels)])
+    return ipywidgets.VBox([ipywidgets.HBox(controls[:3]), ipywidgets.HBox(controls[3:]), timeline,
+                            ipywidgets.HBox(panels)])

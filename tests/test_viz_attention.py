@@ -170,6 +170,12 @@ def test_attention_explorer(atts, stage, monkeypatch):
     assert names == ["batch", "support", "granularity" if stage == "dynamics" else "proposal"]
     first = "all supports" if stage == "stoq" else "support 0"
     assert len(shown) == 1 and first in shown[0].layout.title.text
+    if stage != "dynamics":                     # it opens on a proposal, the one the attention singles out most
+        A = atts[stage].A[0].detach()
+        most = int(A.sum(0).argmax()) if stage == "stoq" else int(A.amax(dim=(0, -1)).argmax())
+        assert box.children[2].value == most and len(shown[0].data) > 2
+        box.children[2].value = None            # "none" is still offered
+        shown.pop()
     box.children[1].value = 2
     assert len(shown) == 2 and shown[1].layout.title.text.endswith("support 2")
     box.children[2].value = 4 if stage == "dynamics" else 3

@@ -115,13 +115,17 @@ def test_stoq_added_term_is_all_shared_when_attention_is_uniform():
     assert stoq_added_term(model, query, support)["shared_energy"] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_model_attention_explorer_builds(world_and_models):
+def test_model_attention_explorer_builds(world_and_models, monkeypatch):
     world, models = world_and_models
+    shown = []
+    monkeypatch.setattr(go.Figure, "show", lambda self, *a, **k: shown.append(self.layout.title.text))
     box = model_attention_explorer(models, world, world.episodes("test", 5)[:2])
     controls = [c for row in box.children[:2] for c in row.children]
     assert [c.description for c in controls] == ["episode", "model", "stage", "support", "granularity"]
+    # first the stage's attention on the query's time line, then the two panels
+    assert shown[0] == "full: QtoS Context-CA on the query's time line" and len(shown) == 3
     controls[1].value = "blind"                  # switching the model redraws without error
-    assert len(box.children[2].children) == 2
+    assert len(box.children[3].children) == 2 and len(shown) == 5      # blind: no stage, no time line
 
 
 def test_check_welch_t():
