@@ -402,7 +402,7 @@ def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
                 n_test_episodes: int = 300, n_val_episodes: int = 100) -> dict:
     """Generate and write a world in the field's formats; returns its statistics."""
     from .annotations import save_annotations, save_splits
-    from .episodes import sample_episodes, save_episodes
+    from .sampling import sample_episodes, save_episodes      # not .episodes: it reads world.json with this module
 
     cfg = resolve_config(cfg)
     out = Path(out)
