@@ -198,3 +198,18 @@ def test_nan_in_the_cache_never_reaches_the_model(small):
     with pytest.warns(UserWarning, match="feature cache is inconsistent"):
         x = FeatureStore(small, 64)[vid]
     assert np.isfinite(x).all()
+
+
+def test_a_command_on_a_garbled_cache_rebuilds_it_with_one_warning_line(tmp_path, capsys):
+    from worlds import copy_world, run_cli
+    world = copy_world(tmp_path / "w")
+    assert run_cli(capsys, "evaluate", "--data", world, "--baseline", "prototype")[0] == 0
+    index = next((world / ".fscal_cache").glob("features-*.json"))
+    index.write_text(index.read_text()[:-40])                     # a torn index
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, out, err = run_cli(capsys, "evaluate", "--data", world, "--baseline", "prototype")
+    assert rc == 0 and "Traceback" not in err
+    cache = [str(w.message) for w in caught if "feature cache" in str(w.message)]
+    assert len(cache) == 1 and "inconsistent" in cache[0] and "\n" not in cache[0], cache
+    assert "mAP" in out
