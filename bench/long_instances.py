@@ -42,7 +42,7 @@ import fscal_edu.train as train_module  # noqa: E402
 from fscal_edu.checkpoints import load_model  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import RandomEpisodes, World  # noqa: E402
-from fscal_edu.data.sampling import query_mode_rule  # noqa: E402
+from fscal_edu.data.sampling import LONG_INSTANCES, query_mode_rule  # noqa: E402
 from fscal_edu.data.synthetic import write_world  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
@@ -132,8 +132,9 @@ def mean_sd(vals) -> str:
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
 
-def auto_setting(rule: str) -> str:
-    """The setting that ``query_mode_rule``'s line names."""
+def auto_setting(info: dict) -> str:
+    """The setting that ``query_mode_rule`` picks (with ``LONG_INSTANCES`` for long instances)."""
+    rule = info.get("pool_rule" if LONG_INSTANCES == "pool" else "rule", "")
     return "resample" if rule.startswith("query mode: resample") else "pool" if " rate " in rule else "window"
 
 
@@ -141,7 +142,7 @@ def world_table(payload: dict, name: str) -> list[str]:
     rows = [r for r in payload["runs"] if r["world"] == name]
     info = payload.get("worlds", {}).get(name, {})
     ref = [r["mAP@0.5"] for r in rows if r["setting"] == "resample"]
-    lines = [f"**{TITLES[name]}**: {info.get('rule', '')}; median instance "
+    lines = [f"**{TITLES[name]}**: `auto`: {info.get('pool_rule' if LONG_INSTANCES == 'pool' else 'rule', '')}; median instance "
              f"{info.get('instance_rows_median', float('nan')):.0f} rows, p95 "
              f"{info.get('instance_rows_p95', float('nan')):.0f}, median video "
              f"{info.get('video_rows_median', float('nan')):.0f} rows.", "",
@@ -152,8 +153,7 @@ def world_table(payload: dict, name: str) -> list[str]:
         if not mine:
             continue
         x = [r["mAP@0.5"] for r in mine]
-        label = setting.replace("pool", f"pool {mine[0]['pool']}") + (" (`auto`)" if setting == auto_setting(
-            info.get("rule", "")) else "")
+        label = setting.replace("pool", f"pool {mine[0]['pool']}") + (" (`auto`)" if setting == auto_setting(info) else "")
         secs = [r["train_s"] for r in mine if "train_s" in r]
         test = "-"
         if setting != "resample" and len(x) > 1 and len(ref) > 1:
@@ -177,7 +177,7 @@ def report(payload: dict) -> str:
     lines += ["`auto` against resampling (mAP@0.5, means over seeds):", ""]
     for name in WORLDS:
         rows = [r for r in payload["runs"] if r["world"] == name]
-        auto = auto_setting(payload.get("worlds", {}).get(name, {}).get("rule", ""))
+        auto = auto_setting(payload.get("worlds", {}).get(name, {}))
         a = [r["mAP@0.5"] for r in rows if r["setting"] == auto]
         b = [r["mAP@0.5"] for r in rows if r["setting"] == "resample"]
         if a and b:

@@ -63,13 +63,14 @@ def test_rule_on_the_shipped_worlds():
 
 
 def test_rule_on_the_long_worlds(long_world, anet_strided):
-    for world in (World(long_world), anet_strided):
-        rule = query_mode_rule(world)
-        assert rule.mode == "resample" and rule.stats["instance_rows_p95"] > 64
+    for world, pool in ((World(long_world), 3), (anet_strided, 4)):
+        rule = query_mode_rule(world)                   # auto: windows at a coarser rate
+        assert (rule.mode, rule.pool) == ("window", pool) and rule.stats["instance_rows_p95"] > 64
+        assert rule.reason.startswith(f"query mode: window at 1/{pool} rate (p95 instance ")
         assert "> 50 % of a 128-row window" in rule.reason
-        pooled = query_mode_rule(world, long="pool")
-        assert pooled.mode == "window" and pooled.pool >= 2
-        assert rule.stats["instance_rows_p95"] / pooled.pool <= 64          # half a window at that rate
+        assert rule.stats["instance_rows_p95"] / pool <= 64 < rule.stats["instance_rows_p95"] / (pool - 1)
+        resampled = query_mode_rule(world, long="resample")
+        assert (resampled.mode, resampled.pool) == ("resample", 1) and "> 50 % of a 128-row window" in resampled.reason
     with pytest.raises(FscalError, match="long"):
         query_mode_rule(anet_strided, long="crop")
 

@@ -127,6 +127,12 @@ def save_episodes(episodes: list[dict], path) -> Path:
 # How a query is read: the rule of ``--query-mode auto``
 # ---------------------------------------------------------------------------------------------
 
+# What --query-mode auto does with instances longer than half a window: "pool" (windows at a
+# coarser rate), which beat "resample" by a wide margin on the long and anet_strided worlds
+# (bench/long_instances.py; docs/benchmarks.md, "Long instances in long videos")
+LONG_INSTANCES = "pool"
+
+
 @dataclass
 class QueryMode:
     """What :func:`query_mode_rule` decided: ``mode`` ("window" or "resample"), ``pool`` (windows read
@@ -156,7 +162,7 @@ def instance_rows(world, split: str = "base") -> tuple[np.ndarray, np.ndarray]:
 
 
 def query_mode_rule(world, T: int = 128, *, split: str = "base", share: float = 0.5,
-                    long: str = "resample") -> QueryMode:
+                    long: str = LONG_INSTANCES) -> QueryMode:
     """``--query-mode auto``: how to read the queries of ``world``, decided by how long its training
     instances are against a window of ``T`` rows.
 
@@ -166,10 +172,12 @@ def query_mode_rule(world, T: int = 128, *, split: str = "base", share: float = 
       instance of at most T / 2 rows lies whole inside at least one window, hence ``share = 0.5``;
       a longer one is cut by an edge in every window that touches it once it passes T rows, and
       in most of them before.
-    - Longer instances: a window of T rows cuts most of them, so ``long`` decides: ``"resample"``
-      (the whole query at T rows), or ``"pool"`` (windows at a coarser rate, ``pool`` rows per query
-      row, so that the p95 instance is ``share`` of a window). The default and ``share`` come from
-      ``bench/long_instances.py`` (docs/benchmarks.md, "Long instances in long videos").
+    - Longer instances: a window of T rows cuts most of them, so ``long`` decides: ``"pool"`` (the
+      default: windows at a coarser rate, each query row the mean of ``pool`` feature rows, so that
+      the p95 instance is ``share`` of a window) or ``"resample"`` (the whole query at T rows). Pooling
+      keeps one rate for every video and averages the noise of ``pool`` rows, where resampling picks
+      rows at a rate that differs per video; it won by a wide margin in ``bench/long_instances.py``
+      (docs/benchmarks.md, "Long instances in long videos").
     """
     if long not in ("resample", "pool"):
         raise FscalError(f"{where(field='long')}: must be 'resample' or 'pool', got {long!r}")
