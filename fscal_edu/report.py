@@ -439,7 +439,7 @@ def timeline_sentence(stage: str, found: dict) -> str:
     for ``stage``, with the direction :func:`on_instances` found in the curve it draws."""
     name = stages.get(stage).short
     received = stages.get(stage).layout == "support_to_query"
-    what = f"{name}'s mass (the top curve)" if received else f"How concentrated {name}'s attention is (the top curve)"
+    what = f"{name}'s {'mass' if received else 'concentration'} (the top curve)"
     if found["ratio"] is None:
         return f"{what}: this query has no instance of the common action to compare with."
     verb = {"on": "peaks on the common action's instances (red)",

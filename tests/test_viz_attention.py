@@ -377,3 +377,16 @@ def test_coarse_window_share(atts):
     assert even == {2: pytest.approx(2 / T_S), 4: pytest.approx(4 / T_S)}
     with pytest.raises(ValueError, match="Dynamics"):
         coarse_window_share(atts["stoq"])
+
+
+@pytest.mark.parametrize("stage", ["qtos", "stoq"])
+def test_proposal_axis_separates_lengths_and_marks_instances(atts, stage):
+    segments = np.array([[0, 2], [2, 4], [4, 6], [0, 4], [2, 6], [4, 8], [0, 6], [2, 8], [0, 8], [0, 10]])
+    fig = stage_attention_figure(atts[stage], support=None if stage == "stoq" else 0, segments=segments, marked=[3, 4])
+    lines = [s for s in fig.layout.shapes if s.type == "line"]
+    where = [s.y0 for s in lines] if stage == "qtos" else [s.x0 for s in lines]
+    assert where == [2.5, 5.5, 7.5, 8.5]                                 # between the lengths 2 | 4 | 6 | 8 | 10
+    marks = next(t for t in fig.data if t.name == "overlaps the common action")
+    assert list(marks.y if stage == "qtos" else marks.x) == ["p3", "p4"] and fig.layout.showlegend
+    pair = attention_pair_figure(atts[stage], atts[stage], support=0, segments=segments, marked=[3])
+    assert sum(t.name == "overlaps the common action" for t in pair.data) == 2

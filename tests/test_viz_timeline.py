@@ -170,3 +170,13 @@ def test_episode_timeline_figure_colours_detections_by_verdict(shipped):
     assert len(colours) == 3 and colours[0] == "#2ca02c"           # the shipped model's top detection hits
     assert fig.layout.xaxis3.title.text == "query time (s)"
     assert json.loads(fig.to_json())["layout"]["title"]["text"].startswith("StoQ")
+
+
+def test_rows_per_support_averages_each_clip(toy):
+    full = attention_timeline_figure(toy["stoq"], SEGMENTS, T)
+    light = attention_timeline_figure(toy["stoq"], SEGMENTS, T, rows_per_support=2)
+    z, z2 = (np.asarray(next(t for t in f.data if isinstance(t, go.Heatmap)).z) for f in (full, light))
+    assert z2.shape == (K * 2, T)
+    np.testing.assert_allclose(z2[0], z[:2].mean(0), atol=2e-4)
+    with pytest.raises(ValueError, match="does not divide"):
+        attention_timeline_figure(toy["stoq"], SEGMENTS, T, rows_per_support=3)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 import plotly.graph_objects as go
-from einops import rearrange
+from einops import rearrange, reduce
 from plotly.subplots import make_subplots
 
 from .. import stages
@@ -101,15 +101,37 @@ def attention_matrix_figure(A, *, sources=None, targets=None, title: str = "atte
     return fig
 
 
+def proposal_marks(fig, view: AttentionView, segments, marked=(), *, rows: bool, row: int = 1, col: int = 1,
+                   legend: bool = True) -> None:
+    """On a heatmap's proposal axis (its rows when ``rows``, else its columns; proposals in anchor order,
+    by length then start): a white line between two anchor lengths, and a red triangle beside each
+    proposal of ``marked`` (e.g. those that overlap an instance of the common action)."""
+    seg = np.asarray(segments, dtype=float).reshape(-1, 2)
+    for i in np.flatnonzero(np.diff(seg[:, 1] - seg[:, 0]) != 0):        # the last proposal of a length
+        if rows:
+            fig.add_hline(y=i + 0.5, line_color="white", line_width=1, row=row, col=col)
+        else:
+            fig.add_vline(x=i + 0.5, line_color="white", line_width=1, row=row, col=col)
+    names = [(view.sources if rows else view.targets)[i] for i in marked]
+    if names:
+        edge = [(view.targets if rows else view.sources)[0]] * len(names)
+        fig.add_trace(go.Scatter(x=edge if rows else names, y=names if rows else edge, mode="markers",
+                                 marker=dict(symbol="triangle-right" if rows else "triangle-down", color="red", size=8),
+                                 name="overlaps the common action", showlegend=legend, cliponaxis=False,
+                                 hovertemplate="%{y}<extra>overlaps the common action</extra>" if rows else
+                                               "%{x}<extra>overlaps the common action</extra>"), row, col)
+
+
 def stage_attention_figure(att, *, batch: int = 0, support: int | None = 0,
                         granularity: int | None = None, proposal: int | None = None,
-                        proposal_labels=None) -> go.Figure:
+                        proposal_labels=None, segments=None, marked=()) -> go.Figure:
     """A stage's attention for one support (heatmap) and the mass each target receives (bars).
 
     The bars are ``sum_i A[i, j]``: how many units of attention target j gathers, the weight of
     what eq. (2)/(5)/(6) adds to it. ``proposal`` (stages that attend from or to the proposals)
     outlines one proposal: its row (QtoS, where it is a source) or its column (StoQ, where it is a
-    target).
+    target). ``segments`` (the proposals' ``(N_Q, 2)``) separates the anchor lengths on the proposal
+    axis and marks the proposals of ``marked`` (:func:`proposal_marks`).
     """
     view = attention_view(att, batch=batch, support=support, granularity=granularity,
                           proposal_labels=proposal_labels)
@@ -132,11 +154,13 @@ def stage_attention_figure(att, *, batch: int = 0, support: int | None = 0,
         else:                                # a target: its column
             fig.add_trace(go.Scatter(x=[name] * len(view.sources), y=view.sources, mode="lines",
                                      line=dict(color="red"), name=f"proposal {name}"), 1, 1)
+    if segments is not None and stage_layout(att.stage) != "coarse_to_support":
+        proposal_marks(fig, view, segments, marked, rows=source_row)
     stage = stages.title(att.stage)
     what = "all supports" if support is None else f"support {support}"
     if granularity is not None:
         what += f", granularity k={granularity}"
-    fig.update_layout(title=f"{stage}: {what}", height=560, showlegend=proposal is not None,
+    fig.update_layout(title=f"{stage}: {what}", height=560, showlegend=proposal is not None or len(marked) > 0,
                       barmode="overlay", margin=dict(t=50, b=40),
                       legend=dict(x=1.02, xanchor="left", y=0.0, yanchor="bottom"))   # beside the bars, below the colorbar
     fig.update_yaxes(title_text=f"source: {view.source_name}", autorange="reversed", row=1, col=1)
@@ -191,14 +215,15 @@ def attention_entropy(A) -> float:
 
 def attention_pair_figure(start, trained, *, batch: int = 0, support: int | None = 0,
                        granularity: int | None = None, proposal: int | None = None,
-                       proposal_labels=None, names=("start (W = I)", "trained")) -> go.Figure:
+                       proposal_labels=None, names=("start (W = I)", "trained"), segments=None,
+                       marked=()) -> go.Figure:
     """One stage on one episode twice, side by side: ``start`` and ``trained`` (two
     ``StageAttention`` of the same stage, e.g. from :func:`fscal_edu.diagnostics.stage_attention`).
 
     Top: the two heatmaps of :func:`attention_view` on one colour scale (0 to the larger maximum),
     each panel titled with :func:`attention_entropy` of its rows; bottom: the mass each target
     receives. ``proposal`` (stages that attend from or to the proposals) outlines one proposal,
-    its row or its column, in red.
+    its row or its column, in red; ``segments`` and ``marked`` as in :func:`stage_attention_figure`.
     """
     if start.stage != trained.stage:
         raise FscalError(f"{where(field='stage')}: the two attentions must be of one stage, got "
@@ -223,6 +248,8 @@ def attention_pair_figure(start, trained, *, batch: int = 0, support: int | None
             xs, ys = (v.targets, [label] * len(v.targets)) if source_row else ([label] * len(v.sources), v.sources)
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color="red"),
                                      name=f"proposal {label}", showlegend=col == 1), 1, col)
+        if segments is not None and stage_layout(start.stage) != "coarse_to_support":
+            proposal_marks(fig, v, segments, marked, rows=source_row, col=col, legend=col == 1)
     stage = stages.title(start.stage)
     what = "all supports" if support is None else f"support {support}"
     if granularity is not None:
@@ -230,7 +257,7 @@ def attention_pair_figure(start, trained, *, batch: int = 0, support: int | None
     fig.update_layout(title=f"{stage}, {what}: at its start and trained", height=600,
                       coloraxis=dict(colorscale="Viridis", cmin=0.0, cmax=round(zmax, 3),
                                      colorbar=dict(title="A", len=0.7, y=0.65)),
-                      showlegend=draws_proposal, margin=dict(t=80, b=40),
+                      showlegend=draws_proposal or len(marked) > 0, margin=dict(t=80, b=40),
                       legend=dict(x=1.02, xanchor="left", y=0.0, yanchor="bottom"))   # beside the bars, below the colorbar
     fig.update_yaxes(title_text=f"source: {views[0].source_name}", autorange="reversed", row=1, col=1)
     fig.update_yaxes(autorange="reversed", row=1, col=2)
@@ -337,7 +364,8 @@ def _instances(fig, spans, colour, name, rows) -> None:
 
 def attention_timeline_figure(att, segments, T: int, *, batch: int = 0, duration: float | None = None,
                               gt=None, others=None, detections=(), verdict_colours=None,
-                              support_notes: dict | None = None, title: str | None = None) -> go.Figure:
+                              support_notes: dict | None = None, title: str | None = None,
+                              rows_per_support: int | None = None) -> go.Figure:
     """Where in the query a stage's attention lands (:func:`query_timeline`), on the query's time axis.
 
     Top: the curve (StoQ: mass received per query snippet; QtoS: how concentrated the attention
@@ -346,24 +374,29 @@ def attention_timeline_figure(att, segments, T: int, *, batch: int = 0, duration
     ``support_notes = {l: "outlier"}`` names a loose or outlier support). Bottom: ``detections`` (``[{"segment",
     "score"}]``), coloured by ``verdict_colours`` if given. ``gt`` (the common action) and ``others``
     (other classes) shade all three panels. x is in seconds when ``duration`` is given (``gt``,
-    ``others`` and detections too), else in snippets.
+    ``others`` and detections too), else in snippets. ``rows_per_support`` (a divisor of T_S) averages
+    each clip's snippets into that many rows, a lighter figure.
     """
     view = query_timeline(att, segments, T, batch=batch)
+    n = rows_per_support or view.T_S
+    if view.T_S % n:
+        raise FscalError(f"{where(field='rows_per_support')}: {n} does not divide T_S = {view.T_S}")
+    # (T, K*T_S) -> (T, K*n): the mean over each run of T_S / n snippets of a clip
+    M = reduce(view.M, "t (r g) -> t r", "mean", g=view.T_S // n)
     dt = (duration / T) if duration else 1.0
     x = np.round((np.arange(T) + 0.5) * dt, 3)
-    R = view.K * view.T_S
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.28, 0.52, 0.2], vertical_spacing=0.04)
     fig.add_trace(go.Scatter(x=x, y=view.curve.round(4), mode="lines", fill="tozeroy", line=dict(color="#1f77b4"),
                              name=view.curve_name, hovertemplate="%{x}: %{y:.3f}<extra></extra>"), 1, 1)
     y_domain = fig.layout.yaxis2.domain
     # float32: plotly stores it as a typed array, a few bytes a value
-    fig.add_trace(go.Heatmap(z=view.M.T.round(4).astype(np.float32), x=x.astype(np.float32), y=np.arange(R) / view.T_S,
+    fig.add_trace(go.Heatmap(z=M.T.round(4).astype(np.float32), x=x.astype(np.float32), y=np.arange(M.shape[1]) / n,
                              colorscale="Viridis", hovertemplate="query %{x}<br>support clip %{y:.2f}<br>"
                                                                  "%{z:.3f}<extra></extra>",
                              colorbar=dict(title=dict(text="M", side="right"), len=y_domain[1] - y_domain[0],
                                            y=sum(y_domain) / 2, thickness=14)), 2, 1)
     for l in range(1, view.K):
-        fig.add_hline(y=l - 0.5 / view.T_S, line_color="white", line_width=2, row=2, col=1)
+        fig.add_hline(y=l - 0.5 / n, line_color="white", line_width=2, row=2, col=1)
     for l, note in (support_notes or {}).items():
         fig.add_annotation(x=x[-1], y=l + 0.5, text=note, showarrow=False, xanchor="right",
                            font=dict(color="white"), row=2, col=1)

@@ -159,7 +159,7 @@ def timeline_stages() -> tuple:
 
 
 def episode_timeline_figure(att, segments, T: int, episode: dict, annotations: dict, detections=(), *,
-                            top: int = 5, title: str | None = None) -> go.Figure:
+                            top: int = 5, title: str | None = None, rows_per_support: int | None = None) -> go.Figure:
     """:func:`~fscal_edu.viz.attention.attention_timeline_figure` of one episode, in seconds: its
     instances of the common action and of other classes, and its ``top`` detections coloured as in
     :func:`~fscal_edu.viz.training.detections_timeline_figure` (hit, on a distractor, miss)."""
@@ -170,7 +170,8 @@ def episode_timeline_figure(att, segments, T: int, episode: dict, annotations: d
     verdicts = [v for v, _ in detection_verdicts(episode, annotations, dets)]
     colours = [HIT if v == "hit" else MISS if v == "miss" else ON_DISTRACTOR for v in verdicts]
     return attention_timeline_figure(att, segments, T, duration=video["duration"], gt=gt, others=others,
-                                     detections=dets, verdict_colours=colours, title=title)
+                                     detections=dets, verdict_colours=colours, title=title,
+                                     rows_per_support=rows_per_support)
 
 
 def _controls(fig, views: list, combos: list, episodes: list) -> None:
@@ -202,12 +203,14 @@ def _controls(fig, views: list, combos: list, episodes: list) -> None:
 
 
 def attention_explorer_figure(runs: dict, episodes: list, annotations: dict, *, segments, T: int,
-                              top: int = 5, stage_names=None) -> go.Figure:
+                              top: int = 5, stage_names=None, rows_per_support: int | None = 4) -> go.Figure:
     """ONE figure that switches, without a kernel, between precomputed views of the attention on the
     query's time line (:func:`episode_timeline_figure`): a dropdown picks the model and the stage, a
     slider the episode. ``runs = {model: [episode_outputs(...) for each of episodes]}``. The stages
     are those drawn on the query's time line (:func:`timeline_stages`, or ``stage_names``); a model
-    without a stage (switched off, blind) offers no entry for it. Heatmaps travel as float32."""
+    without a stage (switched off, blind) offers no entry for it. Heatmaps travel as float32, each
+    support clip averaged into ``rows_per_support`` rows (``None``: every snippet), so that a handful
+    of episodes stays light (about 25 kB a view)."""
     stage_names = tuple(stage_names or timeline_stages())
     fig, views, combos = None, [], []
     for model, outs in runs.items():
@@ -218,7 +221,7 @@ def attention_explorer_figure(runs: dict, episodes: list, annotations: dict, *, 
             for e, (ep, out) in enumerate(zip(episodes, outs)):
                 one = episode_timeline_figure(out["attention"][stage], segments, T, ep, annotations, out["detections"],
                                               top=top, title=f"{model}: {stages.title(stage)}, episode {ep['id']} "
-                                                             f"(class {ep['label']})")
+                                                             f"(class {ep['label']})", rows_per_support=rows_per_support)
                 if fig is None:
                     fig = go.Figure(layout=one.layout)
                 start = len(fig.data)
