@@ -65,30 +65,13 @@ def device_arg(text: str) -> str | None:
         raise argparse.ArgumentTypeError(str(e).split(": ", 1)[-1]) from None
 
 
-def _out_file(path, *, data=None, protect=()) -> None:
-    """``evaluate --out``: its folder exists and it is not a file of the dataset or the checkpoint."""
-    path = Path(path)
-    at = where(file=path, field="--out")
-    if not path.parent.is_dir():
-        raise FscalError(f"{at}: the folder {str(path.parent)!r} does not exist")
-    if path.is_dir():
-        raise FscalError(f"{at}: is a directory; give a file name such as PRED.json")
-    target = path.resolve()
-    if data is not None and Path(data).resolve() in target.parents:
-        raise FscalError(f"{at}: lies inside the dataset directory {str(data)!r}; write predictions "
-                         f"elsewhere, never over the dataset's files")
-    for p in protect:
-        if p is not None and Path(p).resolve() == target:
-            raise FscalError(f"{at}: would overwrite the input file {str(p)!r}")
-
-
 # ---------------------------------------------------------------------------------------------
 # Subcommands
 # ---------------------------------------------------------------------------------------------
 
 def _generate(args):
     from .data.synthetic import write_world
-    stats = write_world(args.out, args.profile, args.seed)
+    stats = write_world(args.out, args.profile, args.seed, overwrite=args.overwrite)
     print(f"wrote the {args.profile}-like world (seed {args.seed}) to {args.out}")
     for k, v in stats.items():
         print(f"  {k:24s} {v:.3f}" if isinstance(v, float) else f"  {k:24s} {v}")
@@ -130,7 +113,8 @@ def _evaluate(args):
         raise FscalError(f"{where(field='skip')}: --skip bypasses stages of a trained model; the "
                          f"{args.baseline} baseline has none")
     if args.out:
-        _out_file(args.out, data=args.data, protect=[args.checkpoint])
+        from .outputs import check_output_file
+        check_output_file(args.out, inputs=[args.checkpoint, args.data], overwrite=args.overwrite)
     world = World(args.data)
     if args.baseline:
         from .baselines import evaluate_prototype
@@ -147,7 +131,11 @@ def _evaluate(args):
         skipped = [name for name in stages.names() if name in args.skip]
         name = args.checkpoint + (f" (skipping {', '.join(skipped)})" if skipped else "")
     if args.out:
-        Path(args.out).write_text(json.dumps(results))
+        from .outputs import move_aside
+        from .utils import atomic_write_text
+        if Path(args.out).exists():
+            move_aside(args.out)
+        atomic_write_text(args.out, json.dumps(results))
     print(f"{name}: {args.split} split, {args.shots}-shot, {len(world.episodes(args.split, args.shots))} episodes")
     print("tIoU   pooled mAP   per-class mAP")
     for t, a, b in zip(metrics["tiou_thresholds"], metrics["mAP"], metrics["per_class"]["mAP"]):
@@ -189,6 +177,8 @@ def _add_generate_and_demo(sub, *, count, seed) -> None:
     g.add_argument("--profile", choices=list(PROFILES), default="anet")
     g.add_argument("--out", required=True)
     g.add_argument("--seed", type=seed, default=0)
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace a world in --out (the old one is moved aside to OUT.replaced-N first)")
     g.set_defaults(func=_generate)
 
     d = sub.add_parser("demo", help="the main job: a tour of the shipped world and the model")
@@ -240,6 +230,8 @@ def _add_evaluate_and_score(sub, *, count, seed) -> None:
     e.add_argument("--split", choices=["val", "test"], default="test")
     e.add_argument("--shots", type=count, default=5)
     e.add_argument("--out", default=None, help="write the predictions (ActivityNet results JSON)")
+    e.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out file (moved aside to OUT.replaced-N first)")
     e.add_argument("--device", type=device_arg, default=None)
     e.add_argument("--threads", type=count, default=None, help="torch's CPU threads")
     e.add_argument("--workers", type=seed, default=0, help="DataLoader processes that build the batches (default 0)")
@@ -299,7 +291,8 @@ def _add_prepare(sub, *, count, seed) -> None:
                    help="leave out videos whose feature file is unreadable, of another width, holds NaN or "
                         "has the wrong length")
     r.add_argument("--copy", action="store_true", help="copy the feature files instead of linking them")
-    r.add_argument("--overwrite", action="store_true", help="replace what an earlier prepare wrote in --out")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (the old one is moved aside to OUT.replaced-N first)")
     r.add_argument("--val-from-base", type=seed, default=0, metavar="N",
                    help="move N base classes (drawn with --seed) to val, for a split without val classes")
     r.add_argument("--val-episodes", type=seed, default=200, help="fixed val episodes per K (default 200)")
@@ -341,6 +334,17 @@ def _resume_hint(args) -> str:
     return "; nothing of the run was written"
 
 
+def _silence_stdout() -> None:
+    """After a broken pipe, point stdout at the null device so that the interpreter's last flush
+    does not fail again (Python's documented way, see the ``signal`` module's SIGPIPE note)."""
+    import os
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # a stdout without a descriptor (captured)
+        pass
+
+
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
@@ -358,7 +362,14 @@ def main(argv=None) -> int:
     warnings.formatwarning = lambda message, *a, **k: f"fscal-edu {command}: warning: {message}\n"
     try:
         configure_process(threads=getattr(args, "threads", None))   # only some subcommands have --threads
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()             # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError as e:       # stdout's reader left (`... | head`): the work is done, end quietly
+        if e.filename is not None:
+            return fail(f"{where(file=e.filename, field='path')}: {e.strerror}")
+        _silence_stdout()
+        return 0
     except KeyboardInterrupt:
         _close_bars()
         print(f"fscal-edu {command}: interrupted{_resume_hint(args)}", file=sys.stderr)

@@ -7,6 +7,10 @@ record logged so far*) and ``best.pt``. The rules:
 * **A run directory is owned.** Training into a directory that already holds a run is an error
   unless the caller resumes it (``resume=True``, ``--resume``) or replaces it (``overwrite=True``,
   ``--overwrite``: the old directory is moved aside to ``RUN.replaced-N``, never deleted).
+* **One training per run directory at a time**: :func:`lock_run` takes the folder's lock
+  (:class:`~fscal_edu.outputs.RunLock`, naming its holder; a stale one left by a killed run is
+  reported and taken over) and the run keeps it until :meth:`Run.release`, on every exit path.
+* **A run directory is never among the dataset's files**, nor holds the data (refused).
 * **Nothing is written before the inputs are validated**: :func:`open_run` only reads and checks,
   :func:`validate_training_data` reads every feature file the run will touch, and only then
   :meth:`Run.begin` writes.
@@ -20,31 +24,23 @@ record logged so far*) and ``best.pt``. The rules:
 from __future__ import annotations
 
 import json
-import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
+from .outputs import RUN_FILES, RunLock, check_output, move_aside, run_files  # noqa: F401 (names of this module too)
 from .utils import FscalError, atomic_write_text, check_int, where
 
 # the name bench scripts knew; the one home of atomic writes is fscal_edu.utils
 write_atomic = atomic_write_text
 
-RUN_FILES = ("config.json", "metrics.jsonl", "last.pt", "best.pt")
 RUN_KEYS = ("seed", "dataset", "threads")     # what config.json holds beside the config sections
 
 
 # ---------------------------------------------------------------------------------------------
 # Small file helpers
 # ---------------------------------------------------------------------------------------------
-
-def run_files(out) -> list[str]:
-    """The run files present in ``out`` (empty if ``out`` holds no run)."""
-    out = Path(out)
-    return [name for name in RUN_FILES if (out / name).exists()] if out.is_dir() else []
-
 
 def _flat(d: dict, prefix: str = "") -> dict:
     """``{"data": {"shots": 5}}`` -> ``{"data.shots": 5}`` (lists and tuples compare as lists)."""
@@ -98,10 +94,24 @@ def config_from_options(*, out, resume: bool, preset=None, shots=None, steps=Non
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise FscalError(f"{where(file=path, field='config')}: {e}") from None
         return cfg, int(raw.get("seed") or 0)
+    if resume and bare and (Path(out) / "last.pt").is_file():      # config.json lost: last.pt knows
+        return _config_of_checkpoint(Path(out) / "last.pt")
     extra = {k: v for k, v in (("steps", steps), ("query_mode", query_mode), ("window_stride", window_stride))
              if v is not None}
     cfg = get_config(preset or "quick", ablate=ablate or [], shots=5 if shots is None else shots, **extra)
     return cfg, 0 if seed is None else seed
+
+
+def _config_of_checkpoint(path: Path) -> tuple[Config, int]:
+    """The config and seed a run's ``last.pt`` records (a bare ``--resume`` without config.json)."""
+    from .checkpoints import checkpoint_config, read_checkpoint
+    state = read_checkpoint(path)
+    seed = ((state.get("extra") or {}).get("run") or {}).get("seed")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise FscalError(f"{where(file=path, field='seed')}: the run's config.json is missing and its "
+                         f"last.pt does not record the seed; resume with the run's options (--preset, "
+                         f"--seed, ...)")
+    return checkpoint_config(state, path), seed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -120,6 +130,7 @@ class Run:
     records: list = field(default_factory=list)
     elapsed_s: float = 0.0                    # wall time of earlier sessions (from last.pt)
     moved_to: Path | None = None
+    lock: RunLock | None = None               # held from begin() until release()
     _t0: float = field(default_factory=time.perf_counter)
 
     @property
@@ -140,20 +151,21 @@ class Run:
 
     def begin(self) -> "Run":
         """Write the run's start: move an old run aside (``overwrite``), ``config.json``, and
-        ``metrics.jsonl`` (empty, or rewritten from ``last.pt``'s records when resuming)."""
+        ``metrics.jsonl`` (empty, or rewritten from ``last.pt``'s records when resuming).
+        Call it holding the folder's lock (:func:`lock_run`)."""
         if self.overwrite and run_files(self.out):
-            n = 1
-            while (aside := self.out.with_name(f"{self.out.name}.replaced-{n}")).exists():
-                n += 1
-            os.replace(self.out, aside)
-            self.moved_to = aside
-            warnings.warn(f"{where(file=self.out, field='out')}: moved the run that was there aside "
-                          f"to {str(aside)!r}", stacklevel=2)
+            self.moved_to = move_aside(self.out, field="out", what="the run that was there")
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.out / "config.json", json.dumps(self.config, indent=1) + "\n")
         atomic_write_text(self.log_path, "".join(json.dumps(r) + "\n" for r in self.records))
         self._t0 = time.perf_counter()
         return self
+
+    def release(self) -> None:
+        """Let go of the run folder's lock (on every exit path of a run; nothing if not held)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
     def log(self, record: dict) -> None:
         """Append one record to ``metrics.jsonl`` (and to the records the next last.pt carries)."""
@@ -174,20 +186,25 @@ class Run:
 
 
 def open_run(out, cfg: Config, *, seed: int, dataset, threads: int | None = None, resume: bool = False,
-             overwrite: bool = False) -> Run:
+             overwrite: bool = False, locked: bool = False) -> Run:
     """Check that ``out`` may be trained into, and, for a resume, that it is this very run.
 
     Reads only. Errors (:class:`FscalError`, naming the file and the field): ``out`` is a file;
     ``out`` holds a run and neither ``resume`` nor ``overwrite`` is given; ``resume`` with nothing
     to resume; an unreadable or empty ``last.pt``; a checkpoint whose config, seed, data directory
     or feature width differs from the request (all differing fields are listed). A resume takes
-    the thread count stored in the run (``threads`` is then ignored).
+    the thread count stored in the run (``threads`` is then ignored). Also refused: ``out`` on or
+    inside a dataset directory or holding ``dataset`` (:func:`~fscal_edu.outputs.check_output`),
+    and a folder whose lock another process holds (unless ``locked``: the caller holds it).
     """
     out = Path(out)
     if resume and overwrite:
         raise FscalError(f"{where(file=out, field='out')}: resume and overwrite exclude each other")
     if out.exists() and not out.is_dir():
         raise FscalError(f"{where(file=out, field='out')}: exists and is not a directory")
+    check_output(out, field="out", inputs=[dataset], overwrite=overwrite and bool(run_files(out)))
+    if not locked:                            # another training at work here: say so first
+        RunLock(out).check_free()
     request = run_config(cfg, seed=seed, dataset=dataset, threads=threads)
     present = run_files(out)
     if not resume:
@@ -237,6 +254,22 @@ def open_run(out, cfg: Config, *, seed: int, dataset, threads: int | None = None
                          f"other settings; {len(diffs)} field(s) differ: {'; '.join(diffs)} "
                          f"(resume with the run's own options, or train into another --out)")
     return Run(out, request, resume=True, state=state, records=list(records), elapsed_s=elapsed)
+
+
+def lock_run(run: Run, cfg: Config, *, seed: int) -> Run:
+    """Take the lock of ``run``'s folder (:class:`~fscal_edu.outputs.RunLock`: one training per
+    folder at a time), check the folder again under it (another process may have written there
+    since :func:`open_run` looked), then write the run's start (:meth:`Run.begin`). The returned
+    run holds the lock until :meth:`Run.release`; on an error here it is already released."""
+    lock = RunLock(run.out).acquire()
+    try:
+        again = open_run(run.out, cfg, seed=seed, dataset=run.config["dataset"], threads=run.threads,
+                         resume=run.resume, overwrite=run.overwrite, locked=True)
+        again.lock = lock
+        return again.begin()
+    except BaseException:
+        lock.release()
+        raise
 
 
 def _legacy_records(path: Path, step: int) -> list[dict]:

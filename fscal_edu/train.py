@@ -23,7 +23,7 @@ from .data.episodes import RandomEpisodes, World, collate
 from .inference import evaluate_model
 from .losses import fscal_loss, relation_draw
 from .model import FSCAL
-from .runs import Run, check_positive, open_run, validate_training_data
+from .runs import Run, check_positive, lock_run, open_run, validate_training_data
 from .runtime import configure_process, cores, free_threads
 from .utils import FscalError, get_device, seed_everything, where
 
@@ -69,7 +69,7 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     """
     world, cfg = _checked_inputs(cfg, data, feature_dim, precision, stop_at)
     dist = distributed.setup(get_device(device))     # torchrun's process group, or this one process
-    finished = False
+    finished, run = False, None
     try:
         run = _open_run(Path(out), world, cfg, dist, seed=seed, threads=threads, resume=resume,
                         overwrite=overwrite, progress=progress and dist.is_main)
@@ -80,6 +80,8 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
         finished = True
         return summary
     finally:
+        if run is not None:
+            run.release()            # the folder's lock, on every exit path (an error, Ctrl-C)
         _leave(dist, finished)
 
 
@@ -137,8 +139,8 @@ def _open_run(out: Path, world: World, cfg: Config, dist, *, seed: int, threads,
     if dist.is_main:
         validate_training_data(world, cfg, progress=progress)
     dist.barrier()               # every rank has checked the run directory before rank 0 writes
-    if dist.is_main:
-        run.begin()              # the first write: the inputs are valid
+    if dist.is_main:             # the first write, under the folder's lock: the inputs are valid
+        run = lock_run(run, cfg, seed=seed)
     return run
 
 

@@ -255,3 +255,136 @@ def test_gradients_do_not_depend_on_the_load():
             b.wait()
         torch.set_num_threads(threads)
     assert len(digests) == 1
+
+
+# --- one training per run folder: the lock ----------------------------------------------------
+
+def wait_for(path, p, seconds=120):
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.1)
+    assert path.exists(), p.stderr.read() if p.poll() is not None else "timed out"
+
+
+def test_two_trainings_into_one_folder_the_second_is_refused_naming_the_first(tmp_path):
+    from fscal_edu.outputs import lock_path
+    out = tmp_path / "run"
+    first = spawn(["train", "--data", SHIPPED, "--preset", "tiny", "--steps", 2000, "--threads", 1, "--out", out])
+    try:
+        wait_for(out / "config.json", first)
+        lock = json.loads(lock_path(out).read_text())
+        assert lock["pid"] == first.pid and lock["host"] and "train" in lock["command"] and lock["started"] > 0
+        for extra in (["--overwrite"], ["--resume"]):
+            second = spawn(["train", "--data", SHIPPED, "--preset", "tiny", "--steps", 4, "--threads", 1,
+                            "--out", out, *extra])
+            _, err = second.communicate(timeout=120)
+            lines = [ln for ln in err.splitlines() if ln.strip()]
+            assert second.returncode == 2 and "Traceback" not in err, err
+            assert lines[-1].startswith("fscal-edu train: error:") and f"process {first.pid}" in lines[-1], err
+            assert "another training" in lines[-1] and "another --out" in lines[-1]
+        assert first.poll() is None, "the first training must go on"
+        assert not out.with_name("run.replaced-1").exists()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    assert first.returncode == 130
+    assert not lock_path(out).exists(), "Ctrl-C releases the lock"
+
+
+def test_a_killed_trainings_stale_lock_is_reported_and_taken_over(tmp_path, capsys):
+    from fscal_edu.outputs import lock_path
+    out = tmp_path / "run"
+    p = spawn(["train", "--data", SHIPPED, "--preset", "tiny", "--steps", 2000, "--threads", 1, "--out", out])
+    wait_for(out / "config.json", p)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert json.loads(lock_path(out).read_text())["pid"] == p.pid          # left behind by the kill
+    with pytest.warns(UserWarning, match=f"stale lock of process {p.pid} .*no longer running"):
+        rc, _, err = run_cli(capsys, "train", *TINY, "--out", out, "--overwrite")
+    assert rc == 0, err
+    assert not lock_path(out).exists()
+    assert (out / "last.pt").is_file() and (out.with_name("run.replaced-1") / "config.json").is_file()
+
+
+def test_a_lock_from_another_host_is_refused_with_what_to_do(tmp_path, capsys):
+    from fscal_edu.outputs import lock_path
+    out = tmp_path / "run"
+    lock_path(out).write_text(json.dumps({"pid": 4242, "host": "other-machine", "started": 0, "command": "x"}))
+    before = lock_path(out).read_bytes()
+    assert_error(run_cli(capsys, "train", *TINY, "--out", out), "train", "other-machine", "delete",
+                 str(lock_path(out)))
+    assert lock_path(out).read_bytes() == before and not out.exists()
+
+
+def test_the_lock_is_released_when_training_fails_after_taking_it(tmp_path, monkeypatch):
+    from fscal_edu.outputs import lock_path
+    import fscal_edu.train as train_module
+
+    def broken(*a, **k):
+        raise RuntimeError("broken on purpose")
+    monkeypatch.setattr(train_module, "_build", broken)
+    with pytest.raises(RuntimeError, match="on purpose"):
+        train(get_config("tiny", steps=2), SHIPPED, tmp_path / "run", threads=1, progress=False,
+              feature_dim="data")
+    assert (tmp_path / "run" / "config.json").is_file() and not lock_path(tmp_path / "run").exists()
+
+
+# --- a run folder never among the dataset's files ----------------------------------------------
+
+def input_hashes(root):
+    """Every file under ``root`` (links followed; the derived feature cache left out)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".fscal_cache" not in p.parts}
+
+
+@pytest.mark.parametrize("where_to", ["", "features", "sub/run"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_train_out_onto_or_inside_the_dataset_is_refused(tmp_path, capsys, where_to, overwrite):
+    data = copy_world(tmp_path / "w")
+    before = input_hashes(data)
+    out = data / where_to if where_to else data
+    assert_error(run_cli(capsys, "train", *TINY[2:], "--data", data, "--out", out,
+                         *(["--overwrite"] if overwrite else [])), "train", "dataset directory")
+    assert input_hashes(data) == before
+    assert not (data / "sub").exists() and not list(tmp_path.glob("w.replaced-*"))
+
+
+def test_train_out_holding_its_data_is_refused(tmp_path, capsys):
+    data = copy_world(tmp_path / "outer" / "w")
+    before = input_hashes(data)
+    assert_error(run_cli(capsys, "train", *TINY[2:], "--data", data, "--out", tmp_path / "outer", "--overwrite"),
+                 "train", "holds the input")
+    assert input_hashes(data) == before and not list(tmp_path.glob("outer.replaced-*"))
+
+
+# --- resume without config.json; --out . ---------------------------------------------------------
+
+def test_bare_resume_without_config_json_reads_last_pt(run_copy, capsys):
+    (run_copy / "config.json").unlink()
+    rc, out, err = run_cli(capsys, "train", "--data", SHIPPED, "--out", run_copy, "--resume")
+    assert rc == 0, err
+    assert "differ" not in err
+    stored = json.loads((run_copy / "config.json").read_text())
+    assert stored["preset"] == "tiny" if "preset" in stored else stored["optim"]["steps"] == 4
+
+
+def test_bare_resume_without_config_json_or_a_seed_in_last_pt_is_one_line(run_copy, capsys):
+    (run_copy / "config.json").unlink()
+    state = torch.load(run_copy / "last.pt", weights_only=True)
+    state["extra"]["run"].pop("seed")
+    torch.save(state, run_copy / "last.pt")
+    before = snapshot(run_copy)
+    assert_error(run_cli(capsys, "train", "--data", SHIPPED, "--out", run_copy, "--resume"), "train",
+                 "last.pt", "field 'seed'", "config.json is missing")
+    assert snapshot(run_copy) == before
+
+
+def test_train_out_dot_twice_with_overwrite(tmp_path, capsys, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert run_cli(capsys, "train", *TINY, "--out", ".")[0] == 0
+    before = snapshot(here)
+    assert_error(run_cli(capsys, "train", *TINY, "--out", ".", "--overwrite"), "train", "field 'out'",
+                 "folder this command runs in")
+    assert snapshot(here) == before

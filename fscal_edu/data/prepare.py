@@ -41,7 +41,8 @@ more files are bad); otherwise it writes ``DIR/features/`` (links), ``features.j
   rule) is skipped and reported, and so are base classes that training would stop at.
 * *Output*: feature files are symlinked (``--copy`` copies), so a large dataset is not duplicated
   (the float16 feature store is built on first use). A non-empty ``DIR`` is refused unless
-  ``--overwrite``, which replaces only what prepare writes.
+  ``--overwrite``, which moves the old folder aside to ``DIR.replaced-N`` (never deletes it); an
+  input inside ``DIR``, or ``DIR`` inside an input or another dataset, is refused.
 """
 from __future__ import annotations
 
@@ -68,7 +69,6 @@ DATASETS = {"activitynet": {"split_key": "activitynet-1.3", "strided": {}},
 SUBSET_WORDS = {"training": {"train", "training"}, "validation": {"val", "valid", "validation"},
                 "testing": {"test", "testing"}}
 STRIDED = ("fps", "feat_stride", "num_frames")
-WRITTEN = ("features.json", "annotations.json", "splits.json", "prepare.json")
 ROWS = ("annotation rows with start >= end (dropped)", "annotation rows outside the video (dropped)",
         "annotation rows sticking out, clipped to the video (kept)", "videos with no (valid) instance (left out)",
         "videos without a feature file (--drop-missing)")            # the summary's first rows, always shown
@@ -317,30 +317,29 @@ def write_episodes(out: Path, ann: dict, splits: dict, opts, notes: list) -> dic
 
 
 def check_out(opts) -> Path:
-    """``--out``: new or empty, or ``--overwrite``; never the source features' folder."""
-    out, src = Path(opts.out), Path(opts.features).resolve()
+    """``--out``: new or empty, or ``--overwrite`` (the old folder is moved aside when the dataset
+    is written, never deleted); never holding an input or inside one, never inside a dataset
+    (:func:`fscal_edu.outputs.check_output`)."""
+    from ..outputs import check_output
+    out = Path(opts.out)
     at = where(file=out, field="--out")
     if out.exists() and not out.is_dir():
         raise FscalError(f"{at}: is a file; give a folder")
-    target = out.resolve() / "features"
-    if src == target or target in src.parents:
-        raise FscalError(f"{at}: its features/ folder would replace the source features {str(opts.features)!r}")
+    inputs = [opts.features, opts.split_file, *(_subset_and_path(str(s))[1] for s in opts.annotations)]
+    check_output(out, inputs=inputs, replace_dataset=True, overwrite=opts.overwrite)
     if out.is_dir() and any(out.iterdir()) and not opts.overwrite:
         raise FscalError(f"{at}: the folder is not empty; choose a new one or pass --overwrite (which "
-                         f"replaces only what prepare writes)")
+                         f"moves the old folder aside to {out.name}.replaced-N first)")
     return out
 
 
 def write_dataset(out: Path, files: dict, meta: FeatureMeta, ann: dict, splits: dict, copy: bool) -> None:
-    """``out/features`` (links or copies), ``features.json``, ``annotations.json``, ``splits.json``."""
+    """``out/features`` (links or copies), ``features.json``, ``annotations.json``, ``splits.json``;
+    a non-empty ``out`` (``--overwrite``, :func:`check_out`) is first moved aside, never deleted."""
+    from ..outputs import move_aside
+    if out.is_dir() and any(out.iterdir()):
+        move_aside(out)
     feats = out / "features"
-    if feats.is_symlink() or feats.is_file():
-        feats.unlink()
-    elif feats.is_dir():
-        shutil.rmtree(feats)
-    for p in [*(out / name for name in WRITTEN), *out.glob("episodes_*_*shot.json")]:
-        if p.is_file():
-            p.unlink()
     feats.mkdir(parents=True)
     for path in files.values():
         if copy:

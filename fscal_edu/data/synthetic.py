@@ -399,15 +399,28 @@ def world_statistics(annotations: dict) -> dict:
 
 
 def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
-                n_test_episodes: int = 300, n_val_episodes: int = 100) -> dict:
-    """Generate and write a world in the field's formats; returns its statistics."""
+                n_test_episodes: int = 300, n_val_episodes: int = 100, overwrite: bool = False) -> dict:
+    """Generate and write a world in the field's formats; returns its statistics.
+
+    ``out`` holds none of a world's files, or ``overwrite`` moves them aside (``OUT.replaced-N``);
+    it never lies inside another dataset (:func:`fscal_edu.outputs.check_output`)."""
+    from ..outputs import check_output, move_aside
     from .annotations import save_annotations, save_splits
     from .sampling import sample_episodes, save_episodes      # not .episodes: it reads world.json with this module
 
     cfg = resolve_config(cfg)
-    out = Path(out)
-    (out / "features").mkdir(parents=True, exist_ok=True)
+    out = check_output(out, field="out", replace_dataset=True, overwrite=overwrite)
+    if out.exists() and not out.is_dir():
+        raise FscalError(f"{where(file=out, field='out')}: is a file; give a folder")
+    held = world_files(out)
+    if held and not overwrite:
+        raise FscalError(f"{where(file=out, field='out')}: already holds a world ({', '.join(held[:3])}"
+                         f"{', ...' if len(held) > 3 else ''}); give a new folder, or pass --overwrite "
+                         f"(overwrite=True: the old one is moved aside to {out.name}.replaced-N)")
     features, annotations, splits, info = generate_world(cfg, seed)
+    if held:
+        move_aside(out, field="out", what="the world that was there")
+    (out / "features").mkdir(parents=True, exist_ok=True)
     for vid, x in features.items():
         np.save(out / "features" / f"{vid}.npy", x.astype(np.float16))
     if cfg.snippet_seconds:      # one feature of snippet_seconds every snippet_seconds
@@ -426,3 +439,9 @@ def write_world(out, cfg: WorldConfig | str = "anet", seed: int = 0, *,
             stats[f"common_share_{split}_{shots}shot"] = common_share(annotations, eps)
     (out / "world.json").write_text(json.dumps({"info": info, "statistics": stats}, indent=1) + "\n")
     return stats
+
+
+def world_files(out) -> list[str]:
+    """The names in ``out`` that :func:`write_world` writes (a world, or part of one)."""
+    names = ["features", "features.json", "annotations.json", "splits.json", "world.json"]
+    return [n for n in names if (Path(out) / n).exists()] + sorted(p.name for p in Path(out).glob("episodes_*.json"))
