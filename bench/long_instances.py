@@ -8,6 +8,8 @@ test episodes (mAP@0.5 and average mAP), one setting at a time:
   strided features);
 - ``window+merge``: the same windowed model, with detections that meet or overlap at a window edge
   merged into one segment before Soft-NMS (an inference option: no extra training);
+- ``resample_mean`` (``--extra``): every query resampled to T rows, each the mean of its bin
+  (``data.resample_average``), a probe of why ``pool`` wins: averaging, or one rate for every video;
 - ``pool``: windows read at a coarser rate, ``pool`` rows per query row, so that the p95 training
   instance is at most half a window (``query_mode_rule(..., long="pool")``; skipped where that
   rate is 1, i.e. where it is ``window``); ``pool+merge``: the same model with the edge merge.
@@ -51,7 +53,8 @@ from fscal_edu.stats import format_p, welch  # noqa: E402
 RESULTS = ROOT / "bench" / "results" / "long_instances.json"
 WORLDS = ("long", "anet_strided", "thumos_like")
 TRAINED = ("resample", "window", "pool")                 # trained settings, in queue order
-SETTINGS = ("resample", "window", "window+merge", "pool", "pool+merge")   # reported
+SETTINGS = ("resample", "resample_mean", "window", "window+merge", "pool", "pool+merge")   # reported
+EXTRA = ("resample_mean",)     # probes run after the main queue (--extra): resampling that averages
 TITLES = {"long": "long-instance world (`long` profile)", "anet_strided": "ActivityNet with strided features "
           "(`anet_strided` profile)", "thumos_like": "`data_samples/thumos_like`"}
 
@@ -67,8 +70,8 @@ def world_dir(name: str, worlds: Path) -> Path:
 
 
 def setting_config(setting: str, pool: int):
-    if setting == "resample":
-        return get_config("quick", query_mode="resample")
+    if setting in ("resample", "resample_mean"):
+        return get_config("quick", query_mode="resample", resample_average=setting == "resample_mean")
     return get_config("quick", query_mode="window", window_pool=pool if setting == "pool" else 1)
 
 
@@ -77,7 +80,8 @@ def train_one(world: World, cfg, run: Path, seed: int) -> float:
     windows read at ``cfg.data.window_pool`` rows per query row."""
     t0 = time.perf_counter()
     original = train_module.RandomEpisodes
-    train_module.RandomEpisodes = functools.partial(RandomEpisodes, pool=cfg.data.window_pool)
+    train_module.RandomEpisodes = functools.partial(RandomEpisodes, pool=cfg.data.window_pool,
+                                                    average=cfg.data.resample_average)
     resume = (run / "last.pt").is_file()
     try:
         train_module.train(cfg, world, run, seed=seed, device="cpu", progress=False, overwrite=not resume,
@@ -102,14 +106,14 @@ def run_setting(name: str, world: World, setting: str, seed: int, pool: int, run
     model = load_model(run / "best.pt", device="cpu")
     base = {"world": name, "seed": seed, "pool": cfg.data.window_pool, "threads": torch.get_num_threads()}
     rows = [] if setting in have else [base | {"setting": setting, "train_s": round(secs, 1)} | score(model, world)]
-    if setting != "resample" and setting + "+merge" not in have:
+    if not setting.startswith("resample") and setting + "+merge" not in have:
         rows.append(base | {"setting": setting + "+merge"} | score(model, world, window_merge=True))
     return rows
 
 
-def queue(seeds, worlds, pools: dict) -> list[tuple]:
+def queue(seeds, worlds, pools: dict, settings=TRAINED) -> list[tuple]:
     """Seed-major: every (world, setting) of seed 0, then of seed 1, ..."""
-    return [(s, w, st) for s in seeds for w in worlds for st in TRAINED if not (st == "pool" and pools[w] == 1)]
+    return [(s, w, st) for s in seeds for w in worlds for st in settings if not (st == "pool" and pools[w] == 1)]
 
 
 def commit_of() -> str:
@@ -198,6 +202,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--limit", type=int, default=None, help="stop after this many trainings")
     p.add_argument("--report", action="store_true", help="print the tables from the results file")
+    p.add_argument("--extra", action="store_true", help="run the probes (resample_mean) instead of the main queue")
     args = p.parse_args()
     path = Path(args.results)
     payload = json.loads(path.read_text()) if path.is_file() else {"runs": []}
@@ -213,9 +218,9 @@ def main() -> None:
         payload.setdefault("worlds", {})[name] = {"rule": rule.reason, "pool_rule": pooled.reason} | rule.stats
     payload |= {"commit": commit_of(), "machine": f"{platform.machine()}, torch {torch.__version__}"}
     done = 0
-    for seed, name, setting in queue(args.seeds, args.only_worlds, pools):
+    for seed, name, setting in queue(args.seeds, args.only_worlds, pools, EXTRA if args.extra else TRAINED):
         have = {r["setting"] for r in payload["runs"] if r["world"] == name and r["seed"] == seed}
-        if setting in have and (setting == "resample" or setting + "+merge" in have):
+        if setting in have and (setting.startswith("resample") or setting + "+merge" in have):
             continue                                   # resumable: finished runs are kept
         if args.limit is not None and done >= args.limit:
             break

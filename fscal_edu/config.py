@@ -25,7 +25,8 @@ from .utils import FscalError, check_int, check_number, where
 RULES = {
     "data": dict(feature_dim=("int", 1), T=("int", 1), T_S=("int", 1), shots=("int", 1),
                  query_mode=("choice", "resample", "window"), window_stride=("int", 0),
-                 window_neg_frac=("num", 0.0, 1.0), window_pool=("int", 1), window_merge=("bool",)),
+                 window_neg_frac=("num", 0.0, 1.0), window_pool=("int", 1), window_merge=("bool",),
+                 resample_average=("bool",)),
     "model": dict(d=("int", 1), embed_layers=("int", 1), anchor_lengths=("ints", 1),
                   anchor_stride_frac=("num", 1e-6, 1.0), roi_inside=("int", 1), roi_context=("int", 0),
                   roi_context_frac=("num", 0.0, None), granularities=("ints", 1), dropout=("num", 0.0, 0.99)),
@@ -83,6 +84,9 @@ class DataConfig:
     # one segment before Soft-NMS (an instance longer than a window is found whole)
     window_pool: int = 1
     window_merge: bool = False
+    # resample_average: a query resampled to T rows takes each row as the mean of the feature rows in
+    # its bin (adaptive average pooling) instead of linear interpolation between two rows
+    resample_average: bool = False
 
     def __post_init__(self):
         _check_section(self, "data")

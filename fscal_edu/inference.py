@@ -36,7 +36,7 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     data = EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S, mode=cfg.data.query_mode,
-                          stride=cfg.data.stride, pool=cfg.data.window_pool)
+                          stride=cfg.data.stride, pool=cfg.data.window_pool, average=cfg.data.resample_average)
     loader = DataLoader(data, batch_size=batch_size, collate_fn=collate, num_workers=workers,
                         pin_memory=device.type == "cuda", prefetch_factor=4 if workers else None,
                         generator=torch.Generator())     # never draws from the global RNG

@@ -202,3 +202,17 @@ def test_windows_figure_shows_the_pieces_of_a_cut_instance():
     assert len(cut.y) == sum(1 for a in starts if a < 250 and a + 128 > 100)
     assert list(whole.y) == ["window 1"] and list(whole.base) == [10.0]
     assert all(t.name not in ("instance, cut by an edge",) for t in windows_figure(400, starts, 128, [[100, 250]]).data)
+
+
+def test_averaged_resampling_takes_bin_means(long_world):
+    world = World(long_world)
+    ep = world.episodes("test", 5)[0]
+    raw = world.raw_features(ep["query"]).astype(np.float32)
+    L = len(raw)
+    t = episode_tensors(world, ep, 128, 16, average=True)
+    plain = episode_tensors(world, ep, 128, 16)
+    assert t["query"].shape == plain["query"].shape == (128, raw.shape[1]) and t["axis"] == plain["axis"] == 128
+    assert torch.equal(t["gt"], plain["gt"])                          # the same axis, the same ground truth
+    # row 0 is the mean of the video's first L / 128 rows (adaptive bins), not one interpolated row
+    np.testing.assert_allclose(t["query"][0].numpy(), raw[: -(-L // 128)].mean(0), rtol=1e-4, atol=1e-4)
+    assert t["query"].std() < 0.8 * plain["query"].std()              # averaging shrinks the noise

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from ..utils import FscalError, read_json, where
 from .annotations import instances_by_class, labels, load_annotations, load_splits
 from .features import FeatureMeta, check_segment, crop, find_feature_file, seconds_to_index
-from .sampling import EpisodeKnobs, check_shots, sample_episode, sample_episodes, save_episodes  # noqa: F401
+from .sampling import (EpisodeKnobs, check_pool, check_shots, pooled_rows, sample_episode,  # noqa: F401
+                       sample_episodes, save_episodes)
 from .store import FeatureStore
 from .synthetic import read_world_json
 
@@ -218,13 +219,16 @@ class World:
         config = self.world_info.get("config", {})
         return {k: config[k] for k in ("support_slack", "outlier_prob") if k in config}
 
-    def query_features(self, video_id: str, pool: int = 1) -> np.ndarray:
+    def query_features(self, video_id: str, pool: int = 1, rows: int | None = None) -> np.ndarray:
         """``(ceil(T_video / pool), C)``: the video's rows read at a coarser rate, each the mean of
-        ``pool`` consecutive feature rows (``pool = 1``: :meth:`raw_features`, no copy)."""
+        ``pool`` consecutive feature rows (``pool = 1``: :meth:`raw_features`, no copy); ``rows``:
+        that many rows instead, each the mean of its bin (a video shorter than ``rows``: :meth:`clip`)."""
         raw = self.raw_features(video_id)                                          # (T_video, C)
-        if check_pool(pool) == 1:
+        if rows is not None and rows >= len(raw):
+            return self.clip(video_id, None, rows)
+        if rows is None and check_pool(pool) == 1:
             return raw
-        rows = pooled_rows(len(raw), pool)
+        rows = rows or pooled_rows(len(raw), pool)
         x = torch.from_numpy(np.asarray(raw, dtype=np.float32))                    # (T_video, C)
         # row j = mean of the feature rows in the j-th of ``rows`` equal bins (about ``pool`` rows each),
         # so that position x on this axis is x * T_video / rows on the file's axis (World.to_index)
@@ -255,18 +259,6 @@ def load_world(root) -> World:
 # Tensors for the model
 # ---------------------------------------------------------------------------------------------
 
-def check_pool(pool) -> int:
-    """The coarser rate of windows (``data.window_pool``): an integer >= 1."""
-    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1:
-        raise FscalError(f"{where(field='data.window_pool')}: must be an integer >= 1, got {pool!r}")
-    return int(pool)
-
-
-def pooled_rows(length: int, pool: int) -> int:
-    """Rows of a video of ``length`` feature rows read at ``pool`` rows per query row."""
-    return -(-length // pool)
-
-
 def window_starts(length: int, T: int, stride: int) -> list[int]:
     """Starts of the windows of ``T`` snippets, every ``stride``, that cover a video of ``length``
     snippets; the last window ends at the video's end (one window, padded, if ``length <= T``)."""
@@ -285,13 +277,14 @@ def _segments(world: World, video: str, anns, axis: int, offset: int, span: int)
 
 
 def episode_tensors(world: World, ep: dict, T: int, T_S: int, *, mode: str = "resample",
-                    start: int = 0, foreign=(), pool: int = 1) -> dict:
+                    start: int = 0, foreign=(), pool: int = 1, average: bool = False) -> dict:
     """One episode as tensors: query ``(T, C)`` with its ``mask (T,)``, supports ``(K, T_S, C)``,
     ground truth ``(G, 2)``.
 
     Each support segment is cut out of its video and resampled to T_S snippets. The query:
 
-    - ``mode="resample"``: the whole video resampled to T snippets (``mask`` all True);
+    - ``mode="resample"``: the whole video resampled to T snippets (``mask`` all True; ``average``:
+      each the mean of its bin of the video's rows, :meth:`World.query_features`);
     - ``mode="window"``: the T snippets from ``start`` at the features' own rate, the tail past the
       video's end zero and masked (``mask`` False); with ``pool > 1`` the video is first read at a
       coarser rate (:meth:`World.query_features`: each row the mean of ``pool`` rows).
@@ -305,7 +298,8 @@ def episode_tensors(world: World, ep: dict, T: int, T_S: int, *, mode: str = "re
     X_S = np.stack([world.clip(c["video"], c["segment"], T_S) for c in ep["support"]])  # (K, T_S, C)
     anns = world.annotations["database"][q]["annotations"]
     if mode == "resample":
-        X_Q, mask, axis, span = world.clip(q, None, T), np.ones(T, dtype=bool), T, T    # (T, C), (T,)
+        X_Q = world.query_features(q, rows=T) if average else world.clip(q, None, T)    # (T, C)
+        mask, axis, span = np.ones(T, dtype=bool), T, T                                # (T,)
     elif mode == "window":
         raw = world.query_features(q, pool)                                  # (T_video / pool, C)
         axis, span = len(raw), min(T, len(raw) - start)
@@ -330,9 +324,9 @@ class EpisodeDataset(Dataset):
     """
 
     def __init__(self, world: World, episodes: list[dict], T: int, T_S: int, *, mode: str = "resample",
-                 stride: int | None = None, pool: int = 1):
+                 stride: int | None = None, pool: int = 1, average: bool = False):
         self.world, self.episodes, self.T, self.T_S, self.mode = world, episodes, T, T_S, mode
-        self.pool = check_pool(pool)
+        self.pool, self.average = check_pool(pool), average
         if mode == "window":
             stride = stride or max(1, T // 2)
             self.items = [(i, s) for i, ep in enumerate(episodes)
@@ -347,7 +341,7 @@ class EpisodeDataset(Dataset):
     def __getitem__(self, j):
         i, start = self.items[j]
         return episode_tensors(self.world, self.episodes[i], self.T, self.T_S, mode=self.mode, start=start,
-                               pool=self.pool)
+                               pool=self.pool, average=self.average)
 
 
 class RandomEpisodes(Dataset):
@@ -359,13 +353,14 @@ class RandomEpisodes(Dataset):
     ``mode="window"``: the query is one window of T snippets; with probability ``neg_frac`` it
     starts anywhere (it may hold no instance of the class: a negative window), otherwise it holds
     a randomly chosen instance of the class whole (when the instance fits in T); ``pool``: windows
-    read at a coarser rate (:func:`episode_tensors`).
+    read at a coarser rate, ``average``: resampled queries averaged (:func:`episode_tensors`).
     """
 
     def __init__(self, world: World, split: str, shots: int, length: int, T: int, T_S: int, seed: int = 0,
-                 *, mode: str = "resample", neg_frac: float = 0.1, twin_partners: bool = False, pool: int = 1):
+                 *, mode: str = "resample", neg_frac: float = 0.1, twin_partners: bool = False, pool: int = 1,
+                 average: bool = False):
         self.world, self.shots, self.length, self.T, self.T_S, self.seed = world, check_shots(shots), length, T, T_S, seed
-        self.mode, self.neg_frac, self.pool = mode, neg_frac, check_pool(pool)
+        self.mode, self.neg_frac, self.pool, self.average = mode, neg_frac, check_pool(pool), average
         if not world.splits.get(split):
             raise FscalError(f"{where(file=world.root / 'splits.json', field=split)}: no classes in split "
                              f"{split!r} to draw training episodes from")
@@ -403,7 +398,7 @@ class RandomEpisodes(Dataset):
         ep = sample_episode(self.by_class, label, self.shots, rng, f"train_{i}", self.knobs)
         start = self.window_start(ep, rng) if self.mode == "window" else 0
         return episode_tensors(self.world, ep, self.T, self.T_S, mode=self.mode, start=start, foreign=self.foreign,
-                               pool=self.pool)
+                               pool=self.pool, average=self.average)
 
 
 def collate(items: list[dict]) -> dict:

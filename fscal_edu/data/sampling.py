@@ -24,6 +24,18 @@ def check_shots(shots) -> int:
     return int(shots)
 
 
+def check_pool(pool) -> int:
+    """The coarser rate of windows (``data.window_pool``): an integer >= 1."""
+    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1:
+        raise FscalError(f"{where(field='data.window_pool')}: must be an integer >= 1, got {pool!r}")
+    return int(pool)
+
+
+def pooled_rows(length: int, pool: int) -> int:
+    """Rows of a video of ``length`` feature rows read at ``pool`` rows per query row."""
+    return -(-length // pool)
+
+
 def sample_episode(by_class: dict, label: str, shots: int, rng: np.random.Generator, eid: str,
                    knobs: "EpisodeKnobs | None" = None) -> dict:
     """One episode of class ``label``: a query video holding it, ``shots`` supports from other videos
