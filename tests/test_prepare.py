@@ -248,3 +248,49 @@ def test_real_thumos14(shared_real, tmp_path, capsys):
     world = World(out)
     assert [len(world.splits[s]) for s in ("base", "val", "test")] == [4, 2, 14]
     assert len(world.episodes("val", 5)) == 10
+
+
+# --- the output folder: nothing a user owns is lost ----------------------------------------------
+
+def tree_hashes(root):
+    """{relative path: sha256} of every file under ``root`` (links followed; the feature cache aside)."""
+    import hashlib
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".fscal_cache" not in p.parts}
+
+
+def test_overwrite_moves_a_copied_dataset_aside_and_keeps_its_only_copies(raw, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert prepare(capsys, raw, out, "--copy")[0] == 0
+    video = first_video(raw)
+    (raw / "feats" / f"{video}.npy").unlink()               # the dataset now holds the only copy
+    old = tree_hashes(out)
+    with pytest.warns(UserWarning, match="moved what was there aside"):
+        rc, _, err = prepare(capsys, raw, out, "--drop-missing", "--overwrite")
+    assert rc == 0, err
+    assert tree_hashes(tmp_path / "out.replaced-1") == old
+    assert (tmp_path / "out.replaced-1" / "features" / f"{video}.npy").is_file()
+    assert not (out / "features" / f"{video}.npy").exists()
+
+
+def test_an_input_inside_the_output_is_refused(raw, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert prepare(capsys, raw, out)[0] == 0
+    (raw / "gt.json").rename(out / "annotations_in.json")
+    before_out, before_raw = tree_hashes(out), tree_hashes(raw)
+    assert_error(run_cli(capsys, "prepare", "--features", raw / "feats", "--annotations", out / "annotations_in.json",
+                         "--dataset", "activitynet", "--split-file", raw / "split.json", "--out", out, "--overwrite"),
+                 "prepare", "holds the input", "annotations_in.json")
+    assert tree_hashes(out) == before_out and tree_hashes(raw) == before_raw
+    assert not (tmp_path / "out.replaced-1").exists()
+
+
+@pytest.mark.parametrize("target, words", [("feats", "holds the input"), ("feats/ds", "inside the input folder"),
+                                           ("", "holds the input"), ("done/sub", "inside the dataset directory"),
+                                           ("done/features", "inside the dataset directory")])
+def test_out_onto_an_input_or_inside_a_dataset_is_refused(raw, tmp_path, capsys, target, words):
+    assert prepare(capsys, raw, raw / "done")[0] == 0
+    before = tree_hashes(raw)
+    for extra in ([], ["--overwrite"]):
+        assert_error(prepare(capsys, raw, raw / target if target else raw, *extra), "prepare", "field '--out'", words)
+    assert tree_hashes(raw) == before and not list(raw.parent.rglob("*.replaced-*"))

@@ -317,3 +317,44 @@ def test_variants_shift_every_phase_and_keep_twins_twins():
             assert shift in (0, 8, 16) and runs == [(p + shift) % 24 for p in order]
             seen.add(shift)
     assert seen == {0, 8, 16}
+
+
+# --- the output folder: a world there is never overwritten, one inside a dataset never written --
+
+def test_generate_over_an_existing_world_is_refused_and_overwrite_moves_it_aside(tmp_path, capsys):
+    from worlds import assert_error, run_cli
+    out = tmp_path / "w"
+    write_world(out, SMALL, seed=0, n_test_episodes=10, n_val_episodes=5)
+    (out / "notes.txt").write_text("mine")
+    before = file_hashes(out)
+    for profile in ("anet", "thumos"):
+        assert_error(run_cli(capsys, "generate", "--profile", profile, "--out", out), "generate", str(out),
+                     "already holds a world", "--overwrite")
+        assert file_hashes(out) == before
+    with pytest.warns(UserWarning, match="moved the world that was there aside"):
+        write_world(out, SMALL, seed=1, n_test_episodes=10, n_val_episodes=5, overwrite=True)
+    assert file_hashes(tmp_path / "w.replaced-1") == before          # nothing lost, nothing mixed
+    assert "notes.txt" not in file_hashes(out) and file_hashes(out) == small_world_hashes(tmp_path / "c", 1)
+
+
+@pytest.mark.parametrize("inside", ["features", "features/sub", "elsewhere"])
+def test_generate_inside_a_dataset_is_refused_even_with_overwrite(tmp_path, capsys, inside):
+    from worlds import assert_error, run_cli
+    data = tmp_path / "w"
+    write_world(data, SMALL, seed=0, n_test_episodes=10, n_val_episodes=5)
+    before = file_hashes(data)
+    for extra in ([], ["--overwrite"]):
+        assert_error(run_cli(capsys, "generate", "--out", data / inside, *extra), "generate",
+                     "inside the dataset directory")
+    assert file_hashes(data) == before and not list(tmp_path.glob("*.replaced-*"))
+
+
+def test_generate_into_a_folder_of_other_files_keeps_them(tmp_path):
+    out = tmp_path / "w"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    write_world(out, SMALL, seed=0, n_test_episodes=10, n_val_episodes=5)
+    assert (out / "notes.txt").read_text() == "mine" and (out / "world.json").is_file()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FscalError, match="is a file"):
+        write_world(tmp_path / "file", SMALL, seed=0)
