@@ -8,8 +8,10 @@ function and prints.
 Failures: bad input (:class:`~fscal_edu.utils.FscalError`, a file that is not UTF-8, a folder
 that cannot be written) is one line on stderr, ``fscal-edu CMD: error: file '...', video '...',
 field '...': what is wrong``, exit code 2; a Ctrl-C is one line saying where the run can resume,
-exit code 130; anything else is a bug in fscal-edu: the traceback, then one line asking for a
-report, exit code 1.
+exit code 130; a reader of stdout that leaves early (``| head``) ends the command quietly, exit
+code 0; anything else is a bug in fscal-edu: the traceback, then one line asking for a report,
+exit code 1. Output folders follow :mod:`fscal_edu.outputs` (never over a dataset, a run or an
+input; ``--overwrite`` moves the old output aside).
 """
 from __future__ import annotations
 

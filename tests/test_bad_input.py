@@ -448,3 +448,145 @@ def test_labels_given_as_lists_in_results_and_ground_truth(tmp_path):
     ep = world.episodes("test", 5)[0]
     with pytest.raises(FscalError, match=f"video '{ep['query']}', field 'label'"):
         evaluate_fscal([{**ep, "label": [ep["label"]]}], world.annotations, {"results": {}})
+
+
+# --- output folders: a failed start leaves nothing behind; evaluate --out never over a run's files;
+# --- a closed stdout pipe ends quietly ------------------------------------------------------------
+
+def tree_hashes(root):
+    """{relative path: sha256} of every file under ``root`` (links followed; the feature cache aside)."""
+    import hashlib
+    from pathlib import Path
+    root = Path(root)
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".fscal_cache" not in p.parts}
+
+
+def _val_episode_without_its_class(world_dir):
+    path = world_dir / "episodes_val_5shot.json"
+    world = World(SHIPPED)
+    ep = world.episodes("val", 5)[0]
+    held = {a["label"] for a in world.annotations["database"][ep["query"]]["annotations"]}
+    other = next(c for c in world.splits["val"] if c not in held)
+    edit_json(path, lambda d: d["episodes"][0].__setitem__("label", other))
+
+
+def _duplicate_val_episode_id(world_dir):
+    edit_json(world_dir / "episodes_val_5shot.json",
+              lambda d: d["episodes"][1].__setitem__("id", d["episodes"][0]["id"]))
+
+
+def _video_id_with_a_slash(world_dir):
+    def rename(d):
+        db = d["database"]
+        video = sorted(db)[0]
+        db["sub/" + video] = db.pop(video)
+    edit_json(world_dir / "annotations.json", rename)
+
+
+BAD_STARTS = {
+    "world.json: a string where a number belongs": (
+        lambda w: edit_json(w / "world.json", lambda d: d["info"]["config"].__setitem__("noise_norm", "a")),
+        "world.json", "noise_norm"),
+    "world.json: a list": (lambda w: (w / "world.json").write_text("[1, 2]"), "world.json", ""),
+    "world.json: info is a string": (
+        lambda w: edit_json(w / "world.json", lambda d: d.__setitem__("info", "x")), "world.json", "info"),
+    "a val episode with no instance of its class": (_val_episode_without_its_class, "episodes_val_5shot.json",
+                                                   "no instance"),
+    "a duplicate val episode id": (_duplicate_val_episode_id, "episodes_val_5shot.json", "twice"),
+    "a video id with a slash": (_video_id_with_a_slash, "annotations.json", "video id"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STARTS))
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_failed_start_leaves_nothing_behind(world_dir, tmp_path, capsys, case, existing):
+    """Every input is checked before the run folder is touched: a new --out is not created, an
+    existing run given --overwrite is neither moved aside nor changed; no input changes."""
+    out = tmp_path / "run"
+    if existing:
+        out.mkdir()
+        for name, text in (("config.json", "{}"), ("metrics.jsonl", ""), ("notes.txt", "mine")):
+            (out / name).write_text(text)
+    damage, *needles = BAD_STARTS[case]
+    damage(world_dir)
+    inputs, before = tree_hashes(world_dir), tree_hashes(out) if existing else None
+    assert_error(run_cli(capsys, "train", "--data", world_dir, "--preset", "tiny", "--steps", 2, "--threads", 1,
+                         "--out", out, *(["--overwrite"] if existing else [])), "train", *needles)
+    assert tree_hashes(world_dir) == inputs
+    assert (tree_hashes(out) == before) if existing else not out.exists()
+    assert not (tmp_path / "run.replaced-1").exists() and not (tmp_path / ".run.lock").exists()
+
+
+def test_a_bare_resume_of_a_corrupt_config_json_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"model": {"d": "x"}, "seed": 0}))
+    before = tree_hashes(out)
+    assert_error(run_cli(capsys, "train", "--data", SHIPPED, "--out", out, "--resume"), "train", "config.json")
+    assert tree_hashes(out) == before
+
+
+@pytest.fixture
+def fake_run(tmp_path):
+    """A run folder: the shipped checkpoint as best.pt and last.pt, a config and a log."""
+    import shutil
+    from conftest import DATA
+    run = tmp_path / "RUN"
+    run.mkdir()
+    for name in ("best.pt", "last.pt"):
+        shutil.copy(DATA / "checkpoints" / "full.pt", run / name)
+    (run / "config.json").write_text("{}\n")
+    (run / "metrics.jsonl").write_text("")
+    return run
+
+
+@pytest.mark.parametrize("name", ["last.pt", "best.pt", "metrics.jsonl", "config.json", "other.pt"])
+def test_evaluate_out_never_writes_over_a_runs_files(fake_run, capsys, name):
+    before = tree_hashes(fake_run)
+    for extra in ([], ["--overwrite"]):
+        assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--checkpoint", fake_run / "best.pt",
+                             "--out", fake_run / name, *extra), "evaluate", "field '--out'", name)
+    assert tree_hashes(fake_run) == before and not list(fake_run.glob("*.replaced-*"))
+
+
+def test_evaluate_out_onto_a_dataset_file_or_an_existing_file(world_dir, tmp_path, capsys):
+    before = tree_hashes(world_dir)
+    for name in ("features.json", "features/x.json", "splits.json"):
+        assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--baseline", "prototype", "--out",
+                             world_dir / name, "--overwrite"), "evaluate", "dataset directory")
+    assert tree_hashes(world_dir) == before
+    pred = tmp_path / "pred.json"
+    pred.write_text("mine")
+    assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--baseline", "prototype", "--out", pred),
+                 "evaluate", "exists", "--overwrite")
+    assert pred.read_text() == "mine"
+    with pytest.warns(UserWarning, match="moved what was there aside"):
+        rc, _, err = run_cli(capsys, "evaluate", "--data", SHIPPED, "--baseline", "prototype", "--out", pred,
+                             "--overwrite")
+    assert rc == 0, err
+    assert (tmp_path / "pred.json.replaced-1").read_text() == "mine" and "results" in json.loads(pred.read_text())
+
+
+def _quiet_into_a_closed_pipe(args, cwd):
+    """Run ``fscal-edu args`` with its stdout's reader gone before it prints: ``(exit code, stderr)``."""
+    import subprocess
+    import sys
+    p = subprocess.Popen([sys.executable, "-m", "fscal_edu.cli", *map(str, args)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=cwd)
+    p.stdout.close()                         # as `| true` or `| head -0`: the reader leaves at once
+    err = p.stderr.read()
+    return p.wait(timeout=300), err
+
+
+def test_generate_and_score_into_a_closed_pipe_end_quietly(tmp_path):
+    from fscal_edu.utils import atomic_write_json
+    rc, err = _quiet_into_a_closed_pipe(["generate", "--profile", "thumos", "--out", tmp_path / "w"], tmp_path)
+    assert rc == 0 and err == "", err
+    assert (tmp_path / "w" / "world.json").is_file()              # the work is done
+    gt = {"database": {"v": {"subset": "testing", "annotations": [{"label": "a", "segment": [1.0, 2.0]}]}}}
+    pred = {"results": {"v": [{"label": "a", "score": 0.9, "segment": [1.0, 2.0]}]}}
+    atomic_write_json(tmp_path / "gt.json", gt)
+    atomic_write_json(tmp_path / "pred.json", pred)
+    rc, err = _quiet_into_a_closed_pipe(["score", tmp_path / "gt.json", tmp_path / "pred.json"], tmp_path)
+    assert rc == 0 and err == "", err
