@@ -133,11 +133,8 @@ def _evaluate(args):
         skipped = [name for name in stages.names() if name in args.skip]
         name = args.checkpoint + (f" (skipping {', '.join(skipped)})" if skipped else "")
     if args.out:
-        from .outputs import move_aside
-        from .utils import atomic_write_text
-        if Path(args.out).exists():
-            move_aside(args.out)
-        atomic_write_text(args.out, json.dumps(results))
+        from .outputs import write_output_file
+        write_output_file(args.out, json.dumps(results))
     print(f"{name}: {args.split} split, {args.shots}-shot, {len(world.episodes(args.split, args.shots))} episodes")
     print("tIoU   pooled mAP   per-class mAP")
     for t, a, b in zip(metrics["tiou_thresholds"], metrics["mAP"], metrics["per_class"]["mAP"]):

@@ -107,10 +107,25 @@ def check_output_file(path, *, field: str = "--out", inputs=(), overwrite: bool 
     if path.suffix == ".pt" or (path.name in RUN_FILES and run_files(path.parent)):
         raise FscalError(f"{at}: is a file of a run folder or a checkpoint; write elsewhere, never over "
                          f"a run's files")
-    if path.exists() and not overwrite:
+    if path.is_file() and not overwrite:
         raise FscalError(f"{at}: the file exists; give a new name, or pass --overwrite (the old file is "
                          f"moved aside to {path.name}.replaced-N)")
     return path
+
+
+def write_output_file(path, text: str) -> Path:
+    """Write ``text`` to an output file checked by :func:`check_output_file`: an existing file is
+    moved aside first, the new one written atomically; a device or a pipe (``/dev/stdout``,
+    ``/dev/null``) is written as it is."""
+    from .utils import atomic_write_text
+    path = Path(path)
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(text)
+        return path
+    if path.exists():
+        move_aside(path)
+    return atomic_write_text(path, text)
 
 
 def move_aside(path, *, field: str = "--out", what: str = "what was there") -> Path:
@@ -135,6 +150,9 @@ def move_aside(path, *, field: str = "--out", what: str = "what was there") -> P
 def lock_path(out) -> Path:
     """``.NAME.lock`` beside the run folder ``out`` (outside it: moving an old run aside keeps it)."""
     target = Path(out).resolve()
+    if not target.name:
+        raise FscalError(f"{where(file=out, field='out')}: a run folder cannot be the file system's root; "
+                         f"give a folder such as runs/NAME")
     return target.with_name(f".{target.name}.lock")
 
 

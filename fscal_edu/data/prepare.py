@@ -326,8 +326,9 @@ def check_out(opts) -> Path:
     if out.exists() and not out.is_dir():
         raise FscalError(f"{at}: is a file; give a folder")
     inputs = [opts.features, opts.split_file, *(_subset_and_path(str(s))[1] for s in opts.annotations)]
-    check_output(out, inputs=inputs, replace_dataset=True, overwrite=opts.overwrite)
-    if out.is_dir() and any(out.iterdir()) and not opts.overwrite:
+    full = out.is_dir() and any(out.iterdir())
+    check_output(out, inputs=inputs, replace_dataset=True, overwrite=opts.overwrite and full)
+    if full and not opts.overwrite:
         raise FscalError(f"{at}: the folder is not empty; choose a new one or pass --overwrite (which "
                          f"moves the old folder aside to {out.name}.replaced-N first)")
     return out
