@@ -13,9 +13,14 @@ reproduces their output.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import itertools
+import json
 import math
+import os
+import sys
 
 import numpy as np
 import torch
@@ -61,8 +66,7 @@ def checker(label: str):
     The student is named by their function's name (``label`` for a lambda or an answer).
     """
     def wrap(check):
-        @functools.wraps(check)
-        def checked(fn, *args, **kwargs) -> bool:
+        def verdict(fn, *args, **kwargs) -> bool:
             name = getattr(fn, "__name__", "<lambda>")
             name = label if name == "<lambda>" or not callable(fn) else name
             try:
@@ -76,8 +80,66 @@ def checker(label: str):
             except Exception as e:  # noqa: BLE001 - an output the comparison cannot read
                 print(f"{name}: could not check the output ({type(e).__name__}: {e})")
             return False
+
+        @functools.wraps(check)
+        def checked(fn, *args, **kwargs) -> bool:
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
+                ok = verdict(fn, *args, **kwargs)
+            record(check.__name__, ok, printed.getvalue())
+            return ok
         return checked
     return wrap
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdicts a grader can read
+# ---------------------------------------------------------------------------------------------
+
+VERDICTS_ENV = "FSCAL_VERDICTS"       # a file: every checker appends one JSON line to it
+VERDICTS: list[dict] = []             # the verdicts of this process, in order
+
+
+class _Tee(io.TextIOBase):
+    """Write to several streams at once (the notebook's output and the verdict's buffer)."""
+
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+def summarize(ok: bool, printed: str) -> str:
+    """One checker's printed lines -> ``correct``, ``not attempted``, ``error: <line>`` or
+    ``wrong: <the known mistake, or the first difference>``."""
+    if ok:
+        return "correct"
+    lines = [ln.strip() for ln in printed.splitlines() if ln.strip()]
+    if any(NOT_ATTEMPTED in ln for ln in lines):
+        return "not attempted"
+    said = [ln.split(": ", 1)[-1] for ln in lines if not ln.startswith("->") and not ln.endswith("Correct!")]
+    if said and said[0].startswith(("your code raised", "could not check the output")):
+        return f"error: {said[0]}"
+    known = [ln.split("a known mistake: ", 1)[1] for ln in lines if "a known mistake: " in ln]
+    return f"wrong: {'; '.join(known) if known else (said[0] if said else 'the output differs')}"
+
+
+def record(exercise: str, ok: bool, printed: str) -> dict:
+    """Keep one verdict in :data:`VERDICTS` and, if ``$FSCAL_VERDICTS`` names a file, append it there."""
+    entry = {"exercise": exercise, "verdict": summarize(ok, printed)}
+    VERDICTS.append(entry)
+    path = os.environ.get(VERDICTS_ENV)
+    if path:
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry) + "\n")
+    return entry
 
 
 # ---------------------------------------------------------------------------------------------

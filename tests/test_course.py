@@ -1,0 +1,137 @@
+"""The teacher's kit: the student release holds no reference solution, and grading three (four)
+fake submissions of notebook 03 gives the expected table, row by row."""
+from __future__ import annotations
+
+import csv
+import inspect
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from fscal_edu import course, mistakes, solutions
+from fscal_edu.utils import FscalError
+
+ROOT = Path(__file__).resolve().parents[1]
+NB03 = "03_qtos_context_ca.ipynb"
+
+
+def _all_text(folder: Path) -> str:
+    """Every cell's source and every output's text of every released notebook, decoded."""
+    parts = []
+    for path in sorted(folder.rglob("*")):
+        if path.suffix != ".ipynb":
+            parts.append(path.read_text(encoding="utf-8", errors="replace") if path.is_file() else "")
+            continue
+        for cell in nbformat.read(path, as_version=4).cells:
+            parts.append(cell.source)
+            for out in cell.get("outputs", []):
+                parts.append(out.get("text", "") + "".join(str(v) for v in out.get("data", {}).values()))
+    return "\n".join(parts)
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory):
+    out = tmp_path_factory.mktemp("release")
+    course.release(ROOT / "notebooks", out)
+    return out
+
+
+def test_release_holds_no_reference_solution(released):
+    names = sorted(p.name for p in released.iterdir())
+    assert names == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    text = _all_text(released)
+    bodies = course.solution_sources()
+    assert len(bodies) >= 15 and "my_cross_attend" in bodies
+    for name, body in bodies.items():
+        assert body.strip() and body.strip() not in text, name
+        for line in body.splitlines():
+            if len(line.strip()) >= 30:
+                assert line.strip() not in text, f"{name}: {line.strip()}"
+    assert course.REFERENCE_MARK not in text
+    assert not re.search(r"\bsolutions\.(?!mass_norm_factor\b)", text.replace("fscal_edu.solutions", ""))
+
+
+def test_release_clears_exercises_keeps_the_rest(released):
+    shipped = nbformat.read(ROOT / "notebooks" / NB03, as_version=4)
+    nb = nbformat.read(released / NB03, as_version=4)
+    exercises = [c for c in nb.cells if course.exercise_checks(c)]
+    assert [course.exercise_checks(c) for c in exercises] == [["check_cross_attend"], ["check_column_softmax"],
+                                                              ["check_support_mass"]]
+    assert all(c.outputs == [] and c.execution_count is None for c in exercises)
+    assert len(nb.cells) == len(shipped.cells) - 3                          # the three reference cells
+    figures = lambda n: sum("application/vnd.plotly.v1+json" in o.get("data", {})  # noqa: E731
+                            for c in n.cells if c.cell_type == "code" for o in c.outputs)
+    assert figures(nb) == figures(shipped) > 0
+    # the cell that used the reference now uses the student's function
+    assert any("support_mass(A_joint, K)" in c.source and "solutions" not in c.source for c in nb.cells)
+
+
+def test_release_refuses_a_folder_without_notebooks(tmp_path):
+    with pytest.raises(FscalError, match=str(tmp_path.name)):
+        course.release(tmp_path, tmp_path / "out")
+
+
+def _fill(nb, answers: dict) -> None:
+    """Replace each exercise's stub (``def name(...)`` up to the checker call) by ``answers[name]``."""
+    for cell in nb.cells:
+        if course.exercise_checks(cell):
+            name = re.search(r"^def (\w+)\(", cell.source, re.M).group(1)
+            check = cell.source[cell.source.index("exercises.check_"):]
+            cell.source = answers[name] + "\n\n" + check
+
+
+@pytest.fixture(scope="module")
+def graded(released, tmp_path_factory):
+    subs = tmp_path_factory.mktemp("submissions")
+    imports = "import torch\nfrom einops import rearrange, reduce\n\n"       # what solutions.py imports
+    correct = {n: imports + inspect.getsource(getattr(solutions, n))
+               for n in ("my_cross_attend", "my_column_attention", "support_mass")}
+    wrong = dict(correct, my_cross_attend=(
+        "from fscal_edu import mistakes\n\ndef my_cross_attend(X_a, X_b, W):\n"
+        "    return mistakes.cross_attend_variant(X_a, X_b, W, no_residual=True)\n"))
+    for student, answers in (("alice", correct), ("bob", wrong), ("carol", None), ("dave", "crash")):
+        nb = nbformat.read(released / NB03, as_version=4)
+        if isinstance(answers, dict):
+            _fill(nb, answers)
+        if answers == "crash":                                             # the kernel dies at once
+            nb.cells.insert(0, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+        (subs / student).mkdir()
+        nbformat.write(nb, subs / student / NB03)
+    out = tmp_path_factory.mktemp("grades")
+    return course.grade(subs, out, cwd=ROOT / "notebooks", timeout=300), out
+
+
+def test_grade_table_row_by_row(graded):
+    data, out = graded
+    cols = ["03 column_softmax", "03 cross_attend", "03 support_mass"]
+    assert data["columns"] == cols
+    rows = data["students"]
+    assert rows["alice"] == dict.fromkeys(cols, "correct")
+    assert rows["bob"] == {"03 column_softmax": "correct", "03 support_mass": "correct",
+                           "03 cross_attend": "wrong: " + mistakes.CROSS_ATTEND["no_residual"]}
+    assert rows["carol"] == dict.fromkeys(cols, "not attempted")
+    assert all(v.startswith("error: the notebook stopped before this exercise (DeadKernelError")
+               for v in rows["dave"].values()), rows["dave"]
+    assert data["runs"]["alice/" + NB03] == "ran" and data["runs"]["dave/" + NB03].startswith("DeadKernelError")
+    with open(out / "grades.csv", newline="", encoding="utf-8") as f:
+        table = list(csv.reader(f))
+    assert table[0] == ["student", *cols]
+    assert table[2] == ["bob", "correct", "wrong: " + mistakes.CROSS_ATTEND["no_residual"], "correct"]
+    assert json.loads((out / "grades.json").read_text())["students"] == rows
+
+
+def test_grade_summary_per_exercise(graded):
+    data, out = graded
+    s = data["summary"]["03 cross_attend"]
+    assert (s["correct"], s["wrong"], s["not attempted"], s["error"]) == (1, 1, 1, 1)
+    assert s["most common mistake"] == mistakes.CROSS_ATTEND["no_residual"]
+    assert data["summary"]["03 support_mass"]["correct"] == 2
+    assert "| 03 cross_attend | 1 | 1 | 1 | 1 | the residual X_b is missing" in (out / "summary.md").read_text()
+
+
+def test_grade_refuses_an_empty_folder(tmp_path):
+    with pytest.raises(FscalError, match="no student folder or notebook"):
+        course.grade(tmp_path, tmp_path / "out", cwd=ROOT / "notebooks")
