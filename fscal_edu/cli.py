@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser: one subparser per subcommand, each with its handler as ``func``."""
     p = argparse.ArgumentParser(prog="fscal-edu", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
-    for add in (_add_generate_and_demo, _add_train, _add_evaluate_and_score, _add_prepare):
+    for add in (_add_generate_and_demo, _add_train, _add_evaluate_and_score, _add_prepare, _add_teaching):
         add(sub, count=int_at_least(1), seed=int_at_least(0))
     return p
 
@@ -298,6 +298,54 @@ def _add_prepare(sub, *, count, seed) -> None:
     r.add_argument("--test-episodes", type=seed, default=1000, help="fixed test episodes per K (default 1000)")
     r.add_argument("--seed", type=seed, default=0, help="episodes use seed * 1000 + K (default 0)")
     r.set_defaults(func=_prepare)
+
+
+def _site(args):
+    from .course import course_root
+    from .outputs import check_output
+    from .site import build_site
+    root = course_root(args.root)
+    r = build_site(check_output(args.out, inputs=[root / "notebooks", root / "docs"]), root)
+    print(f"wrote {len(r['pages'])} pages to {args.out}/ ({r['bytes'] / 1e6:.1f} MB, {r['seconds']:.0f} s): "
+          f"open {Path(args.out) / 'index.html'} in a browser (no network needed)")
+
+
+def _course_release(args):
+    from .course import course_root, release
+    from .outputs import check_output
+    notebooks = course_root(args.root) / "notebooks"
+    written = release(notebooks, check_output(args.out, inputs=[notebooks]))
+    print(f"wrote the student version of {len(written)} notebooks to {args.out}/")
+
+
+def _course_grade(args):
+    from .course import course_root, grade
+    from .outputs import check_output
+    data = grade(args.submissions, check_output(args.out, inputs=[args.submissions]), cwd=course_root(args.root) / "notebooks", timeout=args.timeout,
+                 only=args.notebook)
+    print((Path(args.out) / "summary.md").read_text(encoding="utf-8"), end="")
+    print(f"graded {len(data['students'])} students: {args.out}/grades.csv, grades.json, summary.md")
+
+
+def _add_teaching(sub, *, count, seed) -> None:
+    s = sub.add_parser("site", help="the course as a static website that works offline")
+    s.add_argument("--out", required=True, help="folder for index.html, the pages and assets/")
+    s.add_argument("--root", default=None, help="the course's checkout (default: here, or the editable install's)")
+    s.set_defaults(func=_site)
+    c = sub.add_parser("course", help="the teacher's kit: hand out the notebooks, grade them")
+    csub = c.add_subparsers(dest="action", required=True)
+    r = csub.add_parser("release", help="write the student version of the notebooks (no reference solution)")
+    r.add_argument("--out", required=True)
+    r.add_argument("--root", default=None, help="the course's checkout (default: here, or the editable install's)")
+    r.set_defaults(func=_course_release)
+    g = csub.add_parser("grade", help="run every submitted notebook headless and tabulate the checkers' verdicts")
+    g.add_argument("submissions", help="a folder: one folder of notebooks, or one notebook, per student")
+    g.add_argument("--out", required=True, help="folder for grades.csv, grades.json and summary.md")
+    g.add_argument("--timeout", type=count, default=600, help="seconds per notebook (default 600)")
+    g.add_argument("--notebook", action="append", default=None,
+                   help="grade only this notebook file name, e.g. 03_qtos_context_ca.ipynb (repeatable)")
+    g.add_argument("--root", default=None, help="the course's checkout, where the notebooks run")
+    g.set_defaults(func=_course_grade)
 
 
 # ---------------------------------------------------------------------------------------------

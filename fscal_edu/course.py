@@ -113,6 +113,18 @@ def release_notebook(nb, bodies: dict[str, str]):
     return nb
 
 
+def course_root(root=None) -> Path:
+    """The course's checkout (README.md, docs/, notebooks/): ``root`` if given, else the current
+    folder if it is one, else the checkout of an editable install."""
+    from .runtime import _source_checkout
+    candidates = [Path(root)] if root is not None else [Path.cwd(), _source_checkout()]
+    for folder in candidates:
+        if folder is not None and (folder / "notebooks").is_dir() and (folder / "README.md").is_file():
+            return folder
+    raise FscalError(f"{where(file=root, field='root')}: not the course's checkout (it needs README.md, "
+                     f"docs/ and notebooks/); pass --root with the repository's folder")
+
+
 def course_notebooks(folder) -> list[Path]:
     """The numbered notebooks ``NN_*.ipynb`` of ``folder``, in order."""
     folder = Path(folder)

@@ -135,3 +135,15 @@ def test_grade_summary_per_exercise(graded):
 def test_grade_refuses_an_empty_folder(tmp_path):
     with pytest.raises(FscalError, match="no student folder or notebook"):
         course.grade(tmp_path, tmp_path / "out", cwd=ROOT / "notebooks")
+
+
+def test_command_line_release_and_bad_roots(tmp_path, capsys):
+    from fscal_edu.cli import main
+    assert main(["course", "release", "--out", str(tmp_path / "rel"), "--root", str(ROOT)]) == 0
+    assert len(list((tmp_path / "rel").glob("*.ipynb"))) == 10
+    assert main(["course", "release", "--out", str(ROOT / "notebooks"), "--root", str(ROOT)]) == 2
+    assert "holds the input" in capsys.readouterr().err
+    assert main(["site", "--out", str(tmp_path / "site"), "--root", str(tmp_path)]) == 2
+    assert "field 'root': not the course's checkout" in capsys.readouterr().err
+    assert main(["course", "grade", str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
+    assert "not a folder of submissions" in capsys.readouterr().err
