@@ -63,13 +63,14 @@ def _nested(a: Path, b: Path) -> bool:
 
 
 def check_output(out, *, field: str = "--out", inputs=(), replace_dataset: bool = False,
-                 overwrite: bool = False) -> Path:
+                 overwrite: bool = False, run_ok: bool = False) -> Path:
     """``out`` checked before a command writes it; reads only. Refused, naming ``out`` and ``field``:
 
     * ``out`` on or inside a dataset directory (``replace_dataset``: ``out`` may *be* one, which
       ``--overwrite`` then moves aside; never inside one);
     * an input (file or folder) that is ``out`` or lies inside it, or a folder input that holds ``out``;
-    * ``overwrite`` of the folder this process runs in (it cannot be moved aside from within).
+    * ``overwrite`` of the folder this process runs in (it cannot be moved aside from within);
+    * unless ``run_ok`` (``train``, ``evaluate --out``), ``out`` on or inside a run folder.
     """
     path = Path(out)
     at, target = where(file=path, field=field), path.resolve()
@@ -77,6 +78,10 @@ def check_output(out, *, field: str = "--out", inputs=(), replace_dataset: bool 
     if data is not None and not (replace_dataset and data == target):
         inside = "is the dataset directory" if data == target else f"lies inside the dataset directory {str(data)!r}"
         raise FscalError(f"{at}: {inside}; write elsewhere, never among a dataset's files")
+    run = None if run_ok else next((d for d in (target, *target.parents) if run_files(d)), None)
+    if run is not None:
+        raise FscalError(f"{at}: {'is' if run == target else 'lies inside'} the run folder {str(run)!r}; "
+                         f"write elsewhere, never among a run's files")
     for given in inputs:
         if given is None:
             continue
@@ -103,8 +108,9 @@ def check_output_file(path, *, field: str = "--out", inputs=(), overwrite: bool 
         raise FscalError(f"{at}: the folder {str(path.parent)!r} does not exist")
     if path.is_dir():
         raise FscalError(f"{at}: is a directory; give a file name such as PRED.json")
-    check_output(path, field=field, inputs=inputs)
-    if path.suffix == ".pt" or (path.name in RUN_FILES and run_files(path.parent)):
+    check_output(path, field=field, inputs=inputs, run_ok=True)
+    lock = path.name.startswith(".") and path.name.endswith(".lock")
+    if path.suffix == ".pt" or lock or (path.name in RUN_FILES and run_files(path.parent)):
         raise FscalError(f"{at}: is a file of a run folder or a checkpoint; write elsewhere, never over "
                          f"a run's files")
     if path.is_file() and not overwrite:

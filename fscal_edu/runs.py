@@ -202,7 +202,7 @@ def open_run(out, cfg: Config, *, seed: int, dataset, threads: int | None = None
         raise FscalError(f"{where(file=out, field='out')}: resume and overwrite exclude each other")
     if out.exists() and not out.is_dir():
         raise FscalError(f"{where(file=out, field='out')}: exists and is not a directory")
-    check_output(out, field="out", inputs=[dataset], overwrite=overwrite and bool(run_files(out)))
+    check_output(out, field="out", inputs=[dataset], overwrite=overwrite and bool(run_files(out)), run_ok=True)
     if not locked:                            # another training at work here: say so first
         RunLock(out).check_free()
     request = run_config(cfg, seed=seed, dataset=dataset, threads=threads)

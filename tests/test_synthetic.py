@@ -358,3 +358,17 @@ def test_generate_into_a_folder_of_other_files_keeps_them(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(FscalError, match="is a file"):
         write_world(tmp_path / "file", SMALL, seed=0)
+
+
+@pytest.mark.parametrize("inside", ["", "sub"])
+def test_generate_onto_or_inside_a_run_folder_is_refused(tmp_path, capsys, inside):
+    from worlds import assert_error, run_cli
+    run = tmp_path / "RUN"
+    run.mkdir()
+    (run / "config.json").write_text("{}\n")
+    (run / "metrics.jsonl").write_text("")
+    before = file_hashes(run)
+    for extra in ([], ["--overwrite"]):
+        assert_error(run_cli(capsys, "generate", "--out", run / inside if inside else run, *extra), "generate",
+                     "the run folder")
+    assert file_hashes(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["RUN"]
