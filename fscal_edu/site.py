@@ -27,7 +27,7 @@ KERNEL_NOTE = ("This explorer needs a running Python kernel (open the notebook i
                "below, a static picture of what it shows.")
 DOC_PAGES = (("README.md", "index.html", "Home"), ("docs/design.md", "design.html", "Design"),
              ("docs/architecture.md", "architecture.html", "Architecture"),
-             ("docs/benchmarks.md", "benchmarks.html", "Benchmarks"))
+             ("docs/benchmarks.md", "benchmarks.html", "Benchmarks"), ("docs/teaching.md", "teaching.html", "Teaching"))
 
 SCRIPT = """// Draw every saved plotly figure of the page (no kernel, no network).
 document.querySelectorAll("script.plotly-json").forEach(function (tag) {
