@@ -25,6 +25,7 @@ from pathlib import Path
 from . import stages
 from .config import ABLATIONS, PRESETS
 from .data.synthetic import PROFILES
+from .outputs import LeavableStdout, silence_stdout
 from .runtime import configure_process
 from .utils import FscalError, check_device, where
 
@@ -381,17 +382,6 @@ def _resume_hint(args) -> str:
     return "; nothing of the run was written"
 
 
-def _silence_stdout() -> None:
-    """After a broken pipe, point stdout at the null device so that the interpreter's last flush
-    does not fail again (Python's documented way, see the ``signal`` module's SIGPIPE note)."""
-    import os
-    try:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-    except (OSError, ValueError, AttributeError):   # a stdout without a descriptor (captured)
-        pass
-
-
 def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
@@ -405,8 +395,9 @@ def main(argv=None) -> int:
         print(f"fscal-edu {command}: error: {message}", file=sys.stderr)
         return 2
 
-    old_format = warnings.formatwarning
+    old_format, stdout = warnings.formatwarning, sys.stdout
     warnings.formatwarning = lambda message, *a, **k: f"fscal-edu {command}: warning: {message}\n"
+    sys.stdout = LeavableStdout(stdout)
     try:
         configure_process(threads=getattr(args, "threads", None))   # only some subcommands have --threads
         code = int(args.func(args) or 0)
@@ -415,7 +406,7 @@ def main(argv=None) -> int:
     except BrokenPipeError as e:       # stdout's reader left (`... | head`): the work is done, end quietly
         if e.filename is not None:
             return fail(f"{where(file=e.filename, field='path')}: {e.strerror}")
-        _silence_stdout()
+        silence_stdout()
         return 0
     except KeyboardInterrupt:
         _close_bars()
@@ -434,7 +425,7 @@ def main(argv=None) -> int:
               f"the traceback above)", file=sys.stderr)
         return 1
     finally:
-        warnings.formatwarning = old_format
+        warnings.formatwarning, sys.stdout = old_format, stdout
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Output folders: what a command may write, moving an old output aside, and the lock of a run.
+"""Output folders: what a command may write, moving an old output aside, the lock of a run, and
+stdout as an output its reader may leave.
 
 One rule for every command that writes (``train --out``, ``prepare --out``, ``generate --out``,
 ``evaluate --out``): it never deletes or modifies what it did not create in this call.
@@ -301,3 +302,45 @@ class RunLock:
         finally:
             os.close(self.fd)
             self.fd = None
+
+
+# ---------------------------------------------------------------------------------------------
+# stdout, an output its reader may leave
+# ---------------------------------------------------------------------------------------------
+
+class LeavableStdout:
+    """stdout that its reader may leave (``| head -1``, ``| true``): after a broken pipe, what the
+    command prints goes nowhere and its work goes on to the end (a run is not cut short by it)."""
+
+    def __init__(self, stream):
+        self._stream, self.broken = stream, False
+
+    def write(self, text):
+        if not self.broken:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self.broken = True
+                silence_stdout()
+        return len(text)
+
+    def flush(self):
+        if not self.broken:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self.broken = True
+                silence_stdout()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+def silence_stdout() -> None:
+    """After a broken pipe, point stdout at the null device so that the interpreter's last flush
+    does not fail again (Python's documented way, see the ``signal`` module's SIGPIPE note)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):   # a stdout without a descriptor (captured)
+        pass

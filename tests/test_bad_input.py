@@ -590,3 +590,12 @@ def test_generate_and_score_into_a_closed_pipe_end_quietly(tmp_path):
     atomic_write_json(tmp_path / "pred.json", pred)
     rc, err = _quiet_into_a_closed_pipe(["score", tmp_path / "gt.json", tmp_path / "pred.json"], tmp_path)
     assert rc == 0 and err == "", err
+
+
+def test_train_into_a_closed_pipe_still_trains_to_the_end(tmp_path):
+    """The reader of stdout leaving ends the printing, never the work (a cut run that exits 0
+    would be a silent loss)."""
+    rc, err = _quiet_into_a_closed_pipe(["train", "--data", SHIPPED, "--preset", "tiny", "--steps", 2, "--threads", 1,
+                                         "--out", tmp_path / "run"], tmp_path)
+    assert rc == 0 and "error" not in err and "Traceback" not in err, err
+    assert (tmp_path / "run" / "last.pt").is_file() and len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
