@@ -92,7 +92,8 @@ def checkpoint_config(state: dict, path) -> Config:
 
 
 def _check_weights(weights, path) -> None:
-    """A state dict: parameter names to tensors, the floating ones finite."""
+    """A state dict: parameter names to real floating-point tensors (every weight of the model is
+    one; an integer, boolean or complex tensor would be cast silently), all finite."""
     if not isinstance(weights, dict):
         raise FscalError(f"{where(file=path, field='model')}: must be a state dict (names to tensors), "
                          f"got {type(weights).__name__}")
@@ -100,11 +101,13 @@ def _check_weights(weights, path) -> None:
         if not isinstance(name, str) or not isinstance(value, torch.Tensor):
             raise FscalError(f"{where(file=path, field=f'model.{name}')}: must be a tensor, got "
                              f"{type(value).__name__}")
-        if value.is_floating_point() or value.is_complex():
-            bad = int((~torch.isfinite(value)).sum())
-            if bad:
-                raise FscalError(f"{where(file=path, field=f'model.{name}')}: {bad} of {value.numel()} "
-                                 f"weights are NaN or inf (a training that diverged, or a damaged file)")
+        if not value.is_floating_point():
+            raise FscalError(f"{where(file=path, field=f'model.{name}')}: weights must be real floating-point "
+                             f"numbers, got {str(value.dtype).removeprefix('torch.')}")
+        bad = int((~torch.isfinite(value)).sum())
+        if bad:
+            raise FscalError(f"{where(file=path, field=f'model.{name}')}: {bad} of {value.numel()} "
+                             f"weights are NaN or inf (a training that diverged, or a damaged file)")
 
 
 def load_model(path, *, feature_dim: int | None = None, device=None) -> FSCAL:

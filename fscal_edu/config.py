@@ -259,8 +259,9 @@ class Config:
                                      f"got {type(d[section]).__name__}")
                 flat |= {f"{section}__{k}": v for k, v in d[section].items()}
         # older files switched Dynamics-CA off with an empty width: read that as dynamics=False
+        # (an empty list only: {}, "", 0, null or false are wrong values, refused by RULES)
         for key in ("granularities", "model__granularities"):
-            if key in flat and not flat[key]:
+            if key in flat and isinstance(flat[key], (list, tuple)) and not flat[key]:
                 del flat[key]
                 flat["dynamics"] = False
         return cls().replace(**flat)

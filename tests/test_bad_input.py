@@ -599,3 +599,36 @@ def test_train_into_a_closed_pipe_still_trains_to_the_end(tmp_path):
                                          "--out", tmp_path / "run"], tmp_path)
     assert rc == 0 and "error" not in err and "Traceback" not in err, err
     assert (tmp_path / "run" / "last.pt").is_file() and len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()) == 2
+
+
+# --- found by fuzzing the command line (tests/test_fuzz.py, bench/fuzz.py) -------------------------
+
+@pytest.mark.parametrize("dtype", [torch.complex64, torch.int64, torch.bool])
+def test_checkpoint_weights_that_are_not_real_floats_are_refused(tmp_path, capsys, dtype):
+    from conftest import DATA
+    state = torch.load(DATA / "checkpoints" / "full.pt", weights_only=True)
+    name = "qtos.norm.bias"
+    state["model"][name] = state["model"][name].to(dtype)          # cast silently by load_state_dict before
+    torch.save(state, tmp_path / "ck.pt")
+    assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--checkpoint", tmp_path / "ck.pt"), "evaluate",
+                 str(tmp_path / "ck.pt"), f"field 'model.{name}'", "real floating-point", str(dtype)[6:])
+
+
+@pytest.mark.parametrize("value", [{}, "", 0, None, False])
+def test_granularities_that_are_not_a_list_are_refused_not_read_as_no_dynamics(tmp_path, capsys, value):
+    from conftest import DATA
+    from fscal_edu.config import Config
+    with pytest.raises(FscalError, match=r"field 'model.granularities': must be a non-empty list"):
+        Config.from_dict({"model": {"granularities": value}})
+    state = torch.load(DATA / "checkpoints" / "full.pt", weights_only=True)
+    state["config"]["granularities"] = value
+    torch.save(state, tmp_path / "ck.pt")
+    assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--checkpoint", tmp_path / "ck.pt"), "evaluate",
+                 str(tmp_path / "ck.pt"), "field 'model.granularities'")
+
+
+def test_an_empty_granularities_list_still_switches_dynamics_off():
+    from fscal_edu.config import Config
+    cfg = Config.from_dict({"model": {"granularities": []}})
+    assert not cfg.switches.on("dynamics") and Config().switches.on("dynamics")
+
