@@ -45,6 +45,14 @@ def run_files(out) -> list[str]:
 # What an output may be
 # ---------------------------------------------------------------------------------------------
 
+def resolved(path, *, field: str = "--out") -> Path:
+    """``path`` made absolute with its links followed; a link loop is bad input, not a crash."""
+    try:
+        return Path(path).resolve()
+    except (RuntimeError, OSError) as e:          # "Symlink loop from ..." (RuntimeError before 3.13)
+        raise FscalError(f"{where(file=path, field=field)}: cannot be resolved ({e})") from None
+
+
 def is_dataset(folder) -> bool:
     """A dataset directory: ``features.json``, or ``annotations.json`` beside a ``features/`` folder."""
     folder = Path(folder)
@@ -54,7 +62,7 @@ def is_dataset(folder) -> bool:
 
 def dataset_at(path) -> Path | None:
     """The dataset directory that ``path`` is or lies inside (resolved), or None."""
-    p = Path(path).resolve()
+    p = resolved(path)
     return next((d for d in (p, *p.parents) if d.is_dir() and is_dataset(d)), None)
 
 
@@ -74,7 +82,7 @@ def check_output(out, *, field: str = "--out", inputs=(), replace_dataset: bool 
     * unless ``run_ok`` (``train``, ``evaluate --out``), ``out`` on or inside a run folder.
     """
     path = Path(out)
-    at, target = where(file=path, field=field), path.resolve()
+    at, target = where(file=path, field=field), resolved(path, field=field)
     data = dataset_at(target)
     if data is not None and not (replace_dataset and data == target):
         inside = "is the dataset directory" if data == target else f"lies inside the dataset directory {str(data)!r}"
@@ -86,7 +94,9 @@ def check_output(out, *, field: str = "--out", inputs=(), replace_dataset: bool 
     for given in inputs:
         if given is None:
             continue
-        source = Path(given).resolve()
+        source = resolved(given, field="input")
+        if source == target:
+            raise FscalError(f"{at}: is the input {str(given)!r}; an output never overwrites its inputs")
         if _nested(source, target):
             raise FscalError(f"{at}: holds the input {str(given)!r}; an output never holds its inputs, "
                              f"choose another folder")
@@ -156,7 +166,7 @@ def move_aside(path, *, field: str = "--out", what: str = "what was there") -> P
 
 def lock_path(out) -> Path:
     """``.NAME.lock`` beside the run folder ``out`` (outside it: moving an old run aside keeps it)."""
-    target = Path(out).resolve()
+    target = resolved(out, field="out")
     if not target.name:
         raise FscalError(f"{where(file=out, field='out')}: a run folder cannot be the file system's root; "
                          f"give a folder such as runs/NAME")

@@ -285,7 +285,7 @@ def test_an_input_inside_the_output_is_refused(raw, tmp_path, capsys):
     assert not (tmp_path / "out.replaced-1").exists()
 
 
-@pytest.mark.parametrize("target, words", [("feats", "holds the input"), ("feats/ds", "inside the input folder"),
+@pytest.mark.parametrize("target, words", [("feats", "is the input"), ("feats/ds", "inside the input folder"),
                                            ("", "holds the input"), ("done/sub", "inside the dataset directory"),
                                            ("done/features", "inside the dataset directory")])
 def test_out_onto_an_input_or_inside_a_dataset_is_refused(raw, tmp_path, capsys, target, words):

@@ -372,3 +372,9 @@ def test_generate_onto_or_inside_a_run_folder_is_refused(tmp_path, capsys, insid
         assert_error(run_cli(capsys, "generate", "--out", run / inside if inside else run, *extra), "generate",
                      "the run folder")
     assert file_hashes(run) == before and sorted(p.name for p in tmp_path.iterdir()) == ["RUN"]
+
+
+def test_generate_through_a_link_loop_is_one_line(tmp_path, capsys):
+    from worlds import assert_error, run_cli
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    assert_error(run_cli(capsys, "generate", "--out", tmp_path / "loop" / "w"), "generate", "cannot be resolved")
