@@ -54,10 +54,16 @@ def resolved(path, *, field: str = "--out") -> Path:
 
 
 def is_dataset(folder) -> bool:
-    """A dataset directory: ``features.json``, or ``annotations.json`` beside a ``features/`` folder."""
+    """A dataset directory: two of ``features.json``, ``annotations.json`` and a ``features/`` folder."""
     folder = Path(folder)
-    return (folder / "features.json").is_file() or (
-        (folder / "annotations.json").is_file() and (folder / "features").is_dir())
+    return (folder / "features.json").is_file() + (folder / "annotations.json").is_file() \
+        + (folder / "features").is_dir() >= 2
+
+
+def is_run(folder) -> bool:
+    """A run folder: ``config.json`` beside ``metrics.jsonl`` or ``last.pt``."""
+    folder = Path(folder)
+    return (folder / "config.json").is_file() and any((folder / n).is_file() for n in ("metrics.jsonl", "last.pt"))
 
 
 def dataset_at(path) -> Path | None:
@@ -87,7 +93,7 @@ def check_output(out, *, field: str = "--out", inputs=(), replace_dataset: bool 
     if data is not None and not (replace_dataset and data == target):
         inside = "is the dataset directory" if data == target else f"lies inside the dataset directory {str(data)!r}"
         raise FscalError(f"{at}: {inside}; write elsewhere, never among a dataset's files")
-    run = None if run_ok else next((d for d in (target, *target.parents) if run_files(d)), None)
+    run = None if run_ok else next((d for d in (target, *target.parents) if is_run(d)), None)
     if run is not None:
         raise FscalError(f"{at}: {'is' if run == target else 'lies inside'} the run folder {str(run)!r}; "
                          f"write elsewhere, never among a run's files")
