@@ -45,8 +45,9 @@ def read_checkpoint(path) -> dict:
         found = state.get("format") if isinstance(state, dict) else type(state).__name__
         raise FscalError(f"{where(file=path, field='format')}: not an fscal-edu checkpoint "
                          f"(expected {CHECKPOINT_FORMAT!r}, found {found!r})")
-    checkpoint_config(state, path)
+    cfg = checkpoint_config(state, path)
     _check_weights(state.get("model"), path)
+    _check_fit(state, cfg, path)
     if "step" in state and (isinstance(state["step"], bool) or not isinstance(state["step"], int) or state["step"] < 0):
         raise FscalError(f"{where(file=path, field='step')}: must be an integer >= 0, got {state['step']!r:.40}")
     if "best" in state:
@@ -108,6 +109,61 @@ def _check_weights(weights, path) -> None:
         if bad:
             raise FscalError(f"{where(file=path, field=f'model.{name}')}: {bad} of {value.numel()} "
                              f"weights are NaN or inf (a training that diverged, or a damaged file)")
+
+
+def _check_fit(state: dict, cfg: Config, path) -> None:
+    """The weights fit the model the config builds (names and shapes), and what a resume restores
+    (``optimizer``, ``scheduler``, ``torch_rng``, where present) fits it too: a damaged ``last.pt``
+    is one line naming the field, never an error deep inside ``load_state_dict``."""
+    model = FSCAL(cfg)                              # the config is checked: its size is bounded
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    weights = state["model"]
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        name = (missing or unexpected)[0]
+        raise FscalError(f"{where(file=path, field=f'model.{name}')}: weights do not fit the config "
+                         f"({len(missing)} missing, {len(unexpected)} unexpected; e.g. {name!r})")
+    for name, shape in expected.items():
+        if tuple(weights[name].shape) != shape:
+            raise FscalError(f"{where(file=path, field=f'model.{name}')}: shape {tuple(weights[name].shape)}, "
+                             f"the config's model has {shape}")
+    if "optimizer" in state:
+        _check_optimizer(state["optimizer"], [tuple(p.shape) for p in model.parameters()], path)
+    if "scheduler" in state and not (isinstance(state["scheduler"], dict)
+                                     and type(state["scheduler"].get("last_epoch")) is int):
+        raise FscalError(f"{where(file=path, field='scheduler')}: not a learning-rate schedule's state")
+    rng = state.get("torch_rng")
+    if "torch_rng" in state and not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8
+                                     and rng.shape == torch.get_rng_state().shape):
+        raise FscalError(f"{where(file=path, field='torch_rng')}: not torch's random state")
+
+
+def _check_optimizer(opt, shapes: list, path) -> None:
+    """An AdamW state for parameters of ``shapes``: groups covering each parameter once, finite
+    numbers, moment tensors of their parameter's shape."""
+    def bad(field: str, what: str):
+        return FscalError(f"{where(file=path, field=f'optimizer.{field}')}: {what}")
+    if not isinstance(opt, dict) or not isinstance(opt.get("state"), dict) or not isinstance(opt.get("param_groups"), list):
+        raise bad("param_groups", "not an optimizer's state (needs 'state' and 'param_groups')")
+    seen = []
+    for g in opt["param_groups"]:
+        if not isinstance(g, dict) or not isinstance(g.get("params"), list):
+            raise bad("param_groups", "each group needs a list of 'params'")
+        for key in ("lr", "eps", "weight_decay"):
+            if key in g:
+                check_number(g[key], low=0.0, field=f"optimizer.{key}", file=path)
+        seen += g["params"]
+    if any(type(i) is not int for i in seen) or sorted(seen) != list(range(len(shapes))):
+        raise bad("params", f"the groups must list each of the model's {len(shapes)} parameters once "
+                            f"(0 to {len(shapes) - 1}), got {str(seen)[:60]}")
+    for i, entry in opt["state"].items():
+        if type(i) is not int or not 0 <= i < len(shapes) or not isinstance(entry, dict):
+            raise bad("state", f"an entry for parameter {i!r} of {len(shapes)}")
+        for key, value in entry.items():
+            if not isinstance(value, torch.Tensor) or not value.is_floating_point() or not torch.isfinite(value).all():
+                raise bad(f"state.{key}", f"parameter {i}: must be a finite floating-point tensor")
+            if key != "step" and tuple(value.shape) != shapes[i]:
+                raise bad(f"state.{key}", f"parameter {i}: shape {tuple(value.shape)}, the parameter has {shapes[i]}")
 
 
 def load_model(path, *, feature_dim: int | None = None, device=None) -> FSCAL:

@@ -632,3 +632,46 @@ def test_an_empty_granularities_list_still_switches_dynamics_off():
     cfg = Config.from_dict({"model": {"granularities": []}})
     assert not cfg.switches.on("dynamics") and Config().switches.on("dynamics")
 
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A world and a finished two-step tiny run trained on it (``--resume`` of it has nothing left to do)."""
+    from worlds import copy_world as copy
+    from fscal_edu.cli import main
+    root = tmp_path_factory.mktemp("resume")
+    world = copy(root / "w")
+    assert main(["train", "--data", str(world), "--preset", "tiny", "--steps", "2", "--threads", "1",
+                 "--out", str(root / "run")]) == 0
+    return world, root / "run"
+
+
+def _shape_of_first_moment(state):
+    state["optimizer"]["state"][0]["exp_avg"] = state["optimizer"]["state"][0]["exp_avg"][..., :1]
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda s: s["model"].pop("head.cls.0.weight"), "model.head.cls.0.weight"),
+    (lambda s: s["model"].__setitem__("proposal_mlp.0.weight", s["model"]["proposal_mlp.0.weight"][:, :0]),
+     "model.proposal_mlp.0.weight"),
+    (lambda s: s["model"].__setitem__("extra.weight", torch.zeros(2)), "model.extra.weight"),
+    (lambda s: s.__setitem__("optimizer", "x"), "optimizer.param_groups"),
+    (lambda s: s["optimizer"]["param_groups"][0]["params"].pop(), "optimizer.params"),
+    (_shape_of_first_moment, "optimizer.state.exp_avg"),
+    (lambda s: s["optimizer"]["param_groups"][0].__setitem__("lr", float("nan")), "optimizer.lr"),
+    (lambda s: s.__setitem__("scheduler", []), "scheduler"),
+    (lambda s: s.__setitem__("torch_rng", torch.zeros(3, dtype=torch.uint8)), "torch_rng"),
+], ids=["weight missing", "weight shape", "weight unexpected", "optimizer a string", "a parameter not in a group",
+        "moment shape", "lr NaN", "scheduler a list", "rng state size"])
+def test_resume_of_a_last_pt_whose_state_does_not_fit_the_model(finished_run, tmp_path, capsys, change, field):
+    import shutil
+    world, run = finished_run
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    state = torch.load(out / "last.pt", weights_only=True)
+    change(state)
+    torch.save(state, out / "last.pt")
+    before = tree_hashes(out)
+    assert_error(run_cli(capsys, "train", "--data", world, "--out", out, "--resume"), "train",
+                 str(out / "last.pt"), f"field '{field}'")
+    assert tree_hashes(out) == before
