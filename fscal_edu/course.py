@@ -192,6 +192,12 @@ def widget_sources(folder) -> set[str]:
     return found
 
 
+def exercise_notebooks(folder) -> dict[str, str]:
+    """``{exercise: "03"}``: the course notebook (its number) that asks each exercise."""
+    return {name.removeprefix("check_"): path.name[:2] for path in course_notebooks(folder)
+            for cell in nbformat.read(path, as_version=4).cells for name in exercise_checks(cell)}
+
+
 def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: set = frozenset()) -> tuple:
     """Execute one notebook headless (``FSCAL_QUICK=1``, at most ``timeout`` seconds in all) ->
     (executed notebook, the checkers' verdicts in order, one line if the run stopped early, else None)."""
@@ -263,7 +269,7 @@ def grade(folder, out, *, cwd, timeout: int = 600, only=None) -> dict:
     in ``cwd`` (the course's ``notebooks/`` folder, where their relative paths resolve) and write
     ``out/grades.csv``, ``out/grades.json`` and ``out/summary.md``; return the table."""
     students, table, runs = submissions(folder), {}, {}
-    widgets = widget_sources(cwd)
+    widgets, numbers = widget_sources(cwd), exercise_notebooks(cwd)
     for student, paths in students.items():
         row = table.setdefault(student, {})
         for path in paths:
@@ -271,7 +277,9 @@ def grade(folder, out, *, cwd, timeout: int = 600, only=None) -> dict:
                 continue
             nb, verdicts, stopped = run_notebook(path, cwd=Path(cwd), timeout=timeout, widgets=widgets)
             runs[f"{student}/{path.name}"] = stopped or "ran"
-            row.update({f"{path.name[:2]} {k}": v for k, v in notebook_verdicts(nb, verdicts, stopped).items()})
+            for key, verdict in notebook_verdicts(nb, verdicts, stopped).items():
+                number = numbers.get(key.split(" (")[0], path.name[:2] if NOTEBOOK.match(path.name) else "")
+                row[f"{number} {key}".strip()] = verdict
     return write_grades(table, runs, out)
 
 

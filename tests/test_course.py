@@ -98,6 +98,9 @@ def graded(released, tmp_path_factory):
             _fill(nb, answers)
         if answers == "crash":                                             # the kernel dies at once
             nb.cells.insert(0, nbformat.v4.new_code_cell("import os\nos._exit(1)"))
+        if student == "carol":                                             # one notebook, named after her
+            nbformat.write(nb, subs / "carol.ipynb")
+            continue
         (subs / student).mkdir()
         nbformat.write(nb, subs / student / NB03)
     out = tmp_path_factory.mktemp("grades")
@@ -115,7 +118,7 @@ def test_grade_table_row_by_row(graded):
     assert rows["carol"] == dict.fromkeys(cols, "not attempted")
     assert all(v.startswith("error: the notebook stopped before this exercise (DeadKernelError")
                for v in rows["dave"].values()), rows["dave"]
-    assert data["runs"]["alice/" + NB03] == "ran" and data["runs"]["dave/" + NB03].startswith("DeadKernelError")
+    assert data["runs"]["alice/" + NB03] == data["runs"]["carol/carol.ipynb"] == "ran" and data["runs"]["dave/" + NB03].startswith("DeadKernelError")
     with open(out / "grades.csv", newline="", encoding="utf-8") as f:
         table = list(csv.reader(f))
     assert table[0] == ["student", *cols]
@@ -142,7 +145,8 @@ def test_command_line_release_and_bad_roots(tmp_path, capsys):
     assert main(["course", "release", "--out", str(tmp_path / "rel"), "--root", str(ROOT)]) == 0
     assert len(list((tmp_path / "rel").glob("*.ipynb"))) == 10
     assert main(["course", "release", "--out", str(ROOT / "notebooks"), "--root", str(ROOT)]) == 2
-    assert "holds the input" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "field '--out'" in err and "input" in err            # never written over the course's notebooks
     assert main(["site", "--out", str(tmp_path / "site"), "--root", str(tmp_path)]) == 2
     assert "field 'root': not the course's checkout" in capsys.readouterr().err
     assert main(["course", "grade", str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
