@@ -79,23 +79,25 @@ def nms_explorer(segments, scores, *, gt=()):
 # Attention stages (notebooks 03-05)
 # ---------------------------------------------------------------------------------------------
 
-def attention_explorer(att, proposal_labels=None, *, proposal: int | None = None) -> "ipywidgets.VBox":
+def attention_explorer(att, proposal_labels=None, *, proposal: int | None = None,
+                       support: int | None = 0) -> "ipywidgets.VBox":
     """Pick the episode, the support, the granularity (Dynamics-CA) or the proposal (the other
     stages) and redraw :func:`fscal_edu.viz.attention.stage_attention_figure`; the controls follow
     the layout of the stage's attention (:func:`fscal_edu.viz.attention.stage_layout`). The proposal
     dropdown opens on ``proposal``, by default the one the attention singles out most in episode 0
-    (QtoS: the proposal with the largest single weight; StoQ: the one that receives the most mass)."""
+    (QtoS: the proposal with the largest single weight; StoQ: the one that receives the most mass), and
+    the support dropdown on ``support`` (``None``: all supports, for StoQ)."""
     import ipywidgets
 
     from .viz.attention import stage_attention_figure, stage_layout
 
     def dropdown(name, labels, none=None, value=None):
         options = ([(none, None)] if none else []) + [(str(v), i) for i, v in enumerate(labels)]
-        return ipywidgets.Dropdown(options=options, description=name, value=value if none else 0)
+        return ipywidgets.Dropdown(options=options, description=name, value=value if none or value is not None else 0)
 
     kind = stage_layout(att.stage)
     controls = [dropdown("batch", range(att.A.shape[0])),
-                dropdown("support", range(att.K), "all" if kind == "support_to_query" else None)]
+                dropdown("support", range(att.K), "all" if kind == "support_to_query" else None, support)]
     if kind == "coarse_to_support":
         ks = sorted(set(att.coarse.granularity.tolist()))
         controls.append(ipywidgets.Dropdown(options=[("all", None)] + [(str(k), k) for k in ks],
@@ -199,7 +201,7 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
 
     from . import stages
     from .inference import episode_outputs
-    from .viz.evaluation import episode_timeline_figure, explorer_figures
+    from .viz.evaluation import episode_attention_figure, explorer_figures
 
     K = len(episodes[0]["support"])
     to_query = [s.short for s in stages.registered() if s.layout == "support_to_query"]
@@ -227,7 +229,7 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
         att = out["attention"].get(kw["stage"])
         if att is not None and stages.get(kw["stage"]).layout != "coarse_to_support":
             with timeline:                    # where in the query the stage's attention lands
-                episode_timeline_figure(att, model.anchors, model.cfg.data.T, ep, world.annotations, out["detections"],
+                episode_attention_figure(att, model.anchors, model.cfg.data.T, ep, world.annotations, out["detections"],
                                         title=f"{kw['model']}: {stages.title(kw['stage'])} on the query's "
                                               f"time line").show()
         for panel, fig in zip(panels, figs):

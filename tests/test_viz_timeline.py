@@ -15,7 +15,7 @@ from fscal_edu.inference import episode_outputs
 from fscal_edu.model import FSCAL
 from fscal_edu.report import on_instances, timeline_sentence
 from fscal_edu.viz.attention import attention_timeline_figure, query_timeline, spread_over_time
-from fscal_edu.viz.evaluation import attention_explorer_figure, episode_timeline_figure
+from fscal_edu.viz.evaluation import attention_explorer_figure, episode_attention_figure
 
 from conftest import DATA
 
@@ -160,11 +160,11 @@ def test_attention_explorer_figure_every_control_shows_one_valid_view():
     assert size < 200_000 * len(seen), size
 
 
-def test_episode_timeline_figure_colours_detections_by_verdict(shipped):
+def test_episode_attention_figure_colours_detections_by_verdict(shipped):
     world, model = shipped
     ep = world.episodes("test", 5)[0]
     out = episode_outputs(model, world, ep)
-    fig = episode_timeline_figure(out["attention"]["stoq"], model.anchors, model.cfg.data.T, ep, world.annotations,
+    fig = episode_attention_figure(out["attention"]["stoq"], model.anchors, model.cfg.data.T, ep, world.annotations,
                                   out["detections"], top=3)
     colours = [t.line.color for t in fig.data if t.yaxis == "y3"]
     assert len(colours) == 3 and colours[0] == "#2ca02c"           # the shipped model's top detection hits

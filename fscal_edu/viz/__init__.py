@@ -6,7 +6,7 @@ figures only draw: each takes numbers (computed by the module that owns them) an
 ``go.Figure``. The ipywidgets wrappers around these live in ``fscal_edu.widgets``. This file
 only re-exports their public names, so ``fscal_edu.viz.<name>`` works too.
 """
-from .marks import COMMON, OTHER, SUPPORT, VIDEO, bars, gt_boxes, segment_lines  # noqa: F401
+from .marks import COMMON, OTHER, SUPPORT, VIDEO, bars, gt_boxes, legend_above, segment_lines  # noqa: F401
 from .data import (  # noqa: F401
     class_split_figure, episode_heatmaps_figure,
     episode_timeline_figure, feature_grid_figure, feature_heatmap_figure, instances_in_snippets,
@@ -18,8 +18,9 @@ from .proposals import (  # noqa: F401
 )
 from .attention import (  # noqa: F401
     JOINT, AttentionView, attention_entropy, attention_matrix_figure, attention_pair_figure,
-    attention_view, coarse_names, granularity_mass_figure, proposals_are_sources, stage_layout,
-    query_mass_figure, stage_attention_figure
+    attention_timeline_figure, attention_view, coarse_names, granularity_mass_figure, proposal_marks,
+    proposals_are_sources, query_mass_figure, query_timeline, spread_over_time, stage_attention_figure,
+    stage_layout
 )
 from .training import (  # noqa: F401
     HIT, LABEL_COLOURS, LABEL_NAMES, LOSS_KEYS, MISS, ON_DISTRACTOR, detections_timeline_figure,
@@ -28,7 +29,7 @@ from .training import (  # noqa: F401
     parameters_figure, relation_scores_figure
 )
 from .evaluation import (  # noqa: F401
-    ABLATION_COLOURS, ablation_figure, explorer_figures, mechanisms_figure,
-    per_class_ap_figure
+    ABLATION_COLOURS, ablation_figure, attention_explorer_figure, episode_attention_figure, explorer_figures,
+    mechanisms_figure, per_class_ap_figure, timeline_stages
 )
 from .windows import instance_lengths_figure, window_mask_figure, windows_figure, window_rows  # noqa: F401

@@ -158,7 +158,7 @@ def timeline_stages() -> tuple:
     return tuple(s.name for s in stages.registered() if s.layout in ("query_to_support", "support_to_query"))
 
 
-def episode_timeline_figure(att, segments, T: int, episode: dict, annotations: dict, detections=(), *,
+def episode_attention_figure(att, segments, T: int, episode: dict, annotations: dict, detections=(), *,
                             top: int = 5, title: str | None = None, rows_per_support: int | None = None) -> go.Figure:
     """:func:`~fscal_edu.viz.attention.attention_timeline_figure` of one episode, in seconds: its
     instances of the common action and of other classes, and its ``top`` detections coloured as in
@@ -205,7 +205,7 @@ def _controls(fig, views: list, combos: list, episodes: list) -> None:
 def attention_explorer_figure(runs: dict, episodes: list, annotations: dict, *, segments, T: int,
                               top: int = 5, stage_names=None, rows_per_support: int | None = 4) -> go.Figure:
     """ONE figure that switches, without a kernel, between precomputed views of the attention on the
-    query's time line (:func:`episode_timeline_figure`): a dropdown picks the model and the stage, a
+    query's time line (:func:`episode_attention_figure`): a dropdown picks the model and the stage, a
     slider the episode. ``runs = {model: [episode_outputs(...) for each of episodes]}``. The stages
     are those drawn on the query's time line (:func:`timeline_stages`, or ``stage_names``); a model
     without a stage (switched off, blind) offers no entry for it. Heatmaps travel as float32, each
@@ -219,7 +219,7 @@ def attention_explorer_figure(runs: dict, episodes: list, annotations: dict, *, 
                 continue
             combos.append(f"{model} · {stages.get(stage).short}")
             for e, (ep, out) in enumerate(zip(episodes, outs)):
-                one = episode_timeline_figure(out["attention"][stage], segments, T, ep, annotations, out["detections"],
+                one = episode_attention_figure(out["attention"][stage], segments, T, ep, annotations, out["detections"],
                                               top=top, title=f"{model}: {stages.title(stage)}, episode {ep['id']} "
                                                              f"(class {ep['label']})", rows_per_support=rows_per_support)
                 if fig is None:

@@ -175,7 +175,7 @@ def _figures_drawn_now() -> dict:
     from fscal_edu.inference import episode_outputs
     from fscal_edu.postprocess import nms_1d, soft_nms_1d
     from fscal_edu.viz.attention import attention_pair_figure, stage_attention_figure
-    from fscal_edu.viz.evaluation import attention_explorer_figure, episode_timeline_figure, explorer_figures
+    from fscal_edu.viz.evaluation import attention_explorer_figure, episode_attention_figure, explorer_figures
     from fscal_edu.viz.proposals import nms_figure
     from fscal_edu.viz.training import detections_timeline_figure
     from fscal_edu.viz.windows import windows_figure
@@ -194,7 +194,7 @@ def _figures_drawn_now() -> dict:
     pair = stage_attention(model, t["query"][None], t["support"][None])["stoq"]
     figs["attention_pair_figure"] = attention_pair_figure(pair["start"], pair["trained"], support=None, proposal=3)
     for s in ("qtos", "stoq"):
-        figs[f"episode_timeline_figure {s}"] = episode_timeline_figure(
+        figs[f"episode_attention_figure {s}"] = episode_attention_figure(
             outs[0]["attention"][s], anchors, T, eps[0], world.annotations, outs[0]["detections"])
     figs["detections_timeline_figure"] = detections_timeline_figure(eps[0], world.annotations,
                                                                     {"full": outs[0]["detections"]}, top=5)
