@@ -675,3 +675,13 @@ def test_resume_of_a_last_pt_whose_state_does_not_fit_the_model(finished_run, tm
     assert_error(run_cli(capsys, "train", "--data", world, "--out", out, "--resume"), "train",
                  str(out / "last.pt"), f"field '{field}'")
     assert tree_hashes(out) == before
+
+
+def test_a_feature_file_with_bytes_after_its_array_is_refused(world_dir, capsys):
+    vid = json.loads((world_dir / "episodes_test_5shot.json").read_text())["episodes"][0]["query"]
+    path = world_dir / "features" / f"{vid}.npy"
+    data = path.read_bytes()
+    path.unlink()                                   # a link to the shipped file: replace, never write into it
+    path.write_bytes(data[:300] + b"\xff" + data[300:])     # one byte inserted: every later value shifted
+    assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
+                 str(path), f"video '{vid}'", "field 'path'", "1 byte(s) after the array")

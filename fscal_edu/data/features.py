@@ -100,7 +100,13 @@ def _read_csv(path: Path, video_id: str) -> np.ndarray:
 def _read_raw(path: Path, video_id: str):
     suffix = path.suffix.lower()
     if suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        with open(path, "rb") as f:
+            x = np.load(f, allow_pickle=False)
+            extra = len(f.read())             # np.save writes nothing after the array
+        if extra:
+            raise FscalError(f"{where(file=path, video=video_id, field='path')}: {extra} byte(s) after the "
+                             f"array of shape {x.shape} (a damaged or concatenated file)")
+        return x
     if suffix == ".npz":
         with np.load(path, allow_pickle=False) as z:
             if "feats" not in z.files:
