@@ -211,7 +211,7 @@ def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: set = frozense
 
     def cell_limit(cell) -> float:
         left = deadline - time.monotonic()
-        if left <= 0:
+        if left < 1:
             raise TimeoutError(f"the notebook ran past its time limit of {timeout} s")
         return max(1.0, min(left, WIDGET_CELL_SECONDS) if _shows_widget(cell, widgets) else left)
     try:
@@ -219,6 +219,9 @@ def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: set = frozense
                        kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
     except Exception as e:  # noqa: BLE001 - a timeout or a dead kernel is reported, not fatal
         stopped = f"{type(e).__name__}: {_one_line(e)}"
+    else:
+        if time.monotonic() > deadline:          # its last cell was interrupted at the limit
+            stopped = f"TimeoutError: the notebook ran past its time limit of {timeout} s"
     finally:
         for k, v in saved.items():
             os.environ.pop(k, None) if v is None else os.environ.__setitem__(k, v)
@@ -253,12 +256,13 @@ def notebook_verdicts(nb, verdicts: list[dict], stopped: str | None) -> dict[str
         for name in exercise_checks(cell):
             key = name.removeprefix("check_")
             key += f" ({sum(k.split(' (')[0] == key for k in out) + 1})" if key in out else ""   # asked twice
-            if queue[name]:
-                out[key] = queue[name].pop(0)
+            verdict = queue[name].pop(0) if queue[name] else None
+            if stopped and not cell.get("outputs"):     # not run, or run after the client gave up
+                out[key] = f"error: the notebook stopped before this exercise ({stopped})"
+            elif verdict:
+                out[key] = verdict
             elif _cell_error(cell):
                 out[key] = _cell_error(cell)
-            elif stopped and not cell.get("outputs"):
-                out[key] = f"error: the notebook stopped before this exercise ({stopped})"
             else:
                 out[key] = _printed_verdict(cell)
     return out

@@ -151,3 +151,16 @@ def test_command_line_release_and_bad_roots(tmp_path, capsys):
     assert "field 'root': not the course's checkout" in capsys.readouterr().err
     assert main(["course", "grade", str(tmp_path / "none"), "--out", str(tmp_path / "g")]) == 2
     assert "not a folder of submissions" in capsys.readouterr().err
+
+
+def test_a_notebook_past_its_time_limit_is_reported(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("from fscal_edu import exercises"),
+        nbformat.v4.new_code_cell("import time\ntime.sleep(60)"),
+        nbformat.v4.new_code_cell("def my_tiou(a, b):\n    # your code here\n    raise NotImplementedError\n\n"
+                                  "exercises.check_tiou(my_tiou)")])
+    nbformat.write(nb, tmp_path / "02_proposals.ipynb")
+    done, verdicts, stopped = course.run_notebook(tmp_path / "02_proposals.ipynb", cwd=tmp_path, timeout=6)
+    assert stopped.startswith("TimeoutError: the notebook ran past its time limit of 6 s"), stopped
+    assert course.notebook_verdicts(done, verdicts, stopped) == {
+        "tiou": f"error: the notebook stopped before this exercise ({stopped})"}
