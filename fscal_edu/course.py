@@ -178,18 +178,37 @@ def _one_line(text: str, limit: int = 160) -> str:
 WIDGET_CELL_SECONDS = 20     # a cell that shows a widget: its reply sometimes waits out the cell's limit
 
 
-def _shows_widget(cell, widget_sources: set) -> bool:
-    return cell.source in widget_sources or any(
-        WIDGET_MIME in o.get("data", {}) for o in cell.get("outputs", []))
+def _saved_seconds(cell) -> float:
+    """How long the cell took when its notebook was saved (0 if the notebook does not say)."""
+    from datetime import datetime
+    run = cell.get("metadata", {}).get("execution", {})
+    try:
+        start, end = (datetime.fromisoformat(run[k].rstrip("Z")) for k in ("iopub.execute_input", "shell.execute_reply"))
+    except (KeyError, ValueError, AttributeError):
+        return 0.0
+    return max(0.0, (end - start).total_seconds())
 
 
-def widget_sources(folder) -> set[str]:
-    """The sources of the course's cells that show a widget (from the saved outputs of ``folder``'s notebooks)."""
-    found = set()
+def _shows_widget(cell) -> bool:
+    return any(WIDGET_MIME in o.get("data", {}) for o in cell.get("outputs", []))
+
+
+def widget_sources(folder) -> dict[str, float]:
+    """``{source: seconds}`` of the course's cells that show a widget (from the saved outputs of
+    ``folder``'s notebooks) and how long each took when saved."""
+    found = {}
     for path in Path(folder).glob("[0-9][0-9]_*.ipynb"):
-        found |= {c.source for c in nbformat.read(path, as_version=4).cells
-                  if c.cell_type == "code" and _shows_widget(c, set())}
+        found |= {c.source: _saved_seconds(c) for c in nbformat.read(path, as_version=4).cells
+                  if c.cell_type == "code" and _shows_widget(c)}
     return found
+
+
+def _widget_limit(cell, widgets: dict) -> float | None:
+    """The time limit of a cell that shows a widget (None for any other cell): a short one, longer
+    for a cell that took long when saved (notebook 07's training shows a widget)."""
+    if cell.source not in widgets and not _shows_widget(cell):
+        return None
+    return WIDGET_CELL_SECONDS + 4 * max(widgets.get(cell.source, 0.0), _saved_seconds(cell))
 
 
 def exercise_notebooks(folder) -> dict[str, str]:
@@ -198,7 +217,7 @@ def exercise_notebooks(folder) -> dict[str, str]:
             for cell in nbformat.read(path, as_version=4).cells for name in exercise_checks(cell)}
 
 
-def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: set = frozenset()) -> tuple:
+def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: dict | None = None) -> tuple:
     """Execute one notebook headless (``FSCAL_QUICK=1``, at most ``timeout`` seconds in all) ->
     (executed notebook, the checkers' verdicts in order, one line if the run stopped early, else None)."""
     from nbclient import NotebookClient
@@ -213,7 +232,8 @@ def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: set = frozense
         left = deadline - time.monotonic()
         if left < 1:
             raise TimeoutError(f"the notebook ran past its time limit of {timeout} s")
-        return max(1.0, min(left, WIDGET_CELL_SECONDS) if _shows_widget(cell, widgets) else left)
+        cap = _widget_limit(cell, widgets or {})
+        return max(1.0, left if cap is None else min(left, cap))
     try:
         NotebookClient(nb, timeout_func=cell_limit, interrupt_on_timeout=True, allow_errors=True,
                        kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
