@@ -10,7 +10,7 @@ from .distributed import unwrap
 from .evaluation import evaluate_fscal
 from .postprocess import merge_detections, merge_window_edges, results_json
 from .proposals import decode, proposal_names
-from .utils import check_int
+from .utils import FscalError, check_int, where
 
 
 @torch.no_grad()
@@ -44,6 +44,11 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     for batch in tqdm(loader, desc="predict", disable=not progress, leave=False):
         out = model(batch["query"].to(device, non_blocking=True), batch["support"].to(device, non_blocking=True),
                     mask=batch["mask"].to(device, non_blocking=True), skip=skip)
+        finite = torch.isfinite(out.logits).all(1) & torch.isfinite(out.deltas).flatten(1).all(1)   # (B,)
+        if not bool(finite.all()):            # the inputs are checked finite: the weights overflow
+            raise FscalError(f"{where(field='model')}: the model's outputs hold NaN or inf on episode "
+                             f"{batch['id'][int((~finite).nonzero()[0])]!r} (finite weights that overflow: "
+                             f"a damaged checkpoint or a training that diverged)")
         scores = torch.sigmoid(out.logits.float()).cpu()                        # (B, N)
         if out.valid is not None:                                               # proposals in the padding
             scores = torch.where(out.valid.cpu(), scores, 0.0)

@@ -685,3 +685,23 @@ def test_a_feature_file_with_bytes_after_its_array_is_refused(world_dir, capsys)
     path.write_bytes(data[:300] + b"\xff" + data[300:])     # one byte inserted: every later value shifted
     assert_error(run_cli(capsys, "evaluate", "--data", world_dir, "--baseline", "prototype"), "evaluate",
                  str(path), f"video '{vid}'", "field 'path'", "1 byte(s) after the array")
+
+
+def test_finite_weights_that_overflow_are_blamed_on_the_model_not_on_segments(tmp_path, capsys):
+    from conftest import DATA
+    state = torch.load(DATA / "checkpoints" / "full.pt", weights_only=True)
+    state["model"]["embed.net.0.weight"] *= 1e36                 # finite, but the forward overflows
+    torch.save(state, tmp_path / "ck.pt")
+    line = assert_error(run_cli(capsys, "evaluate", "--data", SHIPPED, "--checkpoint", tmp_path / "ck.pt"),
+                        "evaluate", "field 'model'", "NaN or inf", "episode 'test5shot_")
+    assert "segments" not in line
+
+
+def test_an_unreadable_npy_header_is_reported_the_same_on_every_run(tmp_path):
+    from fscal_edu.data.features import read_features
+    path = tmp_path / "v.npy"
+    np.save(path, np.ones((4, 3), np.float16))
+    path.write_bytes(path.read_bytes().replace(b"'<f2'", b"abcd", 1))      # a bare name where a string belongs
+    with pytest.raises(FscalError, match=r"video 'v', field 'path': feature file is unreadable") as e:
+        read_features(path)
+    assert "<ast.Name>" in str(e.value) and " at 0x" not in str(e.value)

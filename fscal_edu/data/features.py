@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -143,9 +144,10 @@ def read_features(path, *, expected_dim: int | None = None, video_id: str | None
         x = _read_raw(path, video_id)
     except FscalError:
         raise
-    except Exception as e:  # a truncated or foreign file
+    except Exception as e:  # a truncated or foreign file (the reason without object addresses: same on every run)
+        why = re.sub(r"<([\w.]+) object at 0x[0-9a-f]+>", r"<\1>", " ".join(str(e).split()))
         raise FscalError(f"{where(file=path, video=video_id, field='path')}: feature file is "
-                         f"unreadable ({e})") from None
+                         f"unreadable ({why})") from None
     x = np.asarray(x)
     if x.dtype.kind not in "fiu":             # complex, bool, text, ...: never cast silently
         raise FscalError(f"{where(file=path, video=video_id, field='dtype')}: features must be real "
