@@ -701,7 +701,7 @@ def test_an_unreadable_npy_header_is_reported_the_same_on_every_run(tmp_path):
     from fscal_edu.data.features import read_features
     path = tmp_path / "v.npy"
     np.save(path, np.ones((4, 3), np.float16))
-    path.write_bytes(path.read_bytes().replace(b"'<f2'", b"abcd", 1))      # a bare name where a string belongs
+    path.write_bytes(path.read_bytes().replace(b"'<f2'", b"abcde", 1))     # a bare name where a string belongs
     with pytest.raises(FscalError, match=r"video 'v', field 'path': feature file is unreadable") as e:
         read_features(path)
     assert "<ast.Name>" in str(e.value) and " at 0x" not in str(e.value)
