@@ -193,7 +193,9 @@ def report(payload: dict) -> str:
     """The section "Long instances in long videos" of docs/benchmarks.md, as markdown."""
     lines = ["## Long instances in long videos", "",
              f"Quick preset, 5-shot, fixed test episodes, seeds {', '.join(map(str, sorted({r['seed'] for r in payload['runs']})))}, "
-             f"one thread, CPU ({payload.get('machine', '')}; code at commit {payload.get('commit', '')[:10]}). "
+             f"one thread, CPU ({payload.get('machine', '')}; code at commit(s) "
+             f"{', '.join(sorted({r.get('commit', payload.get('commit', '')) [:7] for r in payload['runs'] if not r.get('source')}))}, "
+             "the code these settings run is the same in all of them; each row of the results file names its own). "
              "Means ± standard deviations over seeds; Welch's t-test against resampling. `merge`: the "
              "same windowed model, detections that meet at a window edge merged before Soft-NMS.", ""]
     for name in WORLDS:
