@@ -87,18 +87,18 @@ def _demo(args):
 
 def _train(args):
     """Train, then print the files written and the summary as a last line of JSON."""
-    from .data.features import FeatureMeta
     from .distributed import env_world
     from .runs import config_from_options
     from .train import train
-    mode = args.query_mode
-    options = (args.preset, args.shots, args.steps, args.seed, args.window_stride)
+    mode, pool = args.query_mode, args.window_pool
+    options = (args.preset, args.shots, args.steps, args.seed, args.window_stride, pool)
     bare_resume = args.resume and mode is None and not args.ablate and all(o is None for o in options)
-    if mode in (None, "auto") and not bare_resume:   # strided features: windows; resized: resample
-        mode = "window" if FeatureMeta.load(args.data).strided else "resample"
+    if mode in (None, "auto") and not bare_resume:   # the training instances' lengths against the window
+        mode, auto_pool = _auto_query_mode(args.data, args.preset)
+        pool = auto_pool if pool is None else pool
     cfg, seed = config_from_options(out=args.out, resume=args.resume, preset=args.preset, shots=args.shots,
                                     steps=args.steps, ablate=args.ablate, seed=args.seed, query_mode=mode,
-                                    window_stride=args.window_stride)
+                                    window_stride=args.window_stride, window_pool=pool)
     summary = train(cfg, args.data, args.out, seed=seed, device=args.device, resume=args.resume,
                     overwrite=args.overwrite, threads=args.threads, feature_dim="data",
                     precision=args.precision, workers=args.workers)
@@ -107,6 +107,16 @@ def _train(args):
     if env_world()[0] == 0:                       # under torchrun, rank 0 speaks for the run
         print(f"wrote {args.out}/: {', '.join(written)}")
         print(json.dumps(summary))
+
+
+def _auto_query_mode(data, preset) -> tuple[str, int]:
+    """``--query-mode auto``: the rule of :func:`~fscal_edu.data.sampling.query_mode_rule`, said in one line."""
+    from .config import get_config
+    from .data.episodes import World
+    from .data.sampling import query_mode_rule
+    choice = query_mode_rule(World(data), T=get_config(preset or "quick").data.T)
+    print(choice.reason)
+    return choice.mode, choice.pool
 
 
 def _evaluate(args):
@@ -161,6 +171,7 @@ def _prepare(args):
     m = ", ".join(f"{k} {v}" for k, v in s["feature_meta"].items())
     print(f"prepared {s['dataset']} in {s['out']}: features {s['features']} ({m})\n")
     print(format_summary(s["splits"], Counter(s["dropped"]), s["notes"]))
+    _auto_query_mode(s["out"], None)             # what train --query-mode auto will pick, and why
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -214,10 +225,12 @@ def _add_train(sub, *, count, seed) -> None:
                    help="DataLoader processes per training process (default 2 on CUDA, else 0)")
     t.add_argument("--query-mode", choices=["auto", "resample", "window"], default=None,
                    help="how a query becomes T snippets: the whole video resampled, or windows of T "
-                        "snippets at the features' own rate (auto, the default for a new run: windows "
-                        "for strided features, resampling for resized ones)")
+                        "snippets (auto, the default for a new run, decides from the training instances' "
+                        "lengths against the window and says why)")
     t.add_argument("--window-stride", type=seed, default=None,
                    help="snippets between two query windows (default 0: T // 2)")
+    t.add_argument("--window-pool", type=count, default=None,
+                   help="windows at a coarser rate: each query row the mean of this many feature rows")
     t.set_defaults(func=_train)
 
 

@@ -76,7 +76,7 @@ def read_run_config(path) -> dict:
 
 
 def config_from_options(*, out, resume: bool, preset=None, shots=None, steps=None, ablate=None,
-                        seed=None, query_mode=None, window_stride=None) -> tuple[Config, int]:
+                        seed=None, query_mode=None, window_stride=None, window_pool=None) -> tuple[Config, int]:
     """The config and seed that ``fscal-edu train`` options ask for (defaults: quick, 5 shots, seed 0).
 
     A bare ``--resume`` (none of ``--preset --shots --steps --ablate --seed``) asks for the run's
@@ -85,7 +85,7 @@ def config_from_options(*, out, resume: bool, preset=None, shots=None, steps=Non
     """
     from .config import get_config
     bare = (preset is None and shots is None and steps is None and not ablate and seed is None
-            and query_mode is None and window_stride is None)
+            and query_mode is None and window_stride is None and window_pool is None)
     if resume and bare and (Path(out) / "config.json").is_file():
         path = Path(out) / "config.json"
         raw = read_run_config(path)
@@ -96,8 +96,8 @@ def config_from_options(*, out, resume: bool, preset=None, shots=None, steps=Non
         return cfg, int(raw.get("seed") or 0)
     if resume and bare and (Path(out) / "last.pt").is_file():      # config.json lost: last.pt knows
         return _config_of_checkpoint(Path(out) / "last.pt")
-    extra = {k: v for k, v in (("steps", steps), ("query_mode", query_mode), ("window_stride", window_stride))
-             if v is not None}
+    extra = {k: v for k, v in (("steps", steps), ("query_mode", query_mode), ("window_stride", window_stride),
+                               ("window_pool", window_pool)) if v is not None}
     cfg = get_config(preset or "quick", ablate=ablate or [], shots=5 if shots is None else shots, **extra)
     return cfg, 0 if seed is None else seed
 
