@@ -2,6 +2,7 @@
 
     python bench/fuzz.py --mutations 1000          # counts -> bench/results/fuzz.json, docs/benchmarks.md
     python bench/fuzz.py --mutations 50 --seed 7   # another sample of mutations
+    python bench/fuzz.py --report                  # the docs section again, from bench/results/fuzz.json
 
 Each mutation is drawn from one seed (``random.Random(f"{seed}:{i}")``), so mutation ``i`` of a seed
 is always the same one. It changes one thing of a copy of the shipped world ``data_samples/anet_like``
@@ -466,7 +467,7 @@ def command(case: Path, world: Path, target: str, rng: random.Random, mutated: P
     pick = rng.random()
     if pick < 0.1:
         return ["train", "--data", world, "--preset", "tiny", "--steps", 2, "--shots", shots, "--threads", 1,
-                "--out", case / "run"]
+                "--out", case / "new-run"]
     if pick < 0.35:
         return ["evaluate", "--data", world, "--baseline", "prototype", "--split", split, "--shots", shots]
     return ["evaluate", "--data", world, "--checkpoint", case / "full.pt", "--split", split, "--shots", shots,
@@ -576,27 +577,31 @@ def summarise(rows: list) -> dict:
 def markdown(result: dict) -> str:
     s = result["summary"]
     o = s["by_outcome"]
-    lines = [f"`python bench/fuzz.py --mutations {s['mutations']} --seed {result['seed']}` on {result['machine']}: "
-             f"{s['mutations']} mutations of a copy of the shipped world's JSON files, feature files and feature "
-             f"cache, of the checkpoint `full.pt` and of a results file, each followed by `evaluate` (checkpoint "
-             f"or prototype baseline), `score` or `train --preset tiny --steps 2`; {result['seconds']:.0f} s.",
-             "",
-             f"**{o['traceback']} tracebacks and {o['changed input']} changed inputs** (the acceptance: 0 and 0); "
-             f"{o['exit 0']} exit 0, {o['clear error']} clear errors (exit 2, one line naming file, video or "
-             f"field), {o['cryptic']} cryptic.", "",
-             "| mutation | " + " | ".join(OUTCOMES) + " |", "|---|" + "---:|" * len(OUTCOMES)]
-    for name, counts in list(s["by_kind"].items()) + [("", {})] + list(s["by_target"].items()):
-        if not name:
-            lines += ["| **file** | " + " | ".join("" for _ in OUTCOMES) + " |"]
-            continue
-        lines.append(f"| {name} | " + " | ".join(str(counts.get(x, 0)) for x in OUTCOMES) + " |")
+    commands = ", ".join(f"{n} `{c}`" for c, n in sorted(s["by_command"].items(), key=lambda kv: -kv[1]))
+
+    def table(title: str, rows: dict) -> list:
+        return ([f"| {title} | " + " | ".join(OUTCOMES) + " |", "|---|" + "---:|" * len(OUTCOMES)]
+                + [f"| {name} | " + " | ".join(str(counts.get(x, 0)) for x in OUTCOMES) + " |"
+                   for name, counts in rows.items()] + [""])
+    lines = [f"`python bench/fuzz.py --mutations {s['mutations']} --seed {result['seed']}` on {result['machine']}, "
+             f"{result['seconds']:.0f} s: {s['mutations']} mutations, each of one copy of what a user hands the "
+             f"command line (the shipped world's JSON files, its feature files and feature cache, the checkpoint "
+             f"`full.pt`, a results file, a finished run's `last.pt`, `config.json` and `metrics.jsonl`), then one "
+             f"command on it ({commands}; `train` is `--preset tiny --steps 2`, or `--resume` of the run).", "",
+             f"**{o['traceback']} tracebacks and {o['changed input']} changed inputs.** {o['exit 0']} exit 0 (a "
+             f"mutation the command does not read, a value still valid, or the feature cache rebuilt with one "
+             f"warning), {o['clear error']} clear errors (exit 2, one line naming the file, the video or the "
+             f"field), {o['cryptic']} cryptic (exit 2, but not one such line). Every input's checksum is compared "
+             f"before and after each command (a run's files too when the command fails).", ""]
+    lines += table("mutation kind", s["by_kind"]) + table("file mutated", s["by_target"])
     bad = [r for r in result["rows"] if r["outcome"] in ("traceback", "changed input", "cryptic")]
     if bad:
-        lines += ["", "Cases that fail the acceptance or read badly:", ""]
+        lines += ["Cases that fail the acceptance or read badly:", ""]
         lines += [f"- #{r['i']} {r['target']} `{r['file']}` {r['kind']} ({r['mutation']}), `{r['command']}`: "
-                  f"{r['outcome']}" for r in bad[:20]]
-    lines += ["", "Per case: `bench/results/fuzz.json` (the mutation, the command, the exit code and the "
-              "last line on stderr). A short fixed sample of the same cases runs in `tests/test_fuzz.py`.", ""]
+                  f"{r['outcome']}" for r in bad[:20]] + [""]
+    lines += ["Per case: `bench/results/fuzz.json` (the mutation, the command, its exit code and its last line on "
+              "stderr). `tests/test_fuzz.py` runs a fixed sample of the same mutations (every file and mutation "
+              "kind), JSON values drawn by hypothesis, and one case in a separate process.", ""]
     return "\n".join(lines)
 
 
@@ -605,7 +610,12 @@ def main(argv=None) -> int:
     p.add_argument("--mutations", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-docs", action="store_true", help="write bench/results/fuzz.json only")
+    p.add_argument("--report", action="store_true",
+                   help="run nothing: write the docs section from bench/results/fuzz.json")
     a = p.parse_args(argv)
+    if a.report:
+        replace_section(DOC, "## Fuzzing the command line", "\n" + markdown(json.loads((RESULTS / "fuzz.json").read_text())))
+        return 0
     from fscal_edu.runtime import configure_process
     configure_process(threads=1)
     info, t0, rows = machine(), time.perf_counter(), []
