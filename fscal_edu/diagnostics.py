@@ -79,6 +79,20 @@ def stage_probes(model, query, support, skip=()) -> dict:
     return out
 
 
+def attention_entropy(A) -> float:
+    """The mean entropy of the rows of ``A (sources, targets)``, each read as a distribution
+    (divided by its sum), over its maximum ``log(targets)``: 1 when every row is uniform, 0 when
+    every row puts all its weight on one target. Rows without weight are left out."""
+    A = np.asarray(A, dtype=float).reshape(-1, np.shape(A)[-1])
+    total = A.sum(-1)
+    P = A[total > 0] / total[total > 0, None]
+    if len(P) == 0 or P.shape[-1] < 2:
+        raise FscalError(f"{where(field='A')}: the entropy needs a row with weight over 2 or more "
+                         f"targets, got shape {np.shape(A)}")
+    H = -np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0).sum(-1)
+    return float(H.mean() / np.log(P.shape[-1]))
+
+
 def _entropy(A: torch.Tensor, o: dict, axis: str) -> dict:
     """Mean normalised entropy of the softmax distributions of ``A`` (..., N_a, N_b) along ``axis``."""
     mask_a = o["mask_a"] if o["mask_a"] is not None else torch.ones(o["X_a"].shape[:-1], dtype=torch.bool)

@@ -259,3 +259,19 @@ class FSCAL(nn.Module):
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameter_counts(model, *, split=()) -> dict:
+    """Trainable parameters of each top-level part of a model, ``{name: count}`` (parts with none
+    left out). The parts named in ``split`` are listed by their own parts instead (``split=("head",)``
+    gives ``head.cls``, ``head.reg``, ``head.g``)."""
+    counts = {}
+    for name, part in model.named_children():
+        children = list(part.named_children()) if name in split else []
+        for sub, module in children or [("", part)]:
+            if n := count_parameters(module):
+                counts[f"{name}.{sub}" if sub else name] = n
+        if children:
+            counts |= {f"{name}.{p_name}": p.numel() for p_name, p in part.named_parameters(recurse=False)
+                       if p.requires_grad}
+    return counts | {name: p.numel() for name, p in model.named_parameters(recurse=False) if p.requires_grad}

@@ -28,7 +28,8 @@ def episode_browser(world, episodes: list, *, T: int = 128, T_S: int = 16) -> "i
     import ipywidgets
 
     from .data.episodes import episode_tensors
-    from .viz.data import episode_heatmaps_figure, episode_timeline_figure, instances_in_snippets
+    from .data.features import instances_in_snippets
+    from .viz.data import episode_heatmaps_figure, episode_timeline_figure
 
     def draw(episode):
         ep = episodes[episode]

@@ -296,3 +296,11 @@ def index_to_seconds(index, *, duration: float, num_snippets: int, meta: Feature
     feat_len = feat_len or num_snippets
     u = index * feat_len / num_snippets
     return ((u - 0.5) * meta.feat_stride + meta.num_frames / 2) / meta.fps
+
+
+def instances_in_snippets(annotations: dict, video: str, num_snippets: int) -> list:
+    """A video's instances as ``(start, end, label)`` on an axis of ``num_snippets`` (resized features)."""
+    duration = annotations["database"][video]["duration"]
+    return [(*seconds_to_index(np.asarray(a["segment"], float), duration=duration,
+                               num_snippets=num_snippets).tolist(), a["label"])
+            for a in annotations["database"][video]["annotations"]]

@@ -14,6 +14,7 @@ from einops import rearrange, reduce
 from plotly.subplots import make_subplots
 
 from .. import stages
+from ..diagnostics import attention_entropy  # noqa: F401  (the panels' titles; computed there)
 from ..utils import FscalError, where
 
 # QtoS's joint ablation attends to all supports at once: (B, N_Q, K*T_S)
@@ -197,20 +198,6 @@ def query_mass_figure(att, segments, *, batch: int = 0, gt=None, others=None) ->
                       xaxis_title="query time (snippets)", yaxis_title="mass received", height=360,
                       showlegend=len(atts) > 1)
     return fig
-
-
-def attention_entropy(A) -> float:
-    """The mean entropy of the rows of ``A (sources, targets)``, each read as a distribution
-    (divided by its sum), over its maximum ``log(targets)``: 1 when every row is uniform, 0 when
-    every row puts all its weight on one target. Rows without weight are left out."""
-    A = np.asarray(A, dtype=float).reshape(-1, np.shape(A)[-1])
-    total = A.sum(-1)
-    P = A[total > 0] / total[total > 0, None]
-    if len(P) == 0 or P.shape[-1] < 2:
-        raise FscalError(f"{where(field='A')}: the entropy needs a row with weight over 2 or more "
-                         f"targets, got shape {np.shape(A)}")
-    H = -np.where(P > 0, P * np.log(np.where(P > 0, P, 1.0)), 0.0).sum(-1)
-    return float(H.mean() / np.log(P.shape[-1]))
 
 
 def attention_pair_figure(start, trained, *, batch: int = 0, support: int | None = 0,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
+from ..data.features import instances_in_snippets  # noqa: F401  (computed there)
 from .marks import COMMON, OTHER, SUPPORT, VIDEO, bars  # noqa: F401  (the colours, re-exported)
 
 
@@ -42,15 +43,6 @@ def episode_timeline_figure(episode: dict, annotations: dict, *, title: str | No
                       legend_y=-0.25, margin=dict(l=10, r=10, t=50, b=10))
     fig.update_yaxes(categoryorder="array", categoryarray=names[::-1])
     return fig
-
-
-def instances_in_snippets(annotations: dict, video: str, num_snippets: int) -> list:
-    """A video's instances as ``(start, end, label)`` on an axis of ``num_snippets`` (resized features)."""
-    from ..data.features import seconds_to_index
-    duration = annotations["database"][video]["duration"]
-    return [(*seconds_to_index(np.asarray(a["segment"], float), duration=duration,
-                               num_snippets=num_snippets).tolist(), a["label"])
-            for a in annotations["database"][video]["annotations"]]
 
 
 def _segment_boxes(fig, segments, highlight=None, fill=False, **where):

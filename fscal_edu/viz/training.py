@@ -9,6 +9,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from ..evaluation import detection_verdicts
+from ..model import parameter_counts  # noqa: F401  (counted there)
 from ..utils import FscalError, where
 from .marks import COMMON, OTHER, VIDEO, bars, gt_boxes, legend_above, segment_lines
 
@@ -138,23 +139,6 @@ def loss_terms_figure(terms: dict, *, lambda_reg: float = 1.0, lambda_rel: float
     fig.update_layout(title="the loss of one batch, term by term", yaxis_title="loss", height=360,
                       showlegend=False, margin=dict(l=10, r=10, t=50, b=10))
     return fig
-
-
-def parameter_counts(model, *, split=()) -> dict:
-    """Trainable parameters of each top-level part of a model, ``{name: count}`` (parts with none
-    left out). The parts named in ``split`` are listed by their own parts instead (``split=("head",)``
-    gives ``head.cls``, ``head.reg``, ``head.g``)."""
-    from ..model import count_parameters
-    counts = {}
-    for name, part in model.named_children():
-        children = list(part.named_children()) if name in split else []
-        for sub, module in children or [("", part)]:
-            if n := count_parameters(module):
-                counts[f"{name}.{sub}" if sub else name] = n
-        if children:
-            counts |= {f"{name}.{p_name}": p.numel() for p_name, p in part.named_parameters(recurse=False)
-                       if p.requires_grad}
-    return counts | {name: p.numel() for name, p in model.named_parameters(recurse=False) if p.requires_grad}
 
 
 def parameters_figure(models: dict) -> go.Figure:
