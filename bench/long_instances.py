@@ -197,7 +197,9 @@ def report(payload: dict) -> str:
              f"{', '.join(sorted({r.get('commit', payload.get('commit', '')) [:7] for r in payload['runs'] if not r.get('source')}))}, "
              "the code these settings run is the same in all of them; each row of the results file names its own). "
              "Means ± standard deviations over seeds; Welch's t-test against resampling. `merge`: the "
-             "same windowed model, detections that meet at a window edge merged before Soft-NMS.", ""]
+             "same windowed model, detections that meet at a window edge merged before Soft-NMS. `pool r`: windows "
+             "read at 1/r of the feature rate, each row the mean of r rows. `resample_mean` (a probe, seed 0): "
+             "resampled queries whose rows are bin means instead of linear interpolation.", ""]
     for name in WORLDS:
         if any(r["world"] == name for r in payload["runs"]):
             lines += world_table(payload, name)
@@ -216,7 +218,8 @@ def report(payload: dict) -> str:
             lines.append(f"- {TITLES[name]}: `auto` = {auto}, {statistics.mean(a):.3f} against "
                          f"{statistics.mean(b):.3f} ({statistics.mean(a) - statistics.mean(b):+.3f}; "
                          f"{len(a)} and {len(b)} seeds)")
-    lines += ["", "Reproduce: `python bench/long_instances.py --seeds 0 1 2`, then `--report`.", ""]
+    lines += ["", "Reproduce: `python bench/long_instances.py --seeds 0 1 2 --reuse-windows`, the probe with "
+              "`--extra --seeds 0 --only-worlds long anet_strided`, then `--report`.", ""]
     return "\n".join(lines)
 
 
