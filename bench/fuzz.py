@@ -51,7 +51,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
+from _common import DOC, RESULTS, ROOT, atomic_write_text, machine, replace_section
 
 import numpy as np
 import torch
@@ -565,6 +565,24 @@ def run_case(base: Path, spec: dict) -> dict:
 # The long run
 # ---------------------------------------------------------------------------------------------
 
+def compact(row: dict) -> dict:
+    """A row as the results file keeps it: the argv that repeats the case, stderr's last line only
+    where the command failed (all of it for a traceback), no empty fields."""
+    out = {k: v for k, v in row.items() if k not in ("stderr", "changed", "command") or v}
+    if row["outcome"] == "exit 0":
+        out.pop("stderr", None)
+    elif row["outcome"] not in ("traceback", "cryptic", "changed input"):
+        out["stderr"] = row["stderr"].strip().split("\n")[-1][:240]
+    return out
+
+
+def write_results(result: dict) -> None:
+    """``bench/results/fuzz.json``: the summary indented, then one line per case."""
+    head = json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1)[:-2]
+    rows = ",\n  ".join(json.dumps(r) for r in result["rows"])
+    atomic_write_text(RESULTS / "fuzz.json", f"{head},\n \"rows\": [\n  {rows}\n ]\n}}\n")
+
+
 def summarise(rows: list) -> dict:
     by_outcome = Counter(r["outcome"] for r in rows)
     by_kind = {k: dict(Counter(r["outcome"] for r in rows if r["kind"] == k)) for k in KINDS}
@@ -628,8 +646,8 @@ def main(argv=None) -> int:
                   f"{row['mutation'][:60]} | {row['stderr'][-160:] if row['outcome'] != 'exit 0' else ''}".rstrip(),
                   flush=True)
     result = {"machine": info, "seed": a.seed, "seconds": round(time.perf_counter() - t0, 1),
-              "summary": summarise(rows), "rows": rows}
-    atomic_write_json(RESULTS / "fuzz.json", result)
+              "summary": summarise(rows), "rows": [compact(r) for r in rows]}
+    write_results(result)
     print(json.dumps(result["summary"]))
     if not a.no_docs:
         replace_section(DOC, "## Fuzzing the command line", "\n" + markdown(result))
