@@ -94,7 +94,7 @@ def _train(args):
     options = (args.preset, args.shots, args.steps, args.seed, args.window_stride, pool)
     bare_resume = args.resume and mode is None and not args.ablate and all(o is None for o in options)
     if mode in (None, "auto") and not bare_resume:   # the training instances' lengths against the window
-        mode, auto_pool = _auto_query_mode(args.data, args.preset)
+        mode, auto_pool = _auto_query_mode(args.data, args.preset or "quick")
         pool = auto_pool if pool is None else pool
     cfg, seed = config_from_options(out=args.out, resume=args.resume, preset=args.preset, shots=args.shots,
                                     steps=args.steps, ablate=args.ablate, seed=args.seed, query_mode=mode,
@@ -109,13 +109,14 @@ def _train(args):
         print(json.dumps(summary))
 
 
-def _auto_query_mode(data, preset) -> tuple[str, int]:
-    """``--query-mode auto``: the rule of :func:`~fscal_edu.data.sampling.query_mode_rule`, said in one line."""
+def _auto_query_mode(data, preset: str) -> tuple[str, int]:
+    """``--query-mode auto``: the rule of :func:`~fscal_edu.data.sampling.query_mode_rule`, said in one
+    line with the statistics it read; returns the mode and the pool."""
     from .config import get_config
     from .data.episodes import World
     from .data.sampling import query_mode_rule
-    choice = query_mode_rule(World(data), T=get_config(preset or "quick").data.T)
-    print(choice.reason)
+    choice = query_mode_rule(World(data), T=get_config(preset).data.T)
+    print(choice.reason + "".join(f"; {k.replace('_', ' ')} {v:.0f}" for k, v in choice.stats.items()))
     return choice.mode, choice.pool
 
 
@@ -140,7 +141,8 @@ def _evaluate(args):
         device = get_device(args.device)
         model = load_model(args.checkpoint, feature_dim=world.meta.feature_dim, device=device)
         metrics, results = evaluate_model(model, world, args.split, args.shots, device=device, progress=True,
-                                          workers=args.workers, skip=args.skip, query_mode=args.query_mode)
+                                          workers=args.workers, skip=args.skip, query_mode=args.query_mode,
+                                          window_merge=args.window_merge or None)
         skipped = [name for name in stages.names() if name in args.skip]
         name = args.checkpoint + (f" (skipping {', '.join(skipped)})" if skipped else "")
     if args.out:
@@ -171,7 +173,7 @@ def _prepare(args):
     m = ", ".join(f"{k} {v}" for k, v in s["feature_meta"].items())
     print(f"prepared {s['dataset']} in {s['out']}: features {s['features']} ({m})\n")
     print(format_summary(s["splits"], Counter(s["dropped"]), s["notes"]))
-    _auto_query_mode(s["out"], None)             # what train --query-mode auto will pick, and why
+    _auto_query_mode(s["out"], "quick")          # what train --query-mode auto will pick, and why
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +252,8 @@ def _add_evaluate_and_score(sub, *, count, seed) -> None:
     e.add_argument("--workers", type=seed, default=0, help="DataLoader processes that build the batches (default 0)")
     e.add_argument("--query-mode", choices=["resample", "window"], default=None,
                    help="read the queries another way than the checkpoint was trained with (a probe)")
+    e.add_argument("--window-merge", action="store_true",
+                   help="merge detections that meet at a window edge into one segment before Soft-NMS")
     e.add_argument("--skip", type=stages_arg, default=(),
                    help="bypass these cross-attention stages of the checkpoint's model at inference "
                         f"(comma list of {', '.join(stages.names())}): probes a trained model without "

@@ -15,7 +15,8 @@ from .utils import FscalError, check_int, where
 
 @torch.no_grad()
 def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, device=None,
-            progress: bool = False, workers: int = 0, skip=(), query_mode: str | None = None) -> dict:
+            progress: bool = False, workers: int = 0, skip=(), query_mode: str | None = None,
+            window_merge: bool | None = None) -> dict:
     """Run the model on ``episodes`` in batches; return an ActivityNet results JSON dict.
 
     ``workers`` DataLoader processes build the batches ahead of the model (pinned memory on CUDA).
@@ -27,12 +28,14 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
     (:func:`~fscal_edu.postprocess.merge_window_edges`).
     ``skip`` names cross-attention stages to bypass (``FSCAL.forward``'s ``skip``; checked first).
     ``query_mode`` (``"resample"`` or ``"window"``) reads the queries another way than the model
-    was trained with (a probe; default: the model's own ``cfg.data.query_mode``).
+    was trained with (a probe; default: the model's own ``cfg.data.query_mode``); ``window_merge``
+    likewise switches the merge of detections cut by window edges on or off.
     """
     model = unwrap(model)                        # the model inside a DistributedDataParallel
     skip = model.check_skip(skip)                # a bad name fails before any data is read
     check_episodes(episodes, world.annotations)  # fields, known videos, unique ids: before any work
-    cfg = model.cfg if query_mode is None else model.cfg.replace(query_mode=query_mode)   # the model's stays
+    reading = {k: v for k, v in (("query_mode", query_mode), ("window_merge", window_merge)) if v is not None}
+    cfg = model.cfg.replace(**reading)                                       # a copy: the model's stays
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     data = EpisodeDataset(world, episodes, cfg.data.T, cfg.data.T_S, mode=cfg.data.query_mode,
@@ -70,14 +73,14 @@ def predict(model, world: World, episodes: list[dict], *, batch_size: int = 32, 
 
 def evaluate_model(model, world: World, split: str, shots: int, *, limit: int | None = None,
                    batch_size: int = 32, device=None, progress: bool = False, workers: int = 0,
-                   skip=(), query_mode: str | None = None) -> tuple[dict, dict]:
+                   skip=(), query_mode: str | None = None, window_merge: bool | None = None) -> tuple[dict, dict]:
     """Predict the fixed ``split`` episodes and score them with the FS-CAL protocol (``skip``: stages
     bypassed, ``query_mode``: queries read another way, see :func:`predict`)."""
     if limit is not None:                        # a negative limit would drop episodes from the end
         check_int(limit, at_least=1, field="limit")
     episodes = world.episodes(split, shots)[:limit]
     results = predict(model, world, episodes, batch_size=batch_size, device=device, progress=progress,
-                      workers=workers, skip=skip, query_mode=query_mode)
+                      workers=workers, skip=skip, query_mode=query_mode, window_merge=window_merge)
     return evaluate_fscal(episodes, world.annotations, results), results
 
 

@@ -262,7 +262,8 @@ def training_loader(world: World, cfg: Config, seed: int, start: int, stop: int,
         raise FscalError(f"{where(field='workers')}: DataLoader workers must be an integer >= 0, got {workers!r}")
     episodes = RandomEpisodes(world, "base", cfg.data.shots, cfg.optim.steps * cfg.optim.batch_size,
                               cfg.data.T, cfg.data.T_S, seed, mode=cfg.data.query_mode,
-                              neg_frac=cfg.data.window_neg_frac, twin_partners=cfg.switches.twin_negatives)
+                              neg_frac=cfg.data.window_neg_frac, twin_partners=cfg.switches.twin_negatives,
+                              pool=cfg.data.window_pool, average=cfg.data.resample_average)
     sampler = distributed.StepBatches(start, stop, cfg.optim.batch_size, dist.rank, dist.world_size)
     return DataLoader(episodes, batch_sampler=sampler, collate_fn=collate, num_workers=workers, pin_memory=cuda,
                       prefetch_factor=4 if workers else None, persistent_workers=False,
