@@ -28,7 +28,6 @@ import argparse
 import functools
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import _common  # noqa: E402  (the machine, measured)
 
 import fscal_edu.train as train_module  # noqa: E402
 from fscal_edu.checkpoints import load_model  # noqa: E402
@@ -251,7 +252,7 @@ def main() -> None:
         payload.setdefault("worlds", {})[name] = {"rule": rule.reason, "pool_rule": pooled.reason} | rule.stats
     commit = commit_of()
     payload.setdefault("commit", commit)              # the first code; each row names its own
-    payload["machine"] = f"{platform.machine()}, torch {torch.__version__}"
+    payload["machine"] = _common.machine()                     # measured when this run of the script started
     if args.reuse_windows:
         reuse_windows_results(payload, args.seeds)
     done = 0
