@@ -30,13 +30,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from train_seeds import replace_section  # noqa: E402
+from _common import machine, measured_on, replace_section  # noqa: E402
 
 from fscal_edu.checkpoints import load_model  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import World  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.runs import write_atomic  # noqa: E402
+from fscal_edu.utils import atomic_write_text  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
 from fscal_edu.stats import format_p, welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
@@ -59,7 +59,8 @@ def run_one(world: World, name: str, seed: int, runs: Path) -> dict:
           overwrite=True, feature_dim="data")
     secs = time.perf_counter() - t0
     model = load_model(run / "best.pt", device="cpu")
-    row = {"model": name, "seed": seed, "train_s": round(secs, 1), "threads": torch.get_num_threads()}
+    row = {"model": name, "seed": seed, "train_s": round(secs, 1), "threads": torch.get_num_threads(),
+           "machine": machine()}
     for shots in (5, 1):
         m, _ = evaluate_model(model, world, "test", shots)
         row[f"mAP@0.5_{shots}shot"], row[f"average_mAP_{shots}shot"] = m["mAP@0.5"], m["average_mAP"]
@@ -88,7 +89,7 @@ def write_docs(rows, seeds, world: World) -> None:
         return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}" if len(vals) > 1 else f"{vals[0]:.3f}"
 
     lengths = [len(world.raw_features(v)) for v in world.annotations["database"]]
-    lines = ["", f"Machine: {platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU. "
+    lines = ["", f"Machine: {measured_on(rows, f'{platform.machine()}, 2 cores shared with other jobs, torch {torch.__version__}, CPU')}. "
              f"Quick preset (T = 128 snippets per window, stride 64), fixed test episodes of "
              f"`data_samples/thumos_like` ({len(lengths)} videos of {min(lengths)}-{max(lengths)} snippets, "
              f"median {statistics.median(lengths):.0f}; test classes never seen in training).", "",
@@ -131,7 +132,7 @@ def main() -> None:
                 rows.append(run_one(world, name, seed, Path(args.runs)))
                 print(rows[-1], flush=True)
                 rows.sort(key=lambda r: (list(VARIANTS).index(r["model"]), r["seed"]))
-                write_atomic(RESULTS, json.dumps({"runs": rows, "tests": [
+                atomic_write_text(RESULTS, json.dumps({"runs": rows, "tests": [
                     compare(rows, "window", "resample"), compare(rows, "window", "blind")]}, indent=1) + "\n")
     write_docs(rows, args.seeds, world)
 

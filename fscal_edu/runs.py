@@ -30,10 +30,9 @@ from pathlib import Path
 
 from .config import Config
 from .outputs import RUN_FILES, RunLock, check_output, move_aside, run_files  # noqa: F401 (names of this module too)
-from .utils import FscalError, atomic_write_text, check_int, where
+from .utils import FscalError, atomic_write_text, where
 
 # the name bench scripts knew; the one home of atomic writes is fscal_edu.utils
-write_atomic = atomic_write_text
 
 RUN_KEYS = ("seed", "dataset", "threads")     # what config.json holds beside the config sections
 
@@ -344,9 +343,3 @@ def validate_training_data(world, cfg: Config, *, progress: bool = True) -> None
     val = world.episodes("val", shots)
     for v in tqdm(training_videos(world, cfg, val), desc="check data", disable=not progress, leave=False):
         world.features(v)
-
-
-def check_positive(name: str, value, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``, else an error naming the argument ``name``
-    (:func:`fscal_edu.utils.check_int`)."""
-    return check_int(value, at_least=minimum, field=name)

@@ -23,9 +23,9 @@ from .data.episodes import RandomEpisodes, World, collate
 from .inference import evaluate_model
 from .losses import fscal_loss, relation_draw
 from .model import FSCAL
-from .runs import Run, check_positive, lock_run, open_run, validate_training_data
+from .runs import Run, lock_run, open_run, validate_training_data
 from .runtime import configure_process, cores, free_threads
-from .utils import FscalError, get_device, seed_everything, where
+from .utils import FscalError, check_int, get_device, seed_everything, where
 
 
 def lr_factor(step: int, cfg: Config) -> float:
@@ -107,7 +107,7 @@ class _Training:
 def _checked_inputs(cfg: Config, data, feature_dim, precision: str, stop_at) -> tuple[World, Config]:
     """The world, and the config with the data's feature width if asked; bad arguments fail here."""
     if stop_at is not None:
-        check_positive("stop_at", stop_at)
+        check_int(stop_at, at_least=1, field="stop_at")
     world = data if isinstance(data, World) else World(data)
     if feature_dim == "data":
         cfg = cfg.replace(feature_dim=world.meta.feature_dim)
@@ -258,8 +258,7 @@ def training_loader(world: World, cfg: Config, seed: int, start: int, stop: int,
     dist = dist or distributed.Dist()
     cuda = dist.device.type == "cuda"
     workers = (2 if cuda else 0) if workers is None else workers
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise FscalError(f"{where(field='workers')}: DataLoader workers must be an integer >= 0, got {workers!r}")
+    check_int(workers, at_least=0, field="workers")                            # DataLoader processes
     episodes = RandomEpisodes(world, "base", cfg.data.shots, cfg.optim.steps * cfg.optim.batch_size,
                               cfg.data.T, cfg.data.T_S, seed, mode=cfg.data.query_mode,
                               neg_frac=cfg.data.window_neg_frac, twin_partners=cfg.switches.twin_negatives,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import FscalError, where
+from ..utils import FscalError, check_int, where
 from .annotations import instances_by_class
 
 
@@ -26,9 +26,7 @@ def check_shots(shots) -> int:
 
 def check_pool(pool) -> int:
     """The coarser rate of windows (``data.window_pool``): an integer >= 1."""
-    if isinstance(pool, bool) or not isinstance(pool, (int, np.integer)) or pool < 1:
-        raise FscalError(f"{where(field='data.window_pool')}: must be an integer >= 1, got {pool!r}")
-    return int(pool)
+    return check_int(pool, at_least=1, field="data.window_pool")
 
 
 def pooled_rows(length: int, pool: int) -> int:
