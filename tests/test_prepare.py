@@ -250,6 +250,19 @@ def test_real_thumos14(shared_real, tmp_path, capsys):
     assert len(world.episodes("val", 5)) == 10
 
 
+def test_the_shipped_split_file_parses_with_the_standard_class_counts():
+    """data_samples/fewshot_splits.json, the file the README's prepare commands name."""
+    from conftest import DATA
+    from fscal_edu.data.prepare import read_split_file
+
+    counts = {"activitynet": [160, 20, 20], "thumos14": [6, 0, 14]}
+    for dataset, expected in counts.items():
+        splits = read_split_file(DATA / "fewshot_splits.json", dataset, classes=None)   # disjoint, checked
+        assert [len(splits[s]) for s in ("base", "val", "test")] == expected, dataset
+    anet = read_split_file(DATA / "fewshot_splits.json", "activitynet", classes=None)
+    assert {"Hurling", "Pole vault", "Snatch"} <= set(anet["test"]) and "Archery" in anet["base"]
+
+
 # --- the output folder: nothing a user owns is lost ----------------------------------------------
 
 def tree_hashes(root):
