@@ -49,11 +49,16 @@ def describe_episode(world: World, ep: dict) -> str:
 
 
 def load_or_train(name: str, world: World, *, out, preset: str = "quick", seed: int = 0, device="cpu",
-                  force_train: bool = False, threads: int | None = None):
-    """The shipped checkpoint of ``name`` ("full" or "blind") if present, else train it into ``out``.
+                  force_train: bool = False, threads: int | None = None, run=None):
+    """The model of ``name`` ("full" or "blind"): the ``best.pt`` of ``run``, a run folder the
+    student has just trained, when it holds one; else the shipped checkpoint if present; else
+    train it into ``out``.
 
-    Returns ``(model, seconds spent training or None)``; says which of the two it did.
+    Returns ``(model, seconds spent training or None)``; says which of the three it did.
     """
+    if run is not None and (Path(run) / "best.pt").is_file() and not force_train:
+        print(f"{name}: evaluating the run you trained, {Path(run).as_posix()}/best.pt")
+        return load_model(Path(run) / "best.pt", feature_dim=world.meta.feature_dim, device=device), None
     path = shipped_checkpoint(name)
     if path.is_file() and not force_train:
         print(f"{name}: loading the shipped checkpoint {path.parent.name}/{path.name}")
