@@ -60,33 +60,79 @@ def run(fn, *args):
     return out
 
 
-def checker(label: str):
+_QUIET = [0]          # > 0 inside quiet(): checkers neither record a verdict nor keep a part
+
+
+@contextlib.contextmanager
+def quiet():
+    """Within it, a checker records no verdict and keeps no part: for the library's own use of the
+    checkers (``parts.verdict`` asks them whether a part is right), not the student's."""
+    _QUIET[0] += 1
+    try:
+        yield
+    finally:
+        _QUIET[0] -= 1
+
+
+def verdict_of(check, fn, *args) -> str:
+    """``check(fn, *args)``'s verdict in one line (:func:`summarize`), printing nothing, recording
+    nothing and keeping no part."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), quiet():
+        ok = check(fn, *args)
+    return summarize(ok, printed.getvalue())
+
+
+def keep_part(part: str, fn) -> None:
+    """Keep an attempted student's function as their ``part`` of the model (``parts.save``: one
+    line when its source cannot be read), so that notebook 07 can build the model from it. The
+    library's own functions (the references) are not kept."""
+    if (getattr(fn, "__module__", None) or "").split(".")[0] == __name__.split(".")[0]:
+        return
+    try:
+        from . import parts
+    except ImportError:
+        return
+    try:
+        parts.save(part, fn)
+    except Exception as e:  # noqa: BLE001 - keeping is a convenience, the verdict stands
+        print(f"not kept for your model ({type(e).__name__}: {e})")
+
+
+def checker(label: str, part: str | None = None):
     """Decorate ``check_*(fn, ...)``: stubs and errors are printed as one line and give False.
 
-    The student is named by their function's name (``label`` for a lambda or an answer).
+    The student is named by their function's name (``label`` for a lambda or an answer). With
+    ``part``, an attempted function (not a stub) is kept as the student's part of the model
+    (:func:`keep_part`), right or wrong: the comparison of notebook 07 names a wrong one.
     """
     def wrap(check):
         def verdict(fn, *args, **kwargs) -> bool:
             name = getattr(fn, "__name__", "<lambda>")
             name = label if name == "<lambda>" or not callable(fn) else name
+            attempted, ok = True, False
             try:
                 if is_stub(fn):
                     raise NotAttempted
-                return bool(check(fn, *args, **kwargs))
+                ok = bool(check(fn, *args, **kwargs))
             except NotAttempted:
+                attempted = False
                 print(f"{name}: {NOT_ATTEMPTED}")
             except Crashed as e:
                 print(f"{name}: {e}")
             except Exception as e:  # noqa: BLE001 - an output the comparison cannot read
                 print(f"{name}: could not check the output ({type(e).__name__}: {e})")
-            return False
+            if part and attempted and not _QUIET[0]:
+                keep_part(part, fn)
+            return ok
 
         @functools.wraps(check)
         def checked(fn, *args, **kwargs) -> bool:
             printed = io.StringIO()
             with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
                 ok = verdict(fn, *args, **kwargs)
-            record(check.__name__, ok, printed.getvalue())
+            if not _QUIET[0]:
+                record(check.__name__, ok, printed.getvalue())
             return ok
         return checked
     return wrap

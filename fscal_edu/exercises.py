@@ -1,13 +1,17 @@
 """Checkers for the notebooks' exercises: each compares a student's function with the reference.
 
 A checker runs the student's function and the library's on the same random inputs and prints
-``Correct!`` or what differs: which output, which element, by how much, and, for the exercises
-on the three stages and the relation targets, which known mistake gives that answer (the
-comparison is :mod:`fscal_edu.checking`, the known mistakes :mod:`fscal_edu.mistakes`). It
-returns True/False so tests can use it, and never raises: a stub (a function that raises
-``NotImplementedError`` or returns ``None``/``...``, or an ``answer`` left at ``...``) is "not
-attempted yet", and an error in the student's code is one line.
-The reference solutions are in :mod:`fscal_edu.solutions`.
+``Correct!`` or what differs: which output, which element, by how much, and which known mistake
+gives that answer (the comparison is :mod:`fscal_edu.checking`, the known mistakes
+:mod:`fscal_edu.mistakes`). It returns True/False so tests can use it, and never raises: a stub
+(a function that raises ``NotImplementedError`` or returns ``None``/``...``, or an ``answer``
+left at ``...``) is "not attempted yet", and an error in the student's code is one line.
+
+The exercises that build a part of the model (:data:`PART_CHECKS`, one per part of
+:mod:`fscal_edu.parts`; those of notebooks 03-05 live in :mod:`fscal_edu.exercises_parts`) are
+checked against the library function the model calls, and an attempted one is kept as the
+student's part. The reference solutions of the other exercises are in :mod:`fscal_edu.solutions`;
+``solutions.reveal(name)`` shows one on purpose.
 """
 from __future__ import annotations
 
@@ -100,15 +104,17 @@ def check_strided_seconds_to_index(fn) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 
-@checker("my_tiou")
+@checker("my_tiou", part="tiou")
 def check_tiou(fn) -> bool:
-    """``fn(a (N, 2), b (M, 2)) -> (N, M)``: temporal IoU of every pair of segments (torch)."""
+    """Notebook 02: ``fn(a (N, 2), b (M, 2)) -> (N, M)``: temporal IoU of every pair of segments
+    (torch); the label assignment calls it once per query (reference ``proposals.tiou``)."""
     from .proposals import tiou
     g = torch.Generator().manual_seed(0)
     start = torch.rand(12, generator=g) * 20
     a = torch.stack([start, start + 0.5 + torch.rand(12, generator=g) * 10], 1)
     b = torch.cat([a[:3], a[3:6] + 0.7, torch.tensor([[40.0, 45.0], [5.0, 5.0]])])   # same, shifted, far, empty
-    return compare("tiou", run(fn, a.clone(), b.clone()), tiou(a, b))
+    got = run(fn, a.clone(), b.clone())
+    return compare("tiou", got, tiou(a, b)) or explain(got, mistakes.tiou_variant, mistakes.TIOU, a, b)
 
 
 @checker("my_interpolated_ap")
@@ -130,7 +136,9 @@ def check_interpolated_ap(fn) -> bool:
 # ---------------------------------------------------------------------------------------------
 from einops import reduce  # noqa: E402
 
-from .attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_attend  # noqa: E402
+from .attention import DynamicsCA, QtoSContextCA, cross_attend  # noqa: E402
+from .exercises_parts import (check_attend, check_coarse_tokens, check_dynamics, check_grouping,  # noqa: E402,F401
+                              check_qtos, check_stoq, check_stoq_per_support)
 from .stats import welch  # noqa: E402
 from .solutions import granularity_mass  # noqa: E402
 
@@ -169,21 +177,9 @@ def check_support_mass(fn) -> bool:
     X_Q, X_S, _ = _attention_inputs()
     _, att = QtoSContextCA(X_Q.shape[-1], joint=True).double()(X_Q, X_S)
     A = att.A.detach()
-    return compare("mass per support", run(fn, A.clone(), att.K),
-                   reduce(A, "b n (k t) -> b k", "sum", k=att.K))
-
-
-@checker("my_coarse_tokens")
-def check_coarse_tokens(fn) -> bool:
-    """Notebook 04: ``fn(X_S_tilde (B, K, T_S, d), k) -> (B, K, T_S/k, d)``, the untrained w_k."""
-    _, X_S, _ = _attention_inputs()
-    ok = True
-    for k in (2, 4):
-        want = DynamicsCA(X_S.shape[-1], (k,)).double().coarse_tokens(X_S).detach()
-        got = run(fn, X_S.clone(), k)
-        ok = (compare(f"coarse tokens, k={k}", got, want)
-              or explain(got, mistakes.coarse_tokens_variant, mistakes.COARSE_TOKENS, X_S, k)) and ok
-    return ok
+    got = run(fn, A.clone(), att.K)
+    return (compare("mass per support", got, reduce(A, "b n (k t) -> b k", "sum", k=att.K))
+            or explain(got, mistakes.support_mass_variant, mistakes.SUPPORT_MASS, A, att.K))
 
 
 @checker("mass_from")
@@ -201,19 +197,6 @@ def check_granularity_mass(fn) -> bool:
               or explain(got, mistakes.granularity_mass_variant, mistakes.GRANULARITY_MASS,
                          A_l, granularity, k)) and ok
     return ok
-
-
-@checker("my_stoq")
-def check_stoq(fn) -> bool:
-    """Notebook 05: ``fn(Y_S (B, K, T_S, d), X_Q (B, N_Q, d), W) -> X~_Q (B, N_Q, d)``, eq. (6)."""
-    X_Q, Y_S, W = _attention_inputs()
-    stage = StoQContextCA(X_Q.shape[-1], temperature=False, mass_norm=False,
-                          layernorm=False).double()
-    with torch.no_grad():
-        stage.W_StoQ.copy_(W)
-        want = stage(Y_S, X_Q)[0]
-    got = run(fn, Y_S.clone(), X_Q.clone(), W.clone())
-    return compare("eq. (6)", got, want) or explain(got, mistakes.stoq_variant, mistakes.STOQ, Y_S, X_Q, W)
 
 
 @checker("factor")
@@ -268,7 +251,7 @@ def _relation_batch():
     return model, model(query, support, relation=True), batch
 
 
-@checker("my_relation_targets")
+@checker("my_relation_targets", part="relation_targets")
 def check_relation_targets(fn) -> bool:
     """Notebook 06: ``fn(labels (B, N) in {1, 0, -1}, episode_label (B,)) -> (own, cross)``.
 
@@ -310,9 +293,10 @@ def check_lr_factor(fn) -> bool:
     ok = True
     for cfg in (get_config("quick"), get_config("tiny"), get_config("quick", steps=30, warmup=0)):
         steps = range(cfg.optim.steps + 5)
-        ok = compare(f"lr_factor, {cfg.optim.steps} steps, warm-up {cfg.optim.warmup}",
-                     np.array([run(fn, s, cfg) for s in steps]),
-                     np.array([lr_factor(s, cfg) for s in steps])) and ok
+        got = np.array([run(fn, s, cfg) for s in steps])
+        ok = (compare(f"lr_factor, {cfg.optim.steps} steps, warm-up {cfg.optim.warmup}", got,
+                      np.array([lr_factor(s, cfg) for s in steps]))
+              or explain(got, mistakes.lr_factor_variant, mistakes.LR_FACTOR, steps, cfg)) and ok
     return ok
 
 
@@ -356,4 +340,15 @@ def check_welch_t(fn) -> bool:
     cases = {"three seeds each": ([0.61, 0.64, 0.58], [0.52, 0.55, 0.57]),
              "unequal sizes": ([0.7, 0.72, 0.69, 0.75, 0.71], [0.66, 0.74]),
              "the second one better": ([0.3, 0.35, 0.31], [0.4, 0.38, 0.45])}
-    return all([compare(name, run(fn, list(a), list(b)), welch(a, b).t) for name, (a, b) in cases.items()])
+    ok = True
+    for name, (a, b) in cases.items():
+        got = run(fn, list(a), list(b))
+        ok = (compare(name, got, welch(a, b).t)
+              or explain(got, mistakes.welch_t_variant, mistakes.WELCH_T, a, b)) and ok
+    return ok
+
+
+# the checker of every part of the model the student writes (see fscal_edu.parts)
+PART_CHECKS = {"tiou": check_tiou, "attend": check_attend, "qtos": check_qtos,
+               "coarse_tokens": check_coarse_tokens, "dynamics": check_dynamics, "stoq": check_stoq,
+               "relation_targets": check_relation_targets}

@@ -1,13 +1,23 @@
-"""Reference solutions of the notebooks' exercises: one function per exercise, named like the
-function the student writes in the notebook, checked by the ``check_*`` of
-:mod:`fscal_edu.exercises`. Try the exercise first; the notebook shows a solution with
-``show_source(solutions.<name>)`` in a collapsed cell below the exercise.
+"""Reference solutions of the notebooks' exercises, and :func:`reveal`, the one way a notebook shows one.
+
+The exercises that build a part of the model (tIoU, the attention primitive, QtoS Context-CA,
+Dynamics-CA's coarse tokens and attention, StoQ Context-CA, the relation targets; see
+:mod:`fscal_edu.parts`) have the library's own function as their reference: the function the
+model calls. The other exercises, the warm-ups and the answers, have theirs here, one function
+per exercise, named like the function the student writes. Every one is checked by a
+``check_*`` of :mod:`fscal_edu.exercises`.
+
+Try the exercise, then the checker's hints; ``reveal("qtos")`` says what it would show, and
+``reveal("qtos", sure=True)`` shows it.
 
 Tensors are rows of tokens, as in the library: ``X (B, N, d)``.
 """
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
+import sys
 
 import numpy as np
 import torch
@@ -52,16 +62,6 @@ def strided_index(t: float, fps: float, feat_stride: int, num_frames: int) -> fl
 # ---------------------------------------------------------------------------------------------
 
 
-def my_tiou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Temporal IoU of every pair: ``a (N, 2)``, ``b (M, 2)`` -> ``(N, M)``."""
-    # |a ∩ b| = max(0, min(a_e, b_e) - max(a_s, b_s))                              (N, M)
-    inter = (torch.minimum(a[:, None, 1], b[None, :, 1])
-             - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
-    # |a ∪ b| = |a| + |b| - |a ∩ b|                                                 (N, M)
-    union = (a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter
-    return inter / union
-
-
 def my_interpolated_ap(precision: np.ndarray, recall: np.ndarray) -> float:
     """VOC-2011 all-point interpolated AP of one ranking."""
     p = np.concatenate([[0.0], precision, [0.0]])
@@ -103,12 +103,6 @@ def support_mass(A_joint: torch.Tensor, K: int) -> torch.Tensor:
     return reduce(A_joint, "b n (k t) -> b k", "sum", k=K)
 
 
-def my_coarse_tokens(X_S_tilde: torch.Tensor, k: int) -> torch.Tensor:
-    """eq. (3) with the untrained w_k: ``(B, K, T_S, d)`` -> ``(B, K, T_S/k, d)``, window means."""
-    # w_k starts as weights I / k, kernel = stride = k: the mean of k consecutive snippets
-    return reduce(X_S_tilde, "b l (n k) d -> b l n d", "mean", k=k)
-
-
 def mass_from(A_l: torch.Tensor, granularity: torch.Tensor, k: int) -> torch.Tensor:
     """``A_l (N_coarse, T_S)`` -> ``(T_S,)``: the mass each snippet receives from the tokens of granularity k."""
     # sum over the coarse tokens (rows) of granularity k                              (T_S,)
@@ -127,14 +121,15 @@ def granularity_mass(att, *, batch: int = 0, support: int = 0) -> dict:
     return {k: mass_from(A_l, granularity, k).numpy() for k in sorted(set(granularity.tolist()))}
 
 
-def my_stoq(Y_S: torch.Tensor, X_Q: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
-    """eq. (6), bare: all support snippets ``Y_S (B, K, T_S, d)`` attend to the proposals ``X_Q (B, N_Q, d)``."""
-    # the K supports as one source of K*T_S tokens                                   (B, K*T_S, d)
-    Y_all = rearrange(Y_S, "b k t d -> b (k t) d")
-    # Lambda_{S->Q}[i, n] = y_i^T W x_n; softmax along each row                      (B, K*T_S, N_Q)
-    A = torch.einsum("bid,de,bne->bin", Y_all, W, X_Q).softmax(dim=-1)
-    # X~_Q = Y~_S A + X_Q                                                             (B, N_Q, d)
-    return X_Q + torch.einsum("bin,bid->bnd", A, Y_all)
+def stoq_per_support(Y_S: torch.Tensor, X_Q: torch.Tensor, W: torch.Tensor, attend) -> torch.Tensor:
+    """StoQ one support at a time: each support's T_S snippets ``Y_S (B, K, T_S, d)`` attend to the
+    proposals ``X_Q (B, N_Q, d)`` alone (a softmax per support); the K added terms are summed."""
+    # every support gets all proposals as its own targets: a broadcast support axis  (B, 1, N_Q, d)
+    X_Q_l = rearrange(X_Q, "b n d -> b 1 n d")
+    # X~_Q^(l) = Y_S^(l) A^(l) + X_Q, one softmax per support                         (B, K, N_Q, d)
+    X_l, _ = attend(Y_S, X_Q_l, W)
+    # X~_Q = X_Q + sum_l (X~_Q^(l) - X_Q)                                             (B, N_Q, d)
+    return X_Q + reduce(X_l - X_Q_l, "b k n d -> b n d", "sum")
 
 
 def mass_norm_factor(N_Q: int, K: int, T_S: int) -> float:
@@ -156,17 +151,6 @@ def my_balanced_bce(logits: torch.Tensor, targets: torch.Tensor, valid: torch.Te
     return sum(means) / len(means)
 
 
-def my_relation_targets(labels: torch.Tensor, episode_label: torch.Tensor):
-    """``labels (B, N)`` in {1, 0, -1}, ``episode_label (B,)`` -> ``own (B, N)`` float, ``cross (B, N)`` bool."""
-    # own: 1 for positives, 0 for negatives, -1 for ignored (no pair)                 (B, N)
-    own = torch.where(labels >= 0, (labels == 1).float(), -1.0)
-    # episode b's partner is episode b-1 (mod B): torch.roll puts x[b-1] at position b   (B,)
-    partner_label = torch.roll(episode_label, 1)
-    # cross: the positives, when the partner's class differs                         (B, N)
-    cross = (labels == 1) & (episode_label != partner_label)[:, None]
-    return own, cross
-
-
 def my_lr_factor(step: int, cfg) -> float:
     """The learning-rate factor: linear warm-up, then cosine decay to 5% at ``cfg.optim.steps``."""
     warmup, steps = cfg.optim.warmup, cfg.optim.steps
@@ -182,3 +166,54 @@ def welch_t(a, b) -> float:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     # t = (mean(a) - mean(b)) / sqrt(s_a^2 / n_a + s_b^2 / n_b)
     return float((a.mean() - b.mean()) / np.sqrt(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)))
+
+# ---------------------------------------------------------------------------------------------
+# Asking for a solution on purpose
+# ---------------------------------------------------------------------------------------------
+
+# the parts of the model: name -> (title, module, the library function that is the reference)
+PART_REFERENCES = {
+    "tiou": ("tIoU", "proposals", "tiou"),
+    "attend": ("the attention primitive", "attention", "cross_attend"),
+    "qtos": ("QtoS Context-CA", "attention", "qtos_part"),
+    "coarse_tokens": ("Dynamics-CA's coarse tokens", "attention", "coarse_part"),
+    "dynamics": ("Dynamics-CA's attention", "attention", "dynamics_part"),
+    "stoq": ("StoQ Context-CA", "attention", "stoq_part"),
+    "relation_targets": ("the relation targets", "losses", "relation_targets"),
+}
+
+
+def revealable() -> dict:
+    """``{name: (title, function)}`` of every exercise :func:`reveal` knows: the parts (their
+    library reference) and this module's solutions (named without ``my_``)."""
+    out = {}
+    for name, (title, module, attr) in PART_REFERENCES.items():
+        fn = getattr(importlib.import_module(f"fscal_edu.{module}"), attr, None)
+        if fn is not None:
+            out[name] = (title, fn)
+    for name, fn in inspect.getmembers(sys.modules[__name__], inspect.isfunction):
+        if fn.__module__ == __name__ and name not in ("reveal", "revealable") and not name.startswith("_"):
+            out.setdefault(name.removeprefix("my_"), (repr(name.removeprefix("my_")), fn))
+    return out
+
+
+def reveal(name: str, sure: bool = False) -> None:
+    """Show the reference solution of the exercise ``name`` (e.g. ``"qtos"``, ``"lr_factor"``).
+
+    Without ``sure``, one line: what it would show and how to see it. With ``sure=True``, the
+    source of the reference (for a part of the model, the library function the model calls).
+    """
+    known = revealable()
+    key = name.removeprefix("my_") if isinstance(name, str) else name
+    if key not in known:
+        raise FscalError(f"{where(field='name')}: {name!r} is not an exercise; the exercises: "
+                         f"{', '.join(sorted(known))}")
+    title, fn = known[key]
+    where_from = f"{fn.__module__}.{fn.__qualname__}"
+    if not sure:
+        lines = len(inspect.getsource(fn).splitlines())
+        print(f"reveal({key!r}) would show the reference of {title}, {where_from} ({lines} lines): "
+              f"try the checker's hints first; reveal({key!r}, sure=True) shows it")
+        return
+    print(f"# the reference of {title}: {where_from}")
+    print(inspect.getsource(fn))

@@ -1,14 +1,12 @@
 """The exercise checkers: the reference solution passes, a stub is "not attempted yet", a crash is
 one line (no exception), and the common mistakes of the stage and relation exercises are named."""
-import math
-
 import numpy as np
 import pytest
 import torch
-from einops import rearrange, reduce
+from einops import reduce
 
+from fscal_edu import attention, checking, losses, mistakes, proposals, solutions as sol
 from fscal_edu import exercises as ex
-from fscal_edu import checking, mistakes, solutions as sol
 
 # every checker that takes a function, with its reference solution
 CHECKS = [
@@ -16,20 +14,31 @@ CHECKS = [
     (ex.check_query_ground_truth, sol.query_ground_truth),
     (ex.check_seconds_to_index, sol.my_seconds_to_index),
     (ex.check_strided_seconds_to_index, sol.strided_index),
-    (ex.check_tiou, sol.my_tiou),
+    (ex.check_tiou, proposals.tiou),
     (ex.check_interpolated_ap, sol.my_interpolated_ap),
     (ex.check_cross_attend, sol.my_cross_attend),
     (ex.check_column_softmax, sol.my_column_attention),
     (ex.check_support_mass, sol.support_mass),
-    (ex.check_coarse_tokens, sol.my_coarse_tokens),
+    (ex.check_attend, attention.cross_attend),
+    (ex.check_qtos, attention.qtos_part),
+    (ex.check_coarse_tokens, attention.coarse_part),
+    (ex.check_dynamics, attention.dynamics_part),
     (ex.check_granularity_mass, sol.mass_from),
-    (ex.check_stoq, sol.my_stoq),
+    (ex.check_stoq, attention.stoq_part),
+    (ex.check_stoq_per_support, sol.stoq_per_support),
     (ex.check_balanced_bce, sol.my_balanced_bce),
-    (ex.check_relation_targets, sol.my_relation_targets),
+    (ex.check_relation_targets, losses.relation_targets),
     (ex.check_lr_factor, sol.my_lr_factor),
     (ex.check_welch_t, sol.welch_t),
 ]
 IDS = [check.__name__ for check, _ in CHECKS]
+
+
+@pytest.fixture(autouse=True)
+def parts_folder(tmp_path, monkeypatch):
+    """The parts a checker keeps go to a temporary folder, never into the checkout."""
+    monkeypatch.setenv("FSCAL_PARTS", str(tmp_path / "my_parts"))
+    return tmp_path / "my_parts"
 
 
 def raises_not_implemented(*args):
@@ -153,20 +162,6 @@ def test_check_column_softmax_names_the_row_softmax(capsys):
 
 
 @pytest.mark.parametrize("wrong, named", [
-    (lambda X, k: reduce(X, "b l (n k) d -> b l n d", "sum", k=k), "summed"),
-    (lambda X, k: reduce(X, "b l (n k) d -> b l n d", "max", k=k), "max pooling"),
-    (lambda X, k: reduce(X, "b l (k n) d -> b l n d", "mean", k=k), "consecutive"),
-    (lambda X, k: torch.nn.functional.avg_pool1d(rearrange(X, "b l t d -> (b l) d t"), k, stride=1)
-     .unflatten(0, X.shape[:2]).transpose(-1, -2), "the windows overlap"),
-    (lambda X, k: X[:, :, ::k], "one snippet out of every k"),
-])
-def test_check_coarse_tokens_names_the_mistake(wrong, named, capsys):
-    assert ex.check_coarse_tokens(wrong) is False
-    out = capsys.readouterr().out
-    assert "a known mistake" in out and named in out
-
-
-@pytest.mark.parametrize("wrong, named", [
     (lambda A, g, k: A[g == k].mean(0), "the mean over the coarse tokens"),
     (lambda A, g, k: A.sum(0), "every granularity counts"),
     (lambda A, g, k: A[g == k].sum(1), "summed along the snippets"),
@@ -174,29 +169,6 @@ def test_check_coarse_tokens_names_the_mistake(wrong, named, capsys):
 def test_check_granularity_mass_names_the_mistake(wrong, named, capsys):
     assert ex.check_granularity_mass(wrong) is False
     assert named in capsys.readouterr().out
-
-
-def stoq(Y_S, X_Q, W, *, dim=-1, scale=1.0, residual=True, norm=False):
-    """Student-style eq. (6), with the slips switched on by hand."""
-    Y_all = rearrange(Y_S, "b k t d -> b (k t) d")
-    A = (scale * torch.einsum("bid,de,bne->bin", Y_all, W, X_Q)).softmax(dim)
-    added = torch.einsum("bin,bid->bnd", A, Y_all) * (X_Q.shape[1] / Y_all.shape[1] if norm else 1)
-    return X_Q + added if residual else added
-
-
-@pytest.mark.parametrize("wrong, named", [
-    (lambda Y_S, X_Q, W: stoq(Y_S, X_Q, W, dim=-2), "column softmax"),
-    (lambda Y_S, X_Q, W: stoq(Y_S, X_Q, W, residual=False), "the residual X_Q is missing"),
-    (lambda Y_S, X_Q, W: stoq(Y_S, X_Q, W, scale=1 / math.sqrt(X_Q.shape[-1])), "scaled by 1/sqrt(d)"),
-    (lambda Y_S, X_Q, W: stoq(Y_S, X_Q, W, norm=True), "mass_norm is on"),
-    (lambda Y_S, X_Q, W: stoq(Y_S, X_Q, W.T), "W is transposed"),
-    (lambda Y_S, X_Q, W: X_Q + sum(stoq(Y_S[:, l:l + 1], X_Q, W, residual=False)
-                                   for l in range(Y_S.shape[1])) / Y_S.shape[1], "the K supports are averaged"),
-])
-def test_check_stoq_names_the_mistake(wrong, named, capsys):
-    assert ex.check_stoq(wrong) is False
-    out = capsys.readouterr().out
-    assert "a known mistake" in out and named in out
 
 
 def relation_targets(labels, episode_label, *, shift=1, same_class_too=False, negatives_too=False,
@@ -242,10 +214,98 @@ def test_every_variant_without_a_mistake_is_the_reference():
     """The mistake generators start from the right answer: with no flag they give the solution's."""
     X_Q, X_S, W = ex._attention_inputs()
     assert checking.close(mistakes.cross_attend_variant(X_Q, X_S[:, 0], W), sol.my_cross_attend(X_Q, X_S[:, 0], W))
-    assert checking.close(mistakes.coarse_tokens_variant(X_S, 2), sol.my_coarse_tokens(X_S, 2))
-    assert checking.close(mistakes.stoq_variant(X_S, X_Q, W), sol.my_stoq(X_S, X_Q, W))
     labels, y = torch.tensor([[1, 0, -1], [1, 1, 0], [0, 1, -1]]), torch.tensor([3, 3, 5])
-    assert checking.close(mistakes.relation_targets_variant(labels, y), sol.my_relation_targets(labels, y))
+    assert checking.close(mistakes.relation_targets_variant(labels, y), losses.relation_targets(labels, y))
+    a, b = torch.tensor([[0.0, 4.0], [2.0, 9.0]]), torch.tensor([[1.0, 3.0], [5.0, 6.0], [20.0, 30.0]])
+    assert checking.close(mistakes.tiou_variant(a, b), proposals.tiou(a, b))
+    A = QtoS_joint_attention()
+    assert checking.close(mistakes.support_mass_variant(A, 3), sol.support_mass(A, 3))
+    assert np.isclose(mistakes.welch_t_variant([0.6, 0.7, 0.65], [0.5, 0.55]), sol.welch_t([0.6, 0.7, 0.65], [0.5, 0.55]))
+    from fscal_edu.config import get_config
+    cfg = get_config("quick")
+    steps = range(cfg.optim.steps + 5)
+    assert np.allclose(mistakes.lr_factor_variant(steps, cfg), [sol.my_lr_factor(s, cfg) for s in steps])
+
+
+def QtoS_joint_attention():
+    X_Q, X_S, _ = ex._attention_inputs()
+    _, att = attention.QtoSContextCA(X_Q.shape[-1], joint=True).double()(X_Q, X_S)
+    return att.A.detach()
+
+# ---------------------------------------------------------------------------------------------
+# Hints for tIoU, support_mass, Welch's t and lr_factor: the mistake is named in words
+# ---------------------------------------------------------------------------------------------
+
+
+def tiou_no_subtract(a, b):
+    inter = (torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])).clamp(min=0)
+    return inter / ((a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :])
+
+
+def tiou_no_clamp(a, b):
+    inter = torch.minimum(a[:, None, 1], b[None, :, 1]) - torch.maximum(a[:, None, 0], b[None, :, 0])
+    return inter / ((a[:, 1] - a[:, 0])[:, None] + (b[:, 1] - b[:, 0])[None, :] - inter)
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (tiou_no_subtract, "subtract the intersection"),
+    (tiou_no_clamp, "clamp it at 0"),
+])
+def test_check_tiou_names_the_mistake(wrong, named, capsys):
+    assert ex.check_tiou(wrong) is False
+    out = capsys.readouterr().out
+    assert "a known mistake" in out and named in out
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (lambda A, K: reduce(A, "b n (k t) -> b k", "mean", k=K), "this is a mean"),
+    (lambda A, K: reduce(A, "b n (k t) -> b k", "sum", k=K) / A.shape[1], "averaged over the proposals"),
+    (lambda A, K: reduce(A, "b n (t k) -> b k", "sum", k=K), "grouped the wrong way"),
+])
+def test_check_support_mass_names_the_mistake(wrong, named, capsys):
+    assert ex.check_support_mass(wrong) is False
+    out = capsys.readouterr().out
+    assert "a known mistake" in out and named in out
+
+
+def welch_population(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return (a.mean() - b.mean()) / np.sqrt(a.var() / len(a) + b.var() / len(b))
+
+
+def welch_pooled(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    sp2 = ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1)) / (len(a) + len(b) - 2)
+    return (a.mean() - b.mean()) / np.sqrt(sp2 * (1 / len(a) + 1 / len(b)))
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (welch_population, "the population variance"),
+    (welch_pooled, "Student's t with a pooled variance"),
+    (lambda a, b: -sol.welch_t(a, b), "the sign is flipped"),
+])
+def test_check_welch_t_names_the_mistake(wrong, named, capsys):
+    assert ex.check_welch_t(wrong) is False
+    out = capsys.readouterr().out
+    assert "a known mistake" in out and named in out
+
+
+def lr_step_over_w(step, cfg):
+    return step / cfg.optim.warmup if step < cfg.optim.warmup else sol.my_lr_factor(step, cfg)
+
+
+def lr_to_zero(step, cfg):
+    return (sol.my_lr_factor(step, cfg) - 0.05) / 0.95 if step >= cfg.optim.warmup else sol.my_lr_factor(step, cfg)
+
+
+@pytest.mark.parametrize("wrong, named", [
+    (lr_step_over_w, "(step + 1) / W"),
+    (lr_to_zero, "the cosine decays to 0"),
+])
+def test_check_lr_factor_names_the_mistake(wrong, named, capsys):
+    assert ex.check_lr_factor(wrong) is False
+    out = capsys.readouterr().out
+    assert "a known mistake" in out and named in out
 
 # ---------------------------------------------------------------------------------------------
 # Answers instead of functions: the mass_norm factor (notebook 05), the predicted winner (07)
