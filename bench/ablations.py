@@ -38,6 +38,7 @@ from fscal_edu.config import PRESETS, Config, get_config
 from fscal_edu.data.episodes import EpisodeDataset, World, collate
 from fscal_edu.diagnostics import ablation_tests, stoq_added_term
 from fscal_edu.model import FSCAL
+from fscal_edu.report_stages import construction_markdown
 from fscal_edu.runtime import configure_process
 from fscal_edu.stats import format_p
 from fscal_edu.train import train
@@ -321,19 +322,9 @@ def findings(rows: list[dict], diag: dict, shots: int = 5) -> list[str]:
                   f"`no_stoq` {curve('no_stoq')}.", ""]
     world = read_json(DATA / "world.json", "world.json")["info"]["config"]
     lines += ["**What this world cannot show by construction.**", "",
-              "- *Individual vs joint supports at 1-shot.* With K = 1 the joint clip of all supports is the one "
-              "support: `joint` is the full model (bit-identical outputs from the same weights), and "
-              "Dynamics-CA's \"to-all\" coarse tokens are the support's own. Only K > 1 can test either.",
-              "- *Individual treatment as a guard against an odd support.* Every support in this world is an "
-              "annotated instance of the episode's class, cut at its exact boundaries (`sample_episode`), and "
-              "resampled to T_S = 16 snippets, so lengths do not differ either. The supports differ only by their "
-              f"video's scene (norm {world['scene_norm']}, drift {world['drift_norm']}), the snippet noise (norm "
-              f"{world['noise_norm']}) and the tempo (phase shares ~ Dirichlet({world['tempo_concentration']})). "
-              "There is no odd support to guard against, so `joint` can only differ through the softmax's "
-              "competition between supports. What would make it matter: episodes in which one of the K supports "
-              "is an outlier (a clip of the twin class, background, or boundaries off by half a length), and a "
-              "freer tempo (`tempo_concentration` 1 instead of 4). The generator has no outlier knob; it would "
-              "be a sampler option (say `outlier_support_prob`), and the shipped world stays as it is.", ""]
+              construction_markdown(world, Config().data.T_S,
+                                    read_json(RESULTS / "mechanisms.json", "mechanisms.json")
+                                    if (RESULTS / "mechanisms.json").is_file() else None), ""]
     return lines
 
 

@@ -340,21 +340,6 @@ def why_markdown(ablations: dict, shots: int = 5) -> str:
     return "\n".join(lines)
 
 
-def construction_markdown(world_config: dict, T_S: int) -> str:
-    """What the shipped world cannot show by construction (``world.json``'s ``info.config``)."""
-    c = world_config
-    return ("- *Individual vs joint supports at 1-shot.* With K = 1 the joint clip of all supports is the one "
-            "support: `joint` is the full model bit for bit (`bench/ablations.py` checks it and copies the full "
-            "rows), and Dynamics-CA's \"to-all\" coarse tokens are the support's own. Only K > 1 can test either.\n"
-            "- *Individual treatment as a guard against an odd support.* Every support of this world is an "
-            f"annotated instance of its class, cut at its exact boundaries and resampled to T_S = {T_S} snippets; "
-            f"supports differ only by their video's scene (norm {c['scene_norm']}, drift {c['drift_norm']}), the "
-            f"snippet noise (norm {c['noise_norm']}) and the tempo (phase shares ~ Dirichlet("
-            f"{c['tempo_concentration']})). There is no odd support to guard against. It would take episodes in "
-            "which one support is an outlier (a twin-class or background clip, or boundaries off by half a "
-            "length) and a freer tempo (a lower `tempo_concentration`); the generator has no outlier knob.")
-
-
 def training_time(speed: dict) -> dict:
     """One quick-preset training, idle and loaded (``bench/results/speed.json``, "convergence")."""
     conv = speed["convergence"]

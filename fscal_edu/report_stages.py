@@ -2,6 +2,8 @@
 
 Two experiments (and the probes of the second's models), each read from its results file so that the text follows the measurements:
 
+* :func:`construction_markdown`: what the shipped world cannot show by construction, and the
+  generator's knobs (``outlier_prob``, ``support_slack``, ``tempo_concentration``) that would let it;
 * :func:`defaults_markdown`: ``bench/results/defaults.json`` (``bench/defaults.py``): variants of the
   model's defaults (support summary, the added term of each stage, ``mass_norm``, twin negatives),
   each against today's full model, and which default the numbers support;
@@ -269,3 +271,54 @@ def pooled_markdown(mechanisms: dict) -> str:
     if not lines:
         return ""
     return "\n".join(["**Pooled over the worlds** (Δ = full − stage off, one mean Δ per world):", ""] + lines)
+
+
+# What the shipped world cannot show by construction, and the generator's knobs that would let it
+
+WORLD_KNOBS = ("outlier_prob", "support_slack", "tempo_concentration")   # an odd support, and a freer tempo
+
+
+def world_setting(world_config: dict, knob: str):
+    """A knob of a synthetic world's config (``world.json``'s ``info.config``); a knob added after
+    the world was written is left out of its file at the value that keeps the world as it was."""
+    from .data.synthetic import LATER_KNOBS
+    return world_config.get(knob, LATER_KNOBS.get(knob))
+
+
+def swept_values(mechanisms: dict | None, knob: str) -> list:
+    """The settings of ``knob`` that ``mechanisms.json`` trained on, in the order of the file, once each."""
+    out = []
+    for it in (mechanisms or {}).get("sweeps", []):
+        if it["knob"] == knob and value_label(it["value"]) not in out:
+            out.append(value_label(it["value"]))
+    return out
+
+
+def construction_markdown(world_config: dict, T_S: int, mechanisms: dict | None = None) -> str:
+    """What the shipped world cannot show by construction (``world_config``: its ``world.json``'s
+    ``info.config``), the generator's knobs that would let it (:data:`WORLD_KNOBS`, fields of
+    :class:`fscal_edu.data.synthetic.WorldConfig`), and the settings ``mechanisms`` trained on."""
+    c = {k: world_setting(world_config, k) for k in ("scene_norm", "drift_norm", "noise_norm", *WORLD_KNOBS)}
+    slack = tuple(c["support_slack"])
+    odd = c["outlier_prob"] > 0 or slack[1] > 0
+    lines = ["- *Individual vs joint supports at 1-shot.* With K = 1 the joint clip of all supports is the one "
+             "support: `joint` is the full model bit for bit (`bench/ablations.py` checks it and copies the full "
+             "rows), and Dynamics-CA's \"to-all\" coarse tokens are the support's own. Only K > 1 can test either."]
+    text = (f"- *Individual treatment as a guard against an odd support.* This world's config sets `outlier_prob` = "
+            f"{c['outlier_prob']} and `support_slack` = {value_label(slack)}: ")
+    if odd:
+        text += "some supports are outliers or reach past their instance, so there are odd supports to guard against."
+    else:
+        text += (f"every support is an annotated instance of its class, cut at its exact boundaries and resampled "
+                 f"to T_S = {T_S} snippets. Supports differ only by their video's scene (norm {c['scene_norm']}, "
+                 f"drift {c['drift_norm']}), the snippet noise (norm {c['noise_norm']}) and the tempo (phase shares "
+                 f"~ Dirichlet({c['tempo_concentration']})): there is no odd support to guard against, so `joint` "
+                 "can only differ through the softmax's competition between supports.")
+    text += (" The generator has the knobs that make them: `outlier_prob` (each support is, with that chance, an "
+             "instance of the twin class or a stretch of background), `support_slack` (the supports' boundaries "
+             "reach out into background or a neighbouring instance) and a lower `tempo_concentration` (a freer tempo).")
+    swept = {k: swept_values(mechanisms, k) for k in WORLD_KNOBS}
+    if any(swept.values()):
+        text += (" Section 9 of notebook 08 trains on worlds that turn them up (`bench/results/mechanisms.json`: "
+                 + "; ".join(f"`{k}` {' / '.join(v)}" for k, v in swept.items() if v) + ").")
+    return "\n".join(lines + [text])
