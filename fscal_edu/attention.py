@@ -38,6 +38,13 @@ writes them out). Our **choices**, each a switch of the modules below:
   ``"null"`` (a learned null target: a source may send its unit nowhere).
 
 With ``scale=1.0, mass_norm=False`` and no LayerNorm, the code is the equations exactly.
+
+The parts. Each stage's computation is a plain module-level function that the stage calls, so a
+student's own function can take its place (``fscal_edu.parts``): the primitive
+:func:`cross_attend` (``stage.primitive``), and :func:`qtos_part`, :func:`coarse_part`,
+:func:`dynamics_part`, :func:`stoq_part` (``stage.part``, ``DynamicsCA.coarse``). A part gets the
+stage's own :meth:`CrossAttentionStage.attend` (the primitive with the stage's options, the added
+term and the LayerNorm), so the part is the stage's arrangement of tokens and nothing else.
 """
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ from typing import NamedTuple
 
 import torch
 from einops import rearrange
+import torch.nn.functional as F
 from torch import nn
 
 from .utils import FscalError, where
@@ -149,6 +157,8 @@ class CrossAttentionStage(nn.Module):
         self.mass_norm = mass_norm and axis == "row"
         # choice: LayerNorm after the residual
         self.norm = nn.LayerNorm(d) if layernorm else nn.Identity()
+        # the primitive every stage runs: eqs. (1)-(2); a student's own may replace it
+        self.primitive = cross_attend
 
     def expect(self, x: torch.Tensor, field: str, layout: str) -> None:
         """Bad input names its field: ``x`` must have the ``layout`` given, e.g. "(B, N_Q, d)"."""
@@ -157,13 +167,15 @@ class CrossAttentionStage(nn.Module):
                              f"got shape {tuple(x.shape)}")
 
     def attend(self, X_a, X_b, W, mask_a=None, mask_b=None):
+        """The primitive (``self.primitive``, default :func:`cross_attend`) with the stage's options,
+        then the added-term variant and the LayerNorm: ``(X~_b, A)``. Leading axes broadcast."""
         opts = dict(axis=self.axis, scale=self.scale, mass_norm=self.mass_norm, mask_a=mask_a)
         if self.added == "null":      # one more target, learned, whose row of the output is dropped
             null = self.null.to(X_b.dtype).expand(*X_b.shape[:-2], 1, self.d)            # (..., 1, d)
             mask_b = None if mask_b is None else torch.cat([mask_b, mask_b.new_ones(*mask_b.shape[:-1], 1)], -1)
-            X_b_new, A = cross_attend(X_a, torch.cat([X_b, null], -2), W, mask_b=mask_b, **opts)
+            X_b_new, A = self.primitive(X_a, torch.cat([X_b, null], -2), W, mask_b=mask_b, **opts)
             return self.norm(X_b_new[..., :-1, :]), A[..., :-1]
-        X_b_new, A = cross_attend(X_a, X_b, W, mask_b=mask_b, **opts)
+        X_b_new, A = self.primitive(X_a, X_b, W, mask_b=mask_b, **opts)
         if self.added == "kept":
             return self.norm(X_b_new), A
         added = X_b_new - X_b                                                            # (..., N_b, d)
@@ -194,6 +206,7 @@ class QtoSContextCA(CrossAttentionStage):
                          layernorm=layernorm, added=added)
         self.joint = joint
         self.W_QtoS = _identity_W(d)
+        self.part = qtos_part         # the stage's arrangement of tokens (not used by the joint ablation)
 
     def forward(self, X_Q, X_S, mask_Q=None) -> tuple[torch.Tensor, StageAttention]:
         """``X_Q (B, N_Q, d)``, ``X_S (B, K, T_S, d)``, ``mask_Q (B, N_Q)`` -> ``X~_S (B, K, T_S, d)``."""
@@ -207,13 +220,24 @@ class QtoSContextCA(CrossAttentionStage):
             X_S_tilde, A = self.attend(X_Q, X_S_joint, self.W_QtoS, mask_a=mask_Q)
             X_S_tilde = rearrange(X_S_tilde, "b (k t) d -> b k t d", k=K)
             return X_S_tilde, StageAttention("qtos_joint", A, K, T_S)
-        # every support l gets the same proposals: a broadcast support axis         (B, 1, N_Q, d)
-        X_Q_l = rearrange(X_Q, "b n d -> b 1 n d")
-        mask_Q_l = None if mask_Q is None else rearrange(mask_Q, "b n -> b 1 n")
-        # eq. (1): Lambda^(l)_{Q->S} = X_Q^T W_{Q->S} X_S^(l)                        (B, K, N_Q, T_S)
-        # eq. (2): X~_S^(l) = X_Q A^(l)_{Q->S} + X_S^(l)                             (B, K, T_S, d)
-        X_S_tilde, A = self.attend(X_Q_l, X_S, self.W_QtoS, mask_a=mask_Q_l)
+        # eqs. (1)-(2) for every support l at once                  X~_S (B, K, T_S, d), A (B, K, N_Q, T_S)
+        X_S_tilde, A = self.part(X_Q, X_S, self.W_QtoS, mask_Q, self.attend)
         return X_S_tilde, StageAttention("qtos", A, K, T_S)
+
+
+def qtos_part(X_Q, X_S, W, mask_Q, attend):
+    """QtoS Context-CA, eqs. (1)-(2): all N_Q proposals attend to each support's snippets.
+
+    ``X_Q (B, N_Q, d)``, ``X_S (B, K, T_S, d)``, ``W (d, d)``, ``mask_Q (B, N_Q)`` or None ->
+    ``X~_S (B, K, T_S, d)``, ``A (B, K, N_Q, T_S)``. Every support gets all proposals through a
+    broadcast support axis of size 1, so "each support alone" is one call, not a loop.
+    """
+    # every support l gets the same proposals: a broadcast support axis         (B, 1, N_Q, d)
+    X_Q_l = rearrange(X_Q, "b n d -> b 1 n d")
+    mask_Q_l = None if mask_Q is None else rearrange(mask_Q, "b n -> b 1 n")      # (B, 1, N_Q)
+    # eq. (1): Lambda^(l)_{Q->S} = X_Q^T W_{Q->S} X_S^(l)                        (B, K, N_Q, T_S)
+    # eq. (2): X~_S^(l) = X_Q A^(l)_{Q->S} + X_S^(l)                             (B, K, T_S, d)
+    return attend(X_Q_l, X_S, W, mask_a=mask_Q_l)
 
 
 def coarse_index(K: int, T_S: int, granularities) -> CoarseTokens:
@@ -259,33 +283,61 @@ class DynamicsCA(CrossAttentionStage):
                 self.w[str(k)].weight.copy_(torch.eye(d)[:, :, None].expand(d, d, k) / k)
                 self.w[str(k)].bias.zero_()
         self.W_StoS = _identity_W(d)
+        self.coarse = coarse_part     # eq. (3)
+        self.part = dynamics_part     # eqs. (4)-(5)
+
+    def conv_weights(self) -> dict:
+        """The convolutions of eq. (3), ``{k: (weight (d, d, k), bias (d,))}`` in granularity order."""
+        return {k: (self.w[str(k)].weight, self.w[str(k)].bias) for k in self.granularities}
 
     def coarse_tokens(self, X_S_tilde: torch.Tensor) -> torch.Tensor:
         """eq. (3): ``X~_S (B, K, T_S, d)`` -> coarse tokens ``(B, K, sum_k T_S/k, d)``."""
-        B, K, T_S, d = X_S_tilde.shape
+        T_S = X_S_tilde.shape[-2]
         for k in self.granularities:
             if T_S % k:
                 raise FscalError(f"{where(field='granularities')}: k={k} does not divide "
                                  f"T_S={T_S}; choose divisors of the support length")
-        X = rearrange(X_S_tilde, "b k t d -> (b k) d t")
-        # X~_S'^(l) = X~_S^(l) (*) w_k, for every k in G                           (B*K, d, T_S/k)
-        coarse = [self.w[str(k)](X) for k in self.granularities]
-        return rearrange(torch.cat(coarse, dim=-1), "(b k) d n -> b k n d", b=B)
+        return self.coarse(X_S_tilde, self.conv_weights())
 
     def forward(self, X_S_tilde) -> tuple[torch.Tensor, StageAttention]:
         """``X~_S (B, K, T_S, d)`` -> ``Y~_S (B, K, T_S, d)``."""
         self.expect(X_S_tilde, "X_S_tilde", "(B, K, T_S, d)")
         B, K, T_S, d = X_S_tilde.shape
         coarse = coarse_index(K, T_S, self.granularities)
-        # X~_S': the coarse tokens of all supports, shared by every support l     (B, 1, N_coarse, d)
-        X_S_prime = rearrange(self.coarse_tokens(X_S_tilde), "b k n d -> b 1 (k n) d")
-        # own_only (ablation): support l sees only its own coarse tokens             (K, N_coarse)
+        # eq. (3): each support's coarse tokens                                     (B, K, N, d)
+        X_S_prime = self.coarse_tokens(X_S_tilde)
+        # own_only (ablation): support l sees only its own coarse tokens             (K, K*N)
         mask = (coarse.support[None, :] == torch.arange(K)[:, None]) if self.own_only else None
-        # eq. (4): Lambda^(l)_{S'->S} = X~_S'^T W_{S'->S} X~_S^(l)                   (B, K, N_coarse, T_S)
-        # eq. (5): Y~_S^(l) = X~_S' A^(l)_{S'->S} + X~_S^(l)                         (B, K, T_S, d)
-        Y_S, A = self.attend(X_S_prime, X_S_tilde, self.W_StoS,
-                             mask_a=None if mask is None else mask.to(X_S_tilde.device))
+        # eqs. (4)-(5) for every support l at once           Y~_S (B, K, T_S, d), A (B, K, K*N, T_S)
+        Y_S, A = self.part(X_S_prime, X_S_tilde, self.W_StoS, self.attend,
+                           mask_a=None if mask is None else mask.to(X_S_tilde.device))
         return Y_S, StageAttention("dynamics", A, K, T_S, coarse)
+
+
+def coarse_part(X_S_tilde, w: dict):
+    """eq. (3): ``X~_S (B, K, T_S, d)``, ``w = {k: (weight (d, d, k), bias (d,))}`` -> coarse
+    tokens ``(B, K, sum_k T_S/k, d)``: for each granularity k in order, a temporal convolution with
+    kernel = stride = k (one token per window of k snippets), concatenated over k."""
+    B = X_S_tilde.shape[0]
+    X = rearrange(X_S_tilde, "b k t d -> (b k) d t")                               # (B*K, d, T_S)
+    # X~_S'^(l) = X~_S^(l) (*) w_k, for every k in G                           (B*K, d, T_S/k)
+    coarse = [F.conv1d(X, weight, bias, stride=k) for k, (weight, bias) in w.items()]
+    return rearrange(torch.cat(coarse, dim=-1), "(b k) d n -> b k n d", b=B)       # (B, K, N, d)
+
+
+def dynamics_part(X_S_prime, X_S_tilde, W, attend, mask_a=None):
+    """Dynamics-CA, eqs. (4)-(5): the coarse tokens of **all** supports attend to each support.
+
+    ``X_S_prime (B, K, N, d)`` each support's coarse tokens, ``X~_S (B, K, T_S, d)``, ``W (d, d)``
+    -> ``Y~_S (B, K, T_S, d)``, ``A (B, K, K*N, T_S)``. The K*N coarse tokens form one shared
+    source with a broadcast support axis; ``mask_a`` (K, K*N) or None marks the sources each
+    support may see (the own_only ablation).
+    """
+    # X~_S': the coarse tokens of all supports, shared by every support l     (B, 1, K*N, d)
+    X_S_all = rearrange(X_S_prime, "b k n d -> b 1 (k n) d")
+    # eq. (4): Lambda^(l)_{S'->S} = X~_S'^T W_{S'->S} X~_S^(l)                   (B, K, K*N, T_S)
+    # eq. (5): Y~_S^(l) = X~_S' A^(l)_{S'->S} + X~_S^(l)                         (B, K, T_S, d)
+    return attend(X_S_all, X_S_tilde, W, mask_a=mask_a)
 
 
 class StoQContextCA(CrossAttentionStage):
@@ -299,15 +351,27 @@ class StoQContextCA(CrossAttentionStage):
         super().__init__(d, axis=axis, temperature=temperature, mass_norm=mass_norm,
                          layernorm=layernorm, added=added)
         self.W_StoQ = _identity_W(d)
+        self.part = stoq_part
 
     def forward(self, Y_S, X_Q, mask_Q=None) -> tuple[torch.Tensor, StageAttention]:
         """``Y~_S (B, K, T_S, d)``, ``X_Q (B, N_Q, d)``, ``mask_Q (B, N_Q)`` -> ``X~_Q (B, N_Q, d)``."""
         self.expect(Y_S, "Y_S", "(B, K, T_S, d)")
         self.expect(X_Q, "X_Q", "(B, N_Q, d)")
         B, K, T_S, d = Y_S.shape
-        # Y~_S = [Y~_S^(1), ..., Y~_S^(K)]: all supports as one source              (B, K*T_S, d)
-        Y_S_all = rearrange(Y_S, "b k t d -> b (k t) d")
-        # eq. (6): Lambda_{S->Q} = Y~_S^T W_{S->Q} X_Q                               (B, K*T_S, N_Q)
-        #          X~_Q = Y~_S A_{S->Q} + X_Q                                        (B, N_Q, d)
-        X_Q_tilde, A = self.attend(Y_S_all, X_Q, self.W_StoQ, mask_b=mask_Q)
+        # eq. (6)                                            X~_Q (B, N_Q, d), A (B, K*T_S, N_Q)
+        X_Q_tilde, A = self.part(Y_S, X_Q, self.W_StoQ, mask_Q, self.attend)
         return X_Q_tilde, StageAttention("stoq", A, K, T_S)
+
+
+def stoq_part(Y_S, X_Q, W, mask_Q, attend):
+    """StoQ Context-CA, eq. (6): all K*T_S support snippets at once attend to the proposals.
+
+    ``Y~_S (B, K, T_S, d)``, ``X_Q (B, N_Q, d)``, ``W (d, d)``, ``mask_Q (B, N_Q)`` or None ->
+    ``X~_Q (B, N_Q, d)``, ``A (B, K*T_S, N_Q)``. One source of K*T_S tokens, not K sources: with
+    the mass normalisation, N_a counts all of them.
+    """
+    # Y~_S = [Y~_S^(1), ..., Y~_S^(K)]: all supports as one source              (B, K*T_S, d)
+    Y_S_all = rearrange(Y_S, "b k t d -> b (k t) d")
+    # eq. (6): Lambda_{S->Q} = Y~_S^T W_{S->Q} X_Q                               (B, K*T_S, N_Q)
+    #          X~_Q = Y~_S A_{S->Q} + X_Q                                        (B, N_Q, d)
+    return attend(Y_S_all, X_Q, W, mask_b=mask_Q)

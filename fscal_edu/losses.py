@@ -62,7 +62,24 @@ def relation_draw(seed: int, step: int, batch_size: int, n: int) -> torch.Tensor
     return torch.rand(batch_size, n, generator=g)
 
 
-def proposal_targets(out: FSCALOutput, batch: dict, cfg: LossConfig):
+def relation_targets(labels: torch.Tensor, episode_label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the relation module is asked, for every proposal: ``labels (B, N)`` long (1 positive,
+    0 negative, -1 not counted), ``episode_label (B,)`` the common class of each episode ->
+
+    - ``own (B, N)`` float: the target of rho_{n,l} with the episode's own supports, 1 for a
+      positive proposal, 0 for a negative, -1 where the proposal is not counted;
+    - ``cross (B, N)`` bool: the positives whose partner episode b-1 (``torch.roll`` by one over the
+      batch) has another class: paired with that episode's supports, they are negatives.
+    """
+    own = labels.float()                                                             # (B, N)
+    # episode b-1's class: the partner of episode b                                  (B,)
+    partner = torch.roll(episode_label, 1, 0)
+    # cross-episode negatives: positives of an episode whose partner's class differs (B, N)
+    cross = (labels == 1) & (episode_label != partner)[:, None]
+    return own, cross
+
+
+def proposal_targets(out: FSCALOutput, batch: dict, cfg: LossConfig, *, tiou=tiou):
     """What the loss asks of each proposal: ``pos (B, N)``, ``valid (B, N)`` (counted at all:
     a negative is ``valid & ~pos``) and the regression ``targets (B, N, 2)``.
 
@@ -71,8 +88,8 @@ def proposal_targets(out: FSCALOutput, batch: dict, cfg: LossConfig):
     (``out.valid``), and negatives that touch an instance of a class outside the training split
     (``batch["ignore"]``), so that no val or test class reaches training, not even as "no".
     """
-    labels, targets, _ = assign_labels(out.anchors, batch["gt"], batch["gt_mask"],
-                                       pos_iou=cfg.pos_iou, neg_iou=cfg.neg_iou)     # (B, N), (B, N, 2)
+    labels, targets, _ = assign_labels(out.anchors, batch["gt"], batch["gt_mask"], pos_iou=cfg.pos_iou,
+                                       neg_iou=cfg.neg_iou, tiou=tiou)               # (B, N), (B, N, 2)
     valid = (labels >= 0) & out.valid if out.valid is not None else labels >= 0
     if "ignore" in batch:
         valid = valid & ((labels == 1) | ~touches(out.anchors, batch["ignore"], batch["ignore_mask"]))
@@ -80,7 +97,7 @@ def proposal_targets(out: FSCALOutput, batch: dict, cfg: LossConfig):
 
 
 def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Tensor | None = None,
-               dist=None) -> dict:
+               dist=None, parts=None) -> dict:
     """All loss terms for one batch; ``"loss"`` is the weighted sum that training minimises.
 
     * ``cls``: proposals with tIoU >= pos_iou to an instance of the common class are positive,
@@ -98,8 +115,11 @@ def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Te
     :func:`relation_draw`; default ``torch.rand``). ``dist``: with several processes, every term
     is this rank's share of the global batch's term (the shares add up to it; see
     :mod:`fscal_edu.distributed`), and episode b-1 is taken from the global batch.
+    ``parts`` (:class:`fscal_edu.parts.Parts`, default the library's): the ``tiou`` of the label
+    assignment and the ``relation_targets`` (one process; several use the global batch's partner).
     """
-    pos, valid, targets = proposal_targets(out, batch, cfg)                            # (B, N), (B, N), (B, N, 2)
+    tiou_fn = tiou if parts is None else parts.tiou
+    pos, valid, targets = proposal_targets(out, batch, cfg, tiou=tiou_fn)              # (B, N), (B, N), (B, N, 2)
     terms = {"cls": balanced_bce(out.logits, pos.float(), valid, dist=dist)}
     # SmoothL1, the mean over the positives' 2 offsets: sum over this rank / global count
     deltas = _wide(out.deltas)
@@ -110,14 +130,11 @@ def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Te
         # the relation module looks at every positive and a random share (rel_neg_frac) of the negatives
         draw = torch.rand(pos.shape, device=pos.device) if draw is None else draw
         keep = pos | (valid & ~pos & (draw.to(pos.device) < cfg.rel_neg_frac))       # (B, N)
-        label = batch["label"].to(pos.device)                                       # (B,)
-        partner = torch.roll(label, 1, 0) if dist is None else dist.roll_global(label)   # episode b-1's class
-        differs = label != partner                                                   # (B,)
-        cross = pos & differs[:, None]                                               # (B, N)
+        own, cross = _relation_targets(pos, valid, batch["label"].to(pos.device), dist, parts)   # (B, N) each
         K = out.relation.shape[-1]
         rho = _wide(out.relation)                                                    # (B, N, K) own supports
         rho_x = _wide(out.relation_cross)                                            # (B, N, K) episode b-1's
-        own_pos, own_neg = (keep & pos)[..., None], (keep & ~pos)[..., None]        # (B, N, 1)
+        own_pos, own_neg = (keep & (own == 1))[..., None], (keep & (own == 0))[..., None]   # (B, N, 1)
         bce = lambda x, t: F.binary_cross_entropy_with_logits(x, torch.full_like(x, t), reduction="none")  # noqa: E731
         # positives: own supports, rho -> 1; negatives: own supports of negative proposals and
         # the cross-episode pairs, rho -> 0
@@ -129,3 +146,15 @@ def fscal_loss(out: FSCALOutput, batch: dict, cfg: LossConfig, *, draw: torch.Te
         loss = loss + cfg.lambda_rel * terms["rel"]
     terms["loss"] = loss
     return terms
+
+
+def _relation_targets(pos, valid, label, dist, parts):
+    """``own (B, N)``, ``cross (B, N)`` of :func:`relation_targets` from the proposals' ``pos`` and
+    ``valid``: with one process by ``parts.relation_targets``; with several, episode b-1 is the
+    partner in the *global* batch (:meth:`~fscal_edu.distributed.Dist.roll_global`)."""
+    # labels: 1 positive, 0 counted negative, -1 not counted                         (B, N)
+    labels = torch.where(pos, 1, torch.where(valid, 0, -1))
+    if dist is None or not dist.distributed:
+        return (relation_targets if parts is None else parts.relation_targets)(labels, label)
+    differs = label != dist.roll_global(label)                                       # (B,)
+    return labels.float(), pos & differs[:, None]

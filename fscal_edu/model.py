@@ -98,9 +98,14 @@ class FSCAL(nn.Module):
     ``cfg.switches.blind`` builds the *support-blind control*: no stage runs and the head compares the
     proposals with a learned constant instead of the supports, so nothing about the supports can
     reach the output. It measures how far "finding some action" goes on its own.
+
+    ``parts`` (a :class:`fscal_edu.parts.Parts`, default: the library's own functions) supplies
+    the functions the stages run: the primitive ``attend`` and the stage parts ``qtos``,
+    ``coarse_tokens``, ``dynamics``, ``stoq`` (see :meth:`use_parts`). The loss's parts (``tiou``,
+    ``relation_targets``) go to :func:`fscal_edu.losses.fscal_loss`.
     """
 
-    def __init__(self, cfg: Config):
+    def __init__(self, cfg: Config, parts=None):
         super().__init__()
         self.cfg = cfg
         m, sw = cfg.model, cfg.switches
@@ -123,6 +128,20 @@ class FSCAL(nn.Module):
         self.blind_s = nn.Parameter(torch.zeros(d)) if sw.blind else None
         # "pooled" summary: a learned query; zero at the start, so the pooling starts as the mean
         self.summary_query = nn.Parameter(torch.zeros(d)) if sw.support_summary == "pooled" else None
+        if parts is not None:
+            self.use_parts(parts)
+
+    def use_parts(self, parts) -> None:
+        """Let the stages run the functions of ``parts`` (any object with the attributes ``attend``,
+        ``qtos``, ``coarse_tokens``, ``dynamics``, ``stoq``) instead of the library's own. The
+        weights are untouched: only the code that combines them changes."""
+        for name, attr, fn in [("qtos", "part", parts.qtos), ("dynamics", "coarse", parts.coarse_tokens),
+                               ("dynamics", "part", parts.dynamics), ("stoq", "part", parts.stoq)]:
+            if getattr(self, name, None) is not None:       # a stage switched off has no part to run
+                setattr(getattr(self, name), attr, fn)
+        for stage in stages.registered():
+            if getattr(self, stage.name, None) is not None and hasattr(getattr(self, stage.name), "primitive"):
+                getattr(self, stage.name).primitive = parts.attend
 
     def tokens(self, E: torch.Tensor, roi: RoIAlign) -> torch.Tensor:
         """Tokens of fixed segments: ``E (B, T, d)`` -> ``(B, N, d)``, RoIAlign then the proposal MLP.

@@ -252,7 +252,7 @@ def decode(anchors: torch.Tensor, deltas: torch.Tensor) -> torch.Tensor:
 
 
 def assign_labels(anchors: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor,
-                  pos_iou: float = LossConfig.pos_iou, neg_iou: float = LossConfig.neg_iou):
+                  pos_iou: float = LossConfig.pos_iou, neg_iou: float = LossConfig.neg_iou, *, tiou=tiou):
     """Training labels of every anchor in every query of the batch.
 
     ``anchors (N, 2)``, ``gt (B, G, 2)`` (padded), ``gt_mask (B, G)`` bool (True = a real instance).
@@ -265,9 +265,14 @@ def assign_labels(anchors: torch.Tensor, gt: torch.Tensor, gt_mask: torch.Tensor
       still gets a positive: the anchor(s) with the highest tIoU to it (ties: all of them) are
       marked 1 if that tIoU is at least ``neg_iou``;
     - ``targets = encode(anchor, its best-matching instance)`` on positives, 0 elsewhere.
+
+    ``tiou`` (default :func:`tiou`; a student's own in ``fscal_edu.parts``) is called once per query
+    of the batch, ``tiou(anchors (N, 2), gt[b] (G, 2)) -> (N, G)``, and the results stacked.
     """
     gt = torch.where(gt_mask[..., None], gt, torch.zeros_like(gt))      # padding -> [0, 0]
-    iou = tiou(anchors.to(gt.dtype), gt)                                 # (B, N, G)
+    anchors_b = anchors.to(gt.dtype)                                     # (N, 2)
+    # tIoU of every anchor with every instance, one query at a time         (B, N, G)
+    iou = torch.stack([torch.as_tensor(tiou(anchors_b, gt_b)) for gt_b in gt])
     iou = iou.masked_fill(~gt_mask[:, None, :], -1.0)
     best_iou, best_gt = iou.max(dim=2)                                   # (B, N)
     best_iou = best_iou.clamp(min=0)

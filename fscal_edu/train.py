@@ -39,7 +39,7 @@ def lr_factor(step: int, cfg: Config) -> float:
 def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = False,
           overwrite: bool = False, threads: int | None = None, progress: bool = True, callback=None,
           stop_at: int | None = None, feature_dim: str | None = None, precision: str = "auto",
-          workers: int | None = None) -> dict:
+          workers: int | None = None, parts=None) -> dict:
     """Train ``FSCAL(cfg)`` on the base classes of ``data``; write ``out/{best,last}.pt``,
     ``out/config.json`` and ``out/metrics.jsonl``. Returns the best validation mAP@0.5 and timings.
 
@@ -51,6 +51,9 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     ``precision``: ``"auto"`` (bf16 autocast on CUDA, float32 elsewhere), ``"bf16"`` or ``"fp32"``;
     autocast covers forward and loss. ``workers``: DataLoader processes that build the batches
     ahead of time (default 2 on CUDA, 0 = in this process, elsewhere); they never change the numbers.
+    ``parts`` (:class:`fscal_edu.parts.Parts`, default the library's own functions): the functions
+    the model and the loss run (``FSCAL(cfg, parts)``, ``fscal_loss(..., parts=parts)``); the
+    reference parts give exactly the numbers of ``parts=None``.
 
     ``threads``: torch's CPU thread count for this run, stored in it (a resume uses the stored one).
     Default ``None``: one thread per free core (:func:`~fscal_edu.runtime.free_threads`; under
@@ -73,7 +76,7 @@ def train(cfg: Config, data, out, *, seed: int = 0, device=None, resume: bool = 
     try:
         run = _open_run(Path(out), world, cfg, dist, seed=seed, threads=threads, resume=resume,
                         overwrite=overwrite, progress=progress and dist.is_main)
-        t = _build(cfg, world, run, dist, seed=seed, precision=precision)
+        t = _build(cfg, world, run, dist, seed=seed, precision=precision, parts=parts)
         stop = min(cfg.optim.steps, stop_at or cfg.optim.steps)
         loader = training_loader(world, cfg, seed, run.step, stop, dist, workers)
         summary = _loop(t, loader, stop, progress=progress and dist.is_main, callback=callback)
@@ -102,6 +105,7 @@ class _Training:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     seed: int
     amp: bool
+    parts: object = None
 
 
 def _checked_inputs(cfg: Config, data, feature_dim, precision: str, stop_at) -> tuple[World, Config]:
@@ -144,11 +148,11 @@ def _open_run(out: Path, world: World, cfg: Config, dist, *, seed: int, threads,
     return run
 
 
-def _build(cfg: Config, world: World, run: Run, dist, *, seed: int, precision: str) -> _Training:
+def _build(cfg: Config, world: World, run: Run, dist, *, seed: int, precision: str, parts=None) -> _Training:
     """Model and optimiser: AdamW, warm-up + cosine; on resume, their states and the random state."""
     device = dist.device
     seed_everything(seed)
-    model = FSCAL(cfg).to(device)
+    model = FSCAL(cfg, parts).to(device)
     if not cfg.switches.relation:    # never used: frozen, so that DDP needs no find_unused_parameters
         model.head.g.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -162,7 +166,7 @@ def _build(cfg: Config, world: World, run: Run, dist, *, seed: int, precision: s
     net = model if not dist.distributed else DistributedDataParallel(
         model, device_ids=[device.index] if device.type == "cuda" else None, **_no_buffer_sync())
     amp = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return _Training(cfg, world, run, dist, model, net, optimizer, scheduler, seed, amp)
+    return _Training(cfg, world, run, dist, model, net, optimizer, scheduler, seed, amp, parts)
 
 
 def _loop(t: _Training, loader: DataLoader, stop: int, *, progress: bool, callback) -> dict:
@@ -198,7 +202,7 @@ def _step(t: _Training, step: int, batch: dict) -> dict:
         # everything the loss needs comes out of forward (DDP sees every parameter it uses)
         out = t.net(batch["query"], batch["support"], mask=batch["mask"], partners=dist.roll_global)
         draw = relation_draw(t.seed, step, opt.batch_size, out.logits.shape[1])[dist.rows(opt.batch_size)]
-        terms = fscal_loss(out, batch, t.cfg.loss, draw=draw, dist=dist)   # this rank's share of each term
+        terms = fscal_loss(out, batch, t.cfg.loss, draw=draw, dist=dist, parts=t.parts)   # this rank's share
     t.optimizer.zero_grad(set_to_none=True)
     (terms["loss"] * dist.world_size).backward()    # DDP averages over the R ranks; the shares add up
     grad_norm = torch.nn.utils.clip_grad_norm_(t.model.parameters(), opt.grad_clip)
