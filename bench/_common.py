@@ -1,5 +1,6 @@
 """What every bench script shares, on purpose: where things are, the machine a measurement ran on
-(measured when the script starts, never typed in), the docs section replacement, and the
+(measured when the script starts, never typed in), the one writer of results files (stamped with
+the fingerprint of the code that made them), the docs section replacement, and the
 "train, load ``best.pt``, score the test episodes" step.
 
 A bench script runs as ``python bench/NAME.py``, so ``bench/`` is on ``sys.path`` and
@@ -87,6 +88,32 @@ def measured_on(rows, fallback: str = "not recorded") -> str:
     else ``fallback`` (the line a results file written before rows carried one already holds)."""
     lines = sorted({r["machine"] for r in rows if isinstance(r, dict) and r.get("machine")})
     return "; ".join(lines) if lines else fallback
+
+
+# ---------------------------------------------------------------------------------------------
+# Results files: the numbers and the code that made them
+# ---------------------------------------------------------------------------------------------
+
+def code_stamp() -> dict:
+    """The fingerprint of the code this process runs (``bench/_fingerprint.py``: what it computes,
+    its syntax trees, the commit), computed once per process."""
+    from _fingerprint import code_fingerprint
+    return code_fingerprint()
+
+
+def stamped(result):
+    """``result`` with ``"code": code_stamp()``: a dict gets the key, a list of rows gets it in
+    every row (``tests/test_results_fresh.py`` compares it with the current code's)."""
+    if isinstance(result, dict):
+        return {k: v for k, v in result.items() if k not in ("code", "verified")} | {"code": code_stamp()}
+    return [stamped(r) if isinstance(r, dict) else r for r in result]
+
+
+def write_results(path, result, **kw) -> None:
+    """The writer of every ``bench/results`` file: :func:`stamped` ``result``, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, stamped(result), **kw)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from _common import (DOC, RESULTS, ROOT, atomic_write_json, evaluate_best, machine, measured_on, replace_section,
-                     scores, train_and_evaluate)
+                     scores, train_and_evaluate, write_results)
 
 from fscal_edu import stages
 from fscal_edu.baselines import evaluate_prototype
@@ -392,7 +392,7 @@ def report(args, command: str) -> dict:
     result["diagnostics"] = diagnostics(rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
+    write_results(out, result)
     if not args.quick:
         docs(result)
     for s in summary:

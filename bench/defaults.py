@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, machine, measured_on, replace_section
+from _common import DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, machine, measured_on, replace_section, write_results
 
 from fscal_edu import stages
 from fscal_edu.checkpoints import load_model
@@ -126,7 +126,7 @@ def main() -> None:
             rows.sort(key=lambda r: (list(VARIANTS).index(r["variant"]), r["seed"]))
             result = {"machine": measured_on(rows, old.get("machine", "not recorded")),
                       "runs": rows, "summary": summary(rows)}
-            atomic_write_json(RESULTS, result)
+            write_results(RESULTS, result)
             write_docs(result)
 
 

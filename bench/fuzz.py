@@ -51,7 +51,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from _common import DOC, RESULTS, ROOT, atomic_write_text, machine, replace_section
+from _common import DOC, RESULTS, ROOT, atomic_write_text, machine, replace_section, stamped
 
 import numpy as np
 import torch
@@ -578,6 +578,7 @@ def compact(row: dict) -> dict:
 
 def write_results(result: dict) -> None:
     """``bench/results/fuzz.json``: the summary indented, then one line per case."""
+    result = stamped(result)                      # "code": the fingerprint of the code that made it
     head = json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=1)[:-2]
     rows = ",\n  ".join(json.dumps(r) for r in result["rows"])
     atomic_write_text(RESULTS / "fuzz.json", f"{head},\n \"rows\": [\n  {rows}\n ]\n}}\n")

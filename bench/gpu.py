@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
+from _common import DOC, RESULTS, ROOT, machine, replace_section, write_results
 
 from fscal_edu.checkpoints import load_model
 from fscal_edu.config import get_config
@@ -167,7 +167,7 @@ def main() -> None:
               "workers": args.workers, "test_episodes": args.test_episodes, "runs": runs}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
+    write_results(out, result)
     doc = args.doc or (str(DOC) if args.device == "cuda" else None)
     if doc:
         replace_section(Path(doc), SECTION, markdown(result))

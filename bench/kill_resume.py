@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from _common import ROOT, atomic_write_json, machine
+from _common import ROOT, machine, write_results
 
 from fscal_edu.checkpoints import read_checkpoint
 
@@ -118,7 +118,7 @@ def main() -> int:
                           for ph in sorted({t.get("after_kill", {}).get("phase") for t in trials} - {None})},
                "trials": trials}
     summary["machine"] = here
-    atomic_write_json(a.result, summary)
+    write_results(a.result, summary)
     print(json.dumps({k: v for k, v in summary.items() if k != "trials"}))
     return 0 if ok else 1
 

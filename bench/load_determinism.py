@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from _common import ROOT, atomic_write_json, machine
+from _common import ROOT, machine, write_results
 
 from fscal_edu.checkpoints import read_checkpoint
 
@@ -64,7 +64,7 @@ def main() -> int:
               "records": logs[0].count(b"\n"), "wall_s": {"idle": idle_s, "loaded": loaded_s},
               "last_record": json.loads(logs[1].splitlines()[-1])}
     result["machine"] = here
-    atomic_write_json(a.result, result)
+    write_results(a.result, result)
     print(json.dumps(result))
     return 0 if result["identical_metrics_jsonl"] and result["identical_weights"] else 1
 

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
+from _common import DOC, RESULTS, ROOT, machine, replace_section, write_results
 
 SECTION = "## Data loading"
 DATA = ROOT / "data_samples" / "anet_like"
@@ -105,7 +105,7 @@ def main() -> None:
     for r in rows:
         r["pss_vs_first"] = round(r["peak_pss_MiB"] / base["peak_pss_MiB"] - 1, 4)
     result = {"machine": here, "preset": "quick", "steps": args.steps, "threads": args.threads, "runs": rows}
-    atomic_write_json(args.out, result)
+    write_results(args.out, result)
     table = "\n".join(f"| {r['workers']} | {r['processes']} | {r['ms_per_step']:.0f} | {100 * r['data_share']:.1f} % | "
                       f"{r['peak_pss_MiB']:.0f} ({100 * r['pss_vs_first']:+.1f} %) | {r['peak_rss_sum_MiB']:.0f} |"
                       for r in rows)

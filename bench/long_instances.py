@@ -148,7 +148,7 @@ def commit_of() -> str:
 
 def save(path: Path, payload: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1) + "\n")
+    tmp.write_text(json.dumps(_common.stamped(payload), indent=1) + "\n")   # "code": the code that made it
     os.replace(tmp, path)
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from _common import (DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, machine, measured_on, replace_section,
-                     train_and_evaluate)
+                     train_and_evaluate, write_results)
 
 from fscal_edu import stages
 from fscal_edu.checkpoints import load_model
@@ -175,7 +175,7 @@ def report() -> dict:
             out.append(item)
     old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     result = {"machine": measured_on([r for _, r in rows], old.get("machine", "not recorded")), "sweeps": out}
-    atomic_write_json(RESULTS, result)
+    write_results(RESULTS, result)
     lines = ["", mechanisms_markdown(result), "", pooled_markdown(result), "", skips_markdown(result)]
     lines += ["", "Reproduce: `python bench/mechanisms.py --seeds 0 1 2` (then `--report`)", ""]
     replace_section(DOC, SECTION, "\n".join(lines))

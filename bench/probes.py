@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section
+from _common import DOC, RESULTS, ROOT, machine, replace_section, write_results
 
 from fscal_edu import stages
 from fscal_edu.checkpoints import load_model
@@ -270,7 +270,7 @@ def main(argv=None) -> None:
     result["cpu_seconds"] = round(time.process_time(), 1)      # the wall time counts a stopped or starved process too
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
+    write_results(out, result)
     if not args.no_docs:
         replace_section(Path(args.doc), SECTION, markdown(result))
     print(f"wrote {out} ({result['seconds']:.0f} s)")

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from _common import DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, busy, machine, median_ms, replace_section
+from _common import DOC, RESULTS as RESULTS_DIR, ROOT, atomic_write_json, busy, machine, median_ms, replace_section, write_results
 from convergence import RESULTS, before, key          # the whole runs' results file, read back
 
 from fscal_edu.checkpoints import load_model
@@ -423,7 +423,7 @@ def main(argv=None) -> None:
     result["command"] = result["command"].strip()
     result["note"] = args.note
     out.parent.mkdir(exist_ok=True)
-    atomic_write_json(out, result)
+    write_results(out, result)
     print(json.dumps(result, indent=1))
     if not args.no_docs:
         replace_section(DOC, SECTION, markdown(result))

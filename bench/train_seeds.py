@@ -16,7 +16,7 @@ import statistics
 from pathlib import Path
 
 import torch
-from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section, train_and_evaluate
+from _common import DOC, RESULTS, ROOT, atomic_write_json, machine, replace_section, train_and_evaluate, write_results
 
 from fscal_edu.baselines import evaluate_prototype
 from fscal_edu.config import get_config
@@ -59,7 +59,7 @@ def main() -> None:
                  "average_mAP": proto["average_mAP"], "per_class_mAP@0.5": proto["per_class"]["mAP@0.5"],
                  "train_s": 0.0})
     RESULTS.mkdir(exist_ok=True)
-    atomic_write_json(RESULTS / "train_seeds.json", rows)
+    write_results(RESULTS / "train_seeds.json", rows)
     measured_on = next((r["machine"] for r in rows if r.get("machine")), here)
 
     def cell(name, key):

@@ -30,13 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from _common import machine, measured_on, replace_section  # noqa: E402
+from _common import machine, measured_on, replace_section, write_results  # noqa: E402
 
 from fscal_edu.checkpoints import load_model  # noqa: E402
 from fscal_edu.config import get_config  # noqa: E402
 from fscal_edu.data.episodes import World  # noqa: E402
 from fscal_edu.inference import evaluate_model  # noqa: E402
-from fscal_edu.utils import atomic_write_text  # noqa: E402
 from fscal_edu.runtime import configure_process  # noqa: E402
 from fscal_edu.stats import format_p, welch  # noqa: E402
 from fscal_edu.train import train  # noqa: E402
@@ -132,8 +131,8 @@ def main() -> None:
                 rows.append(run_one(world, name, seed, Path(args.runs)))
                 print(rows[-1], flush=True)
                 rows.sort(key=lambda r: (list(VARIANTS).index(r["model"]), r["seed"]))
-                atomic_write_text(RESULTS, json.dumps({"runs": rows, "tests": [
-                    compare(rows, "window", "resample"), compare(rows, "window", "blind")]}, indent=1) + "\n")
+                write_results(RESULTS, {"runs": rows, "tests": [compare(rows, "window", "resample"),
+                                                         compare(rows, "window", "blind")]})
     write_docs(rows, args.seeds, world)
 
 
