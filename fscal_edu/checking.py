@@ -9,7 +9,9 @@ expected one (``None``, a wrong type, shape or dtype, NaNs, or the element that 
 how many differ). :func:`explain` and :func:`name_mistake` try the catalogue of known mistakes
 (:mod:`fscal_edu.mistakes`: each exercise's answer computed with mistakes switched on by name),
 every mistake alone and every pair, and print what to tell the student about the first that
-reproduces their output.
+reproduces their output. A checker of a part of the model (``checker(label, part=...)``) keeps
+the student's attempted function for the model (:func:`keep_part`); the library asks a checker
+for its verdict silently, without recording it or keeping anything (:func:`verdict_of`).
 """
 from __future__ import annotations
 
@@ -61,6 +63,7 @@ def run(fn, *args):
 
 
 _QUIET = [0]          # > 0 inside quiet(): checkers neither record a verdict nor keep a part
+_SAID: set = set()    # the known mistakes named so far by the running checker (each said once)
 
 
 @contextlib.contextmanager
@@ -129,6 +132,7 @@ def checker(label: str, part: str | None = None):
         @functools.wraps(check)
         def checked(fn, *args, **kwargs) -> bool:
             printed = io.StringIO()
+            _SAID.clear()
             with contextlib.redirect_stdout(_Tee(sys.stdout, printed)):
                 ok = verdict(fn, *args, **kwargs)
             if not _QUIET[0]:
@@ -173,7 +177,7 @@ def summarize(ok: bool, printed: str) -> str:
     said = [ln.split(": ", 1)[-1] for ln in lines if not ln.startswith("->") and not ln.endswith("Correct!")]
     if said and said[0].startswith(("your code raised", "could not check the output")):
         return f"error: {said[0]}"
-    known = [ln.split("a known mistake: ", 1)[1] for ln in lines if "a known mistake: " in ln]
+    known = list(dict.fromkeys(ln.split("a known mistake: ", 1)[1] for ln in lines if "a known mistake: " in ln))
     return f"wrong: {'; '.join(known) if known else (said[0] if said else 'the output differs')}"
 
 
@@ -319,5 +323,6 @@ def explain(got, variant, known: dict, *args) -> bool:
     """Print the known mistake(s) that reproduce ``got``, if any; return False (the answer is wrong).
     ``variant`` and ``known`` are one exercise's entry of the catalogue, :mod:`fscal_edu.mistakes`."""
     for text in name_mistake(got, variant, known, *args):
-        print(f"  -> a known mistake: {text}")
+        print("  -> the same known mistake as above" if text in _SAID else f"  -> a known mistake: {text}")
+        _SAID.add(text)
     return False

@@ -74,7 +74,8 @@ def attend_cases() -> dict:
             "mask_b (padded targets)": (X_a, X_b, W, s, False, None, m_b),
             "mass_norm": (X_a, X_b, W, s, True, None, None),
             "mass_norm with both masks": (X_a, X_b, W, s, True, m_a, m_b),
-            "leading axes (B, 1, N_a, d) against (B, K, N_b, d)": (X_a4, X_b4, W, s, True, m_a[:, None], None)}
+            "leading axes (B, 1, N_a, d) against (B, K, N_b, d)": (X_a4, X_b4, W, s, True, m_a[:, None], None),
+            "a mask_a (K, N_a) shared by the batch": (X_a4, X_b4, W, s, True, _mask(3, 7, (0, 3, 5)), None)}
 
 
 @checker("my_attend", part="attend")
@@ -82,8 +83,9 @@ def check_attend(fn) -> bool:
     """Notebook 03, the primitive every stage runs (row softmax):
     ``fn(X_a (..., N_a, d), X_b (..., N_b, d), W (d, d), *, axis="row", scale=1.0, mass_norm=False,
     mask_a=None, mask_b=None) -> (X~_b (..., N_b, d), A (..., N_a, N_b))``, leading axes broadcast;
-    compared with ``attention.cross_attend`` on seven cases (plain, a scale, each mask, mass_norm,
-    mass_norm with masks, broadcast leading axes)."""
+    compared with ``attention.cross_attend`` on eight cases (plain, a scale, each mask, mass_norm,
+    mass_norm with masks, broadcast leading axes, a mask with fewer leading axes, as Dynamics-CA's
+    own_only passes). Only the row softmax is checked (``axis="row"``, the paper's)."""
     from .attention import cross_attend
 
     def call(X_a, X_b, W, scale, mass_norm, mask_a, mask_b):

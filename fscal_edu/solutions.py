@@ -124,12 +124,12 @@ def granularity_mass(att, *, batch: int = 0, support: int = 0) -> dict:
 def stoq_per_support(Y_S: torch.Tensor, X_Q: torch.Tensor, W: torch.Tensor, attend) -> torch.Tensor:
     """StoQ one support at a time: each support's T_S snippets ``Y_S (B, K, T_S, d)`` attend to the
     proposals ``X_Q (B, N_Q, d)`` alone (a softmax per support); the K added terms are summed."""
-    # every support gets all proposals as its own targets: a broadcast support axis  (B, 1, N_Q, d)
-    X_Q_l = rearrange(X_Q, "b n d -> b 1 n d")
+    # the proposals, once for every support: a broadcast support axis              (B, 1, N_Q, d)
+    targets = rearrange(X_Q, "b n d -> b 1 n d")
     # X~_Q^(l) = Y_S^(l) A^(l) + X_Q, one softmax per support                         (B, K, N_Q, d)
-    X_l, _ = attend(Y_S, X_Q_l, W)
+    per_support, _ = attend(Y_S, targets, W)
     # X~_Q = X_Q + sum_l (X~_Q^(l) - X_Q)                                             (B, N_Q, d)
-    return X_Q + reduce(X_l - X_Q_l, "b k n d -> b n d", "sum")
+    return X_Q + reduce(per_support - targets, "b k n d -> b n d", "sum")
 
 
 def mass_norm_factor(N_Q: int, K: int, T_S: int) -> float:

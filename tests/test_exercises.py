@@ -334,3 +334,10 @@ def test_check_winner_not_attempted_reveals_nothing(capsys):
     assert ex.check_winner("ful", episode, annotations, preds) is False
     assert "'ful' is none of 'full', 'blind', 'tie'" in capsys.readouterr().out
     assert ex.check_winner("full", episode, annotations, preds) is True
+
+
+def test_a_mistake_repeated_over_cases_is_named_once_and_graded_once(capsys):
+    assert ex.check_welch_t(welch_population) is False
+    out = capsys.readouterr().out
+    assert out.count("a known mistake: ") == 1 and out.count("the same known mistake as above") == 2
+    assert checking.VERDICTS[-1] == {"exercise": "check_welch_t", "verdict": "wrong: " + mistakes.WELCH_T["ddof0"]}
