@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from einops import reduce
+from einops import rearrange, reduce
 
 from conftest import DATA
 from fscal_edu import parts
@@ -146,3 +146,48 @@ def test_a_saved_part_that_fails_prints_one_line_and_falls_back(tmp_path, capsys
 def test_unknown_part_names_are_refused():
     with pytest.raises(Exception, match="unknown part 'qtoss'"):
         parts.collect(qtoss=lambda *a: None)
+
+
+def write_log(folder, losses):
+    folder.mkdir(parents=True)
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"step": i + 1, "loss": v}) + "\n"
+                                                  for i, v in enumerate(losses)))
+    return folder
+
+
+def reordered_stoq(Y_S, X_Q, W, mask_Q, attend):
+    """Right, in another order: the snippets ordered time-major, so the softmax sums in another order."""
+    X_Q_tilde, A = attend(rearrange(Y_S, "b k t d -> b (t k) d"), X_Q, W, mask_b=mask_Q)
+    return X_Q_tilde, rearrange(A, "b (t k) n -> b (k t) n", k=Y_S.shape[1])
+
+
+def test_logs_that_differ_when_every_part_passes_are_float_rounding(tmp_path, capsys):
+    ref = write_log(tmp_path / "ref", [1.0, 0.9, 0.8])
+    got = write_log(tmp_path / "got", [1.0, 0.9000009, 0.8])
+    result = parts.compare_runs(ref, got, parts.Parts(stoq=reordered_stoq))
+    assert (result["step"], result["field"], result["reference"], result["yours"]) == (2, "loss", 0.9, 0.9000009)
+    assert result["explained_by"] == [] and result["parts"] == {"stoq": "correct"}
+    assert result["max_rel_loss"] == pytest.approx(1e-6)
+    assert "float rounding" in capsys.readouterr().out
+    short = write_log(tmp_path / "short", [1.0, 0.9])
+    assert parts.compare_runs(ref, short)["step"] == 3          # the log that stops early differs there
+
+
+def test_a_right_part_that_adds_in_another_order_is_float_rounding_not_a_mistake(reference_run, tmp_path, capsys):
+    mine = parts.collect(stoq=reordered_stoq)
+    run = _train(tmp_path / "student", mine)
+    capsys.readouterr()
+    result = parts.compare_runs(reference_run, run, mine)
+    assert not result["identical"] and result["explained_by"] == [], result
+    worst = next(iter(result["max_rel"].values()))
+    assert 0 < worst < 1e-4, result
+    assert "Same up to float rounding" in capsys.readouterr().out
+
+
+def test_student_model_runs_the_parts_it_is_given(capsys):
+    def my_stoq(Y_S, X_Q, W, mask_Q, attend):
+        return parts.REFERENCE.stoq(Y_S, X_Q, W, mask_Q, attend)
+    model = parts.student_model(get_config("tiny"), stoq=my_stoq)
+    assert model.stoq.part is my_stoq and model.qtos.part is parts.REFERENCE.qtos
+    assert model.dynamics.coarse is parts.REFERENCE.coarse_tokens
+    assert "StoQ Context-CA (notebook 05): yours" in capsys.readouterr().out
