@@ -4,6 +4,9 @@ Two experiments (and the probes of the second's models), each read from its resu
 
 * :func:`construction_markdown`: what the shipped world cannot show by construction, and the
   generator's knobs (``outlier_prob``, ``support_slack``, ``tempo_concentration``) that would let it;
+* :func:`stage_story_markdown`: the one story about the stages, in numbers: a trained full model
+  with its stages skipped at test time (``probes.json``, ``mechanisms.json``) against models trained
+  without them (``ablations.json``, the rule of :func:`does_as_well`);
 * :func:`defaults_markdown`: ``bench/results/defaults.json`` (``bench/defaults.py``): variants of the
   model's defaults (support summary, the added term of each stage, ``mass_norm``, twin negatives),
   each against today's full model, and which default the numbers support;
@@ -322,3 +325,74 @@ def construction_markdown(world_config: dict, T_S: int, mechanisms: dict | None 
         text += (" Section 9 of notebook 08 trains on worlds that turn them up (`bench/results/mechanisms.json`: "
                  + "; ".join(f"`{k}` {' / '.join(v)}" for k, v in swept.items() if v) + ").")
     return "\n".join(lines + [text])
+
+
+# One story about the stages: a trained model leans on them without needing them
+
+def does_as_well(full: dict, other: dict) -> bool:
+    """The rule "does as well" for two summary cells ``{"mean", "sd", "n"}`` over seeds: ``other``'s
+    mean is no more than one standard deviation of the full model's seeds below the full model's mean."""
+    # as well  <=>  mean(other) >= mean(full) - sd(full)
+    return other["mean"] >= full["mean"] - full["sd"]
+
+
+def skip_costs(mechanisms: dict, key: str) -> list[list[float]]:
+    """Each world of the sweeps (once) whose full models were probed with ``key`` skipped: the
+    per-seed cost ``mAP(full) − mAP(skipped)`` (positive: skipping lowers the score)."""
+    out, seen = [], set()
+    for it in mechanisms.get("sweeps", []):
+        skipped = (it.get("full_skipped") or {}).get(key) or []
+        if skipped and it.get("world") not in seen:
+            seen.add(it.get("world"))
+            out.append([f - s for f, s in zip(it["full"], skipped)])
+    return out
+
+
+def seeds_text(costs: list) -> str:
+    """``3 seeds`` when every world has as many, else ``2 to 3 seeds``."""
+    lo, hi = min(map(len, costs)), max(map(len, costs))
+    return f"{lo} seeds" if lo == hi else f"{lo} to {hi} seeds"
+
+
+def stage_story_markdown(probes: dict, ablations: dict, mechanisms: dict | None = None, shots: int = 5) -> str:
+    """The numbers of the stage story: the trained full model with its stages skipped at test time
+    (``probes.json``, and every world of ``mechanisms.json``), against models trained from scratch
+    without them (``ablations.json``, the rule of :func:`does_as_well`)."""
+    from .diagnostics import ablation_tests, probe_results
+    from .report import mean_sd, summary_entry, welch_text
+    names, found = stages.names(), probe_results(probes)
+    base, every = found["as trained"]["mAP@0.5"], "all " + NUMBER_WORDS.get(len(names), str(len(names)))
+    word = lambda d: "lowers" if d < 0 else "raises" if d > 0 else "leaves"  # noqa: E731
+    lean = [f"{stage_title(n)} {found[f'skip {n}']['mAP@0.5']:.3f} ({found[f'skip {n}']['delta']:+.3f})"
+            for n in names if f"skip {n}" in found]
+    p = found["skip " + "+".join(names)]
+    ci = p["ci95_delta"]
+    ci = f", 95 % interval of the change {ci[0]:+.3f} to {ci[1]:+.3f}" if ci else ""
+    out = [f"- **Leaning on them** (the shipped full model `full.pt`, stages skipped at test time; "
+           f"`bench/results/probes.json`): as trained {base:.3f}; skipped one at a time: {'; '.join(lean)}; "
+           f"{every} skipped: {p['mAP@0.5']:.3f} ({p['delta']:+.3f}{ci}). Skipping all of them {word(p['delta'])} "
+           f"its score" + (", by less than the bootstrap interval can tell on this one model." if p["ci95_delta"]
+                          and p["ci95_delta"][0] < 0 < p["ci95_delta"][1] else ".")]
+    costs = skip_costs(mechanisms or {}, ",".join(names))
+    if costs:
+        means = [statistics.mean(c) for c in costs]
+        out.append(f"- **The same on other worlds** (section 9's {len(costs)} worlds, the full models of "
+                   f"{seeds_text(costs)} each, `bench/results/mechanisms.json`): "
+                   f"skipping {every} stages lowers the mean mAP@0.5 in {sum(m > 0 for m in means)} of {len(means)} "
+                   f"worlds (mean cost {min(means):+.3f} to {max(means):+.3f}), and on "
+                   f"{sum(x > 0 for c in costs for x in c)} of {sum(map(len, costs))} trained models.")
+    full, tests = summary_entry(ablations, "full", shots), ablation_tests(ablations, shots)
+    need = []
+    for v in ("no_stages", *(f"no_{n}" for n in names)):
+        s = summary_entry(ablations, v, shots)
+        if s is None or v not in tests:
+            continue
+        w = tests[v]["welch"]
+        verdict = ("worse, by more than one SD" if not does_as_well(full["mAP@0.5"], s["mAP@0.5"]) else
+                   "as well (better, p < 0.05)" if w.p < ALPHA and w.diff > 0 else "as well")
+        need.append(f"`{v}` {mean_sd(s['mAP@0.5'])} ({welch_text(tests[v])}): {verdict}")
+    out.append(f"- **Not needing them** (trained from scratch, {len(full['seeds'])} seeds of {full['steps']} steps, "
+               f"{shots}-shot; `bench/results/ablations.json`): the full model {mean_sd(full['mAP@0.5'])}; "
+               + "; ".join(need) + ". \"As well\": a mean no more than one standard deviation of the full "
+               "model's seeds below the full model's mean.")
+    return "\n".join(out)

@@ -3,6 +3,7 @@ current results file (fscal_edu.evidence)."""
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,14 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 def test_every_claim_marker_is_registered_written_and_true(path):
     problems = evidence.check_notebook(path)
     assert not problems, "\n".join(problems)
+
+
+def test_notebook_08_tells_both_halves_of_the_stage_story():
+    """Leaned on (skipping the stages hurts the trained model) and not needed (no_stages does as well)."""
+    path = next(p for p in NOTEBOOKS if p.stem.startswith("08"))
+    cells = json.loads(path.read_text())["cells"]
+    marked = {n for c in cells if c["cell_type"] == "markdown" for n in evidence.markers("".join(c["source"]))}
+    assert {"skip_all_hurts_trained", "skip_all_hurts_every_world", "no_stages_as_well"} <= marked
 
 
 @pytest.mark.parametrize("name", sorted(CLAIMS))

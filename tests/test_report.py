@@ -12,6 +12,10 @@ from fscal_edu.diagnostics import ablation_tests
 from fscal_edu.stats import t_critical, t_two_sided_p
 
 ROOT = Path(__file__).resolve().parents[1]
+# quick preset, mAP@0.5, on the code of the time: 4x budget (full, no_stages, full skipped) and real features
+# (full, no_stages, no_dynamics, full skipped; 2 seeds each); notebook 08 quotes them as such
+OUTSIDE_MEASUREMENTS = ["0.599", "0.640", "0.615", "0.231", "0.227", "0.208", "0.250", "0.211", "0.295", "0.164",
+                        "0.202"]
 OWN_NOTEBOOKS = ["00_task_and_data", "01_features_and_episodes", "02_proposals", "08_evaluation_and_ablations"]
 
 
@@ -135,7 +139,14 @@ def test_notebook_text_states_no_typed_measurement(name):
     markdown = "\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
     assert "|t| <" not in markdown and "t <= -" not in markdown
     if name.startswith("08"):
-        assert not re.findall(r"\b0\.\d{3}\b", markdown), re.findall(r"\b0\.\d{3}\b", markdown)
+        number = re.compile(r"\b0\.\d{3}\b")
+        typed = [c for c in nb["cells"] if c["cell_type"] == "markdown" and number.findall("".join(c["source"]))]
+        # the one exception: the measurements made outside the repository, quoted as such
+        assert len(typed) == 1 and "<!-- quote: measured outside this repository -->" in "".join(typed[0]["source"])
+        quote = "".join(typed[0]["source"])
+        assert "**Measured outside this repository, on the then-current code**" in quote
+        assert sorted(number.findall(quote)) == sorted(OUTSIDE_MEASUREMENTS)
+        assert all(line.startswith(">") for line in quote.splitlines() if number.search(line))
     for cell in nb["cells"]:
         src = "".join(cell["source"])
         if cell["cell_type"] == "code" and "# your code here" in src:

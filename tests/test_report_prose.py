@@ -258,3 +258,44 @@ def test_pooled_markdown_counts_are_the_files(res):
         d = list(worlds.values())
         assert f"over {len(d)} worlds" in line and f"mean Δ = {statistics.mean(d):+.3f}" in line
         assert f"scores higher in {sum(x < 0 for x in d)} of {len(d)}" in line
+
+
+def test_stage_story_numbers_and_words_follow_the_files(res):
+    from fscal_edu.evidence import skip_probe
+    text = report_stages.stage_story_markdown(res["probes"], res["ablations"], res["mechanisms"])
+    lean, worlds, need = text.splitlines()
+    found = probe_results(res["probes"])
+    for name in stages.names():
+        p = found[f"skip {name}"]
+        assert f"{stages.title(name)} {p['mAP@0.5']:.3f} ({p['delta']:+.3f})" in lean
+    p = found[skip_probe()]
+    assert f"all three skipped: {p['mAP@0.5']:.3f} ({p['delta']:+.3f}" in lean
+    assert f"Skipping all of them {'lowers' if p['delta'] < 0 else 'raises' if p['delta'] > 0 else 'leaves'}" in lean
+    assert ("by less than the bootstrap interval can tell" in lean) == (p["ci95_delta"][0] < 0 < p["ci95_delta"][1])
+    costs = report_stages.skip_costs(res["mechanisms"], ",".join(stages.names()))
+    means = [statistics.mean(c) for c in costs]
+    assert f"in {sum(m > 0 for m in means)} of {len(means)} worlds" in worlds and len(means) == len(
+        {it["world"] for it in res["mechanisms"]["sweeps"] if it.get("full_skipped")})
+    assert f"on {sum(x > 0 for c in costs for x in c)} of {sum(map(len, costs))} trained models" in worlds
+    ab, tests = res["ablations"], ablation_tests(res["ablations"], 5)
+    full = report.summary_entry(ab, "full")["mAP@0.5"]
+    for v in ("no_stages", *report.stage_variants()):
+        s = report.summary_entry(ab, v)["mAP@0.5"]
+        part = need.split(f"`{v}` ")[1].split(";")[0].split(". \"As well\"")[0]
+        assert part.startswith(report.mean_sd(s)) and report.welch_text(tests[v]) in part
+        as_well = s["mean"] >= full["mean"] - full["sd"]
+        assert part.endswith("as well") or part.endswith("as well (better, p < 0.05)") or not as_well
+        assert ("worse, by more than one SD" in part) == (not as_well)
+        assert ("better, p < 0.05" in part) == (as_well and _significant(tests[v], +1))
+
+
+def test_stage_story_says_so_when_skipping_does_not_hurt(res):
+    import copy
+    probes = copy.deepcopy(res["probes"])
+    entry = next(c for c in probes["checkpoints"] if c["checkpoint"].endswith("full.pt"))
+    base = next(p["mAP@0.5"] for p in entry["probes"] if p["probe"] == "as trained")
+    for p in entry["probes"]:
+        if p["probe"] == "skip " + "+".join(stages.names()):
+            p["mAP@0.5"], p["ci95_delta"] = base + 0.05, [0.02, 0.08]
+    text = report_stages.stage_story_markdown(probes, res["ablations"])
+    assert "Skipping all of them raises its score." in text and "other worlds" not in text
