@@ -16,6 +16,7 @@ import inspect
 import json
 import os
 import re
+import shutil
 import tempfile
 import textwrap
 import time
@@ -46,12 +47,11 @@ def exercise_checks(cell) -> list[str]:
 
 
 def solution_sources() -> dict[str, str]:
-    """``{name: body}`` of every reference solution in :mod:`fscal_edu.solutions`: the lines of
-    code after the signature and the docstring (what must not reach a student)."""
+    """``{name: body}`` of every reference solution that :func:`fscal_edu.solutions.reveal` can
+    show (the parts' library functions included): the lines of code after the signature and the
+    docstring (what must not reach a student)."""
     out = {}
-    for name, fn in inspect.getmembers(solutions, inspect.isfunction):
-        if fn.__module__ != solutions.__name__:
-            continue
+    for name, (_, fn) in solutions.revealable().items():
         lines = inspect.getsource(fn).splitlines()
         node = ast.parse(textwrap.dedent("\n".join(lines))).body[0]
         # the body starts after the docstring (comments above the first statement included)
@@ -217,15 +217,20 @@ def exercise_notebooks(folder) -> dict[str, str]:
             for cell in nbformat.read(path, as_version=4).cells for name in exercise_checks(cell)}
 
 
-def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: dict | None = None) -> tuple:
+def run_notebook(path: Path, *, cwd: Path, timeout: int, widgets: dict | None = None,
+                 parts: Path | None = None) -> tuple:
     """Execute one notebook headless (``FSCAL_QUICK=1``, at most ``timeout`` seconds in all) ->
-    (executed notebook, the checkers' verdicts in order, one line if the run stopped early, else None)."""
+    (executed notebook, the checkers' verdicts in order, one line if the run stopped early, else None).
+    ``parts``: the folder that keeps the parts this student's checkers save (``$FSCAL_PARTS``), so
+    that notebook 07 builds the model from this student's parts and nobody else's."""
     from nbclient import NotebookClient
     nb = nbformat.read(path, as_version=4)
     fd, log = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)
-    saved = {k: os.environ.get(k) for k in (checking.VERDICTS_ENV, "FSCAL_QUICK")}
+    saved = {k: os.environ.get(k) for k in (checking.VERDICTS_ENV, "FSCAL_QUICK", "FSCAL_PARTS")}
     os.environ.update({checking.VERDICTS_ENV: log, "FSCAL_QUICK": "1"})
+    if parts is not None:
+        os.environ["FSCAL_PARTS"] = str(parts)
     deadline, stopped = time.monotonic() + timeout, None
 
     def cell_limit(cell) -> float:
@@ -296,14 +301,17 @@ def grade(folder, out, *, cwd, timeout: int = 600, only=None) -> dict:
     widgets, numbers = widget_sources(cwd), exercise_notebooks(cwd)
     for student, paths in students.items():
         row = table.setdefault(student, {})
-        for path in paths:
+        parts = Path(tempfile.mkdtemp(prefix="fscal_parts_"))     # this student's parts, in notebook order
+        for path in sorted(paths, key=lambda p: p.name):
             if only and path.name not in only:
                 continue
-            nb, verdicts, stopped = run_notebook(path, cwd=Path(cwd), timeout=timeout, widgets=widgets)
+            nb, verdicts, stopped = run_notebook(path, cwd=Path(cwd), timeout=timeout, widgets=widgets,
+                                                 parts=parts)
             runs[f"{student}/{path.name}"] = stopped or "ran"
             for key, verdict in notebook_verdicts(nb, verdicts, stopped).items():
                 number = numbers.get(key.split(" (")[0], path.name[:2] if NOTEBOOK.match(path.name) else "")
                 row[f"{number} {key}".strip()] = verdict
+        shutil.rmtree(parts, ignore_errors=True)
     return write_grades(table, runs, out)
 
 
