@@ -154,7 +154,12 @@ def local_batch_size(batch_size: int, world_size: int) -> int:
 
 
 def rank_items(step: int, batch_size: int, rank: int = 0, world_size: int = 1) -> list[int]:
-    """The dataset items of ``rank`` at ``step``: ``step * batch_size + rank * B_local + j``."""
+    """The dataset items of ``rank`` at ``step``: ``step * batch_size + rank * B_local + j``.
+
+    Consecutive blocks, rank 0 first, so the ranks' rows one after another are the global batch
+    (what :meth:`Dist.roll_global` relies on). Notebook 07's exercise asks for this function
+    (:func:`fscal_edu.exercises_dist.check_rank_items`).
+    """
     b = local_batch_size(batch_size, world_size)
     first = step * batch_size + rank * b
     return list(range(first, first + b))
