@@ -6,7 +6,10 @@ evaluates the fixed 5-shot test episodes, and writes bench/results/train_seeds.j
 
     python bench/train_seeds.py --seeds 0 1 2 [--runs runs/seeds] [--ship]
 
-``--ship`` copies seed 0's best checkpoints to data_samples/checkpoints/{full,blind}.pt.
+One torch thread per training by default (``--threads``): a CPU run repeats exactly for a given
+code, seed and thread count, so seed 0 here is the run of ``data_samples/checkpoints/runs/full``
+and the one a student trains in notebook 07 (``--threads 1``). ``--ship`` copies seed 0's best
+checkpoints to data_samples/checkpoints/{full,blind}.pt.
 """
 from __future__ import annotations
 
@@ -33,7 +36,7 @@ def main() -> None:
     p.add_argument("--runs", default=str(ROOT / "runs" / "seeds"))
     p.add_argument("--data", default=str(ROOT / "data_samples" / "anet_like"))
     p.add_argument("--ship", action="store_true")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--only", choices=["full", "blind"], nargs="+", default=["full", "blind"])
     args = p.parse_args()
     configure_process(threads=args.threads)
@@ -83,7 +86,7 @@ def main() -> None:
     lines += ["", "Training time includes the validation passes (4 x 100 val episodes). It is the wall time of "
               "each run as it happened; when other jobs share the cores it is inflated several times "
               "(see the clean timing of a quick run below).", "",
-              f"Reproduce: `python bench/train_seeds.py --seeds {' '.join(map(str, args.seeds))}`", ""]
+              f"Reproduce: `python bench/train_seeds.py --seeds {' '.join(map(str, args.seeds))} --threads {args.threads}`", ""]
     replace_section(DOC, SECTION, "\n".join(lines))
     if args.ship:
         ship = ROOT / "data_samples" / "checkpoints"
