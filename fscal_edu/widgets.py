@@ -1,26 +1,71 @@
-"""Thin ipywidgets wrappers around the figures of ``fscal_edu.viz``: they only pick what to draw."""
+"""Thin ipywidgets wrappers around the figures of ``fscal_edu.viz``: they only pick what to draw.
+
+Every explorer draws into its ``ipywidgets.Output`` areas by setting their ``outputs`` (:func:`_show`),
+never inside ``with out:``, so that a cell that builds one returns under any front-end or none
+(``jupyter nbconvert --execute``, nbclient, nbval) as it does in JupyterLab.
+"""
 from __future__ import annotations
+
+import traceback
+
+# ---------------------------------------------------------------------------------------------
+# Drawing into an output area without a front-end's help
+# ---------------------------------------------------------------------------------------------
+
+def _show(out, draw, *, catch: bool = False) -> None:
+    """Replace what ``out`` (an ``ipywidgets.Output``) shows by the figures ``draw()`` returns
+    (each drawn with its ``show()``) and whatever drawing them printed, in one update of
+    ``out.outputs``.
+
+    ``with out:`` is not used: it asks the front-end to collect the kernel's messages into the
+    area, and nbclient (the client behind ``jupyter nbconvert --execute``), which plays that
+    front-end, sends the area's new state back to the kernel on the shell channel for each of them
+    while it waits on that same channel for the cell's reply; such a send can swallow the wake-up
+    of the reply, and the cell then waits until its timeout (forever by default). Setting
+    ``outputs`` is one state change that JupyterLab draws and a headless client only stores. With
+    ``catch`` (a redraw asked for by a control), an error is shown in the area instead of raised."""
+    from IPython.utils.capture import capture_output
+
+    try:
+        with capture_output() as captured:
+            for fig in draw():
+                fig.show()
+    except Exception as e:
+        if not catch:
+            raise
+        return _error(out, e)
+    printed = [{"output_type": "stream", "name": name, "text": text}
+               for name, text in (("stdout", captured.stdout), ("stderr", captured.stderr)) if text]
+    shown = [{"output_type": "display_data", "data": o.data, "metadata": o.metadata or {}}
+             for o in captured.outputs]
+    out.outputs = tuple(printed + shown)
+
+
+def _error(out, e: Exception) -> None:
+    """Show the error ``e`` and its traceback in the output area ``out``."""
+    out.outputs = ({"output_type": "error", "ename": type(e).__name__, "evalue": str(e),
+                    "traceback": traceback.format_exception(e)},)
+
 
 # ---------------------------------------------------------------------------------------------
 # Task, data and episodes (notebooks 00-01)
 # ---------------------------------------------------------------------------------------------
 
-def _figures_view(controls: list, draw) -> "ipywidgets.VBox":
-    """Controls above an output area that shows ``draw(**values)``'s figures whenever one changes."""
+def _figures_view(controls, draw) -> "ipywidgets.VBox":
+    """Controls above an output area that shows ``draw(**values)``'s figures whenever one changes;
+    ``controls`` is a list (each passed under its ``description``) or ``{keyword: control}``."""
     import ipywidgets
 
+    named = controls if isinstance(controls, dict) else {c.description: c for c in controls}
     out = ipywidgets.Output()
 
-    def refresh(_=None):
-        out.clear_output(wait=True)
-        with out:
-            for fig in draw(**{c.description: c.value for c in controls}):
-                fig.show()
+    def refresh(change=None):
+        _show(out, lambda: draw(**{name: c.value for name, c in named.items()}), catch=change is not None)
 
-    for c in controls:
+    for c in named.values():
         c.observe(refresh, names="value")
     refresh()
-    return ipywidgets.VBox([*controls, out])
+    return ipywidgets.VBox([*named.values(), out])
 
 
 def episode_browser(world, episodes: list, *, T: int = 128, T_S: int = 16) -> "ipywidgets.VBox":
@@ -55,25 +100,24 @@ def knob_explorer(draw, **sliders) -> "ipywidgets.VBox":
 # Proposals, NMS and evaluation (notebook 02)
 # ---------------------------------------------------------------------------------------------
 
-def nms_explorer(segments, scores, *, gt=()):
+def nms_explorer(segments, scores, *, gt=()) -> "ipywidgets.VBox":
     """Sliders for the hard-NMS threshold and the Soft-NMS sigma / top-k; redraws
     :func:`fscal_edu.viz.proposals.nms_figure` on the same scored proposals."""
     import ipywidgets as w
-    from IPython.display import display
 
     from .postprocess import nms_1d, soft_nms_1d
     from .viz.proposals import nms_figure
 
     def draw(iou_threshold, sigma, top_k):
         soft = soft_nms_1d(segments, scores, sigma=sigma, top_k=top_k)
-        display(nms_figure(segments, scores, nms_1d(segments, scores, iou_threshold, top_k=top_k), *soft,
-                           gt=gt, iou_threshold=iou_threshold, sigma=sigma))
+        return [nms_figure(segments, scores, nms_1d(segments, scores, iou_threshold, top_k=top_k), *soft,
+                           gt=gt, iou_threshold=iou_threshold, sigma=sigma)]
 
-    return w.interactive(draw, iou_threshold=w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05,
-                                                           description="NMS tIoU"),
-                         sigma=w.FloatLogSlider(value=0.5, base=10, min=-2, max=1, step=0.1,
-                                                description="sigma"),
-                         top_k=w.IntSlider(value=10, min=1, max=50, description="top k"))
+    return _figures_view({"iou_threshold": w.FloatSlider(value=0.5, min=0.05, max=0.95, step=0.05,
+                                                         description="NMS tIoU"),
+                          "sigma": w.FloatLogSlider(value=0.5, base=10, min=-2, max=1, step=0.1,
+                                                    description="sigma"),
+                          "top_k": w.IntSlider(value=10, min=1, max=50, description="top k")}, draw)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,33 +186,22 @@ def live_loss_plot(keys=None, *, every: int = 5, smooth: int = 1):
 
     Returns ``(widget, callback)``: display the widget, pass ``callback`` as ``train(...,
     callback=callback)``; ``callback.records`` keeps every record. The figure is redrawn every
-    ``every`` records and at each validation. It is plotly's ``FigureWidget`` (updated in place)
-    when ``anywidget`` is installed, else a figure redrawn in an ``ipywidgets.Output`` area.
+    ``every`` records and at each validation, in an ``ipywidgets.Output`` area (:func:`_show`; not
+    plotly's ``FigureWidget``, whose saved state would carry all of plotly.js into the notebook).
     """
     import ipywidgets
-    import plotly.graph_objects as go
 
     from .viz.training import LOSS_KEYS, loss_curve_figure
 
     keys, records = list(keys or LOSS_KEYS), []
-    try:
-        widget = go.FigureWidget(loss_curve_figure([], keys=keys, smooth=smooth))
-    except ImportError:                       # plotly >= 6 needs anywidget for FigureWidget
-        widget = ipywidgets.Output()
+    widget = ipywidgets.Output()
+    _show(widget, lambda: [loss_curve_figure([], keys=keys, smooth=smooth)])
 
     def callback(record):
         records.append(record)
         if len(records) % every and "val_mAP@0.5" not in record:
             return
-        fig = loss_curve_figure(records, keys=keys, smooth=smooth)
-        if isinstance(widget, go.FigureWidget):
-            with widget.batch_update():
-                for old, new in zip(widget.data, fig.data):
-                    old.x, old.y = new.x, new.y
-        else:
-            widget.clear_output(wait=True)
-            with widget:
-                fig.show()
+        _show(widget, lambda: [loss_curve_figure(records, keys=keys, smooth=smooth)])
 
     callback.records = records
     return widget, callback
@@ -218,25 +251,27 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
     timeline = ipywidgets.Output()
     cache = {}
 
-    def refresh(_=None):
+    def refresh(change=None):
         kw = {c.description: c.value for c in controls}
-        key = (kw["episode"], kw["model"])
-        if key not in cache:
-            cache[key] = episode_outputs(models[kw["model"]], world, episodes[kw["episode"]])
-        out, ep, model = cache[key], episodes[kw["episode"]], models[kw["model"]]
-        figs = explorer_figures(out, ep, world.annotations, model=kw["model"],
-                                stage=kw["stage"], support=kw["support"], granularity=kw["granularity"])
-        timeline.clear_output(wait=True)
-        att = out["attention"].get(kw["stage"])
-        if att is not None and stages.get(kw["stage"]).layout != "coarse_to_support":
-            with timeline:                    # where in the query the stage's attention lands
-                episode_attention_figure(att, model.anchors, model.cfg.data.T, ep, world.annotations, out["detections"],
-                                        title=f"{kw['model']}: {stages.title(kw['stage'])} on the query's "
-                                              f"time line").show()
+        try:
+            key = (kw["episode"], kw["model"])
+            if key not in cache:
+                cache[key] = episode_outputs(models[kw["model"]], world, episodes[kw["episode"]])
+            out, ep, model = cache[key], episodes[kw["episode"]], models[kw["model"]]
+            figs = explorer_figures(out, ep, world.annotations, model=kw["model"],
+                                    stage=kw["stage"], support=kw["support"], granularity=kw["granularity"])
+            att = out["attention"].get(kw["stage"])
+            line = ([] if att is None or stages.get(kw["stage"]).layout == "coarse_to_support" else
+                    [episode_attention_figure(att, model.anchors, model.cfg.data.T, ep, world.annotations,
+                                              out["detections"], title=f"{kw['model']}: {stages.title(kw['stage'])} "
+                                                                       f"on the query's time line")])
+        except Exception as e:                # a control's redraw shows the error, the first draw raises it
+            if change is None:
+                raise
+            return _error(timeline, e)
+        _show(timeline, lambda: line)         # where in the query the stage's attention lands
         for panel, fig in zip(panels, figs):
-            panel.clear_output(wait=True)
-            with panel:
-                fig.show()
+            _show(panel, lambda fig=fig: [fig])
 
     for c in controls:
         c.observe(refresh, names="value")
