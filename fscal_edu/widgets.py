@@ -186,22 +186,31 @@ def live_loss_plot(keys=None, *, every: int = 5, smooth: int = 1):
 
     Returns ``(widget, callback)``: display the widget, pass ``callback`` as ``train(...,
     callback=callback)``; ``callback.records`` keeps every record. The figure is redrawn every
-    ``every`` records and at each validation, in an ``ipywidgets.Output`` area (:func:`_show`; not
-    plotly's ``FigureWidget``, whose saved state would carry all of plotly.js into the notebook).
+    ``every`` records and at each validation. It is plotly's ``FigureWidget`` (updated in place)
+    when ``anywidget`` is installed, else a figure redrawn in an ``ipywidgets.Output`` area.
     """
     import ipywidgets
+    import plotly.graph_objects as go
 
     from .viz.training import LOSS_KEYS, loss_curve_figure
 
     keys, records = list(keys or LOSS_KEYS), []
-    widget = ipywidgets.Output()
-    _show(widget, lambda: [loss_curve_figure([], keys=keys, smooth=smooth)])
+    try:
+        widget = go.FigureWidget(loss_curve_figure([], keys=keys, smooth=smooth))
+    except ImportError:                       # plotly >= 6 needs anywidget for FigureWidget
+        widget = ipywidgets.Output()
 
     def callback(record):
         records.append(record)
         if len(records) % every and "val_mAP@0.5" not in record:
             return
-        _show(widget, lambda: [loss_curve_figure(records, keys=keys, smooth=smooth)])
+        fig = loss_curve_figure(records, keys=keys, smooth=smooth)
+        if isinstance(widget, go.FigureWidget):
+            with widget.batch_update():
+                for old, new in zip(widget.data, fig.data):
+                    old.x, old.y = new.x, new.y
+        else:
+            _show(widget, lambda: [fig])
 
     callback.records = records
     return widget, callback
@@ -269,7 +278,8 @@ def model_attention_explorer(models: dict, world, episodes: list) -> "ipywidgets
             if change is None:
                 raise
             return _error(timeline, e)
-        _show(timeline, lambda: line)         # where in the query the stage's attention lands
+        if line:                              # where in the query the stage's attention lands
+            _show(timeline, lambda: line)
         for panel, fig in zip(panels, figs):
             _show(panel, lambda fig=fig: [fig])
 

@@ -15,14 +15,12 @@ Nothing is written into the repository: the test checks that no file appeared un
 ``data_samples/`` or ``bench/`` (the feature store's ``.fscal_cache`` aside, which any run of the
 notebooks may fill).
 Per notebook: no cell raises, every code cell ran, the client took in every cell's reply within
-``REPLY_LAG`` seconds of the kernel sending it, and no widget's saved state is over 1 MB (a
-``FigureWidget`` would carry all of plotly.js, 4.8 MB, into the executed notebook).
+``REPLY_LAG`` seconds of the kernel sending it.
 
 ``FSCAL_HEADLESS_TIMEOUT`` (seconds per cell, default 300) changes the timeout.
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from datetime import datetime, timezone
@@ -37,7 +35,6 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 CELL_TIMEOUT = int(os.environ.get("FSCAL_HEADLESS_TIMEOUT", 300))
 REPLY_LAG = 30.0                               # seconds between the kernel's reply and the client taking it in
-WIDGET_STATE_LIMIT = 1_000_000                 # bytes of one widget's saved state
 KEEP_OUT = {"notebooks", "runs", "my_parts"}   # never linked into the work folder (nor hidden entries)
 WATCHED = ("data_samples", "bench")             # what the notebooks read through their links
 
@@ -103,9 +100,5 @@ def test_notebook_runs_headless(notebook, tmp_path):
     code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip()]
     not_run = [i for i in code if nb.cells[i].execution_count is None]
     assert not not_run, f"{notebook.name}: cells {not_run} did not run"
-    states = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
-    heavy = {f"{s.get('model_name')} ({k[:8]})": len(json.dumps(s)) for k, s in states.items()
-             if len(json.dumps(s)) > WIDGET_STATE_LIMIT}
-    assert not heavy, f"{notebook.name}: widget state over {WIDGET_STATE_LIMIT} bytes, in bytes: {heavy}"
     created = sorted(_snapshot() - before)
     assert not created, f"{notebook.name}: running it wrote files into the repository: {created[:10]}"
