@@ -14,7 +14,8 @@
   a git checkout), informational.
 * ``recipe``: the version of the computation below; a new recipe makes new fingerprints.
 
-The computation (:func:`behaviour_parts`, one hash per part, about 10-20 s on one core):
+The computation (:func:`behaviour_parts`, one hash per part; 4-8 s on one core of an idle 2-core
+machine, under a minute on a crowded one):
 
 1. for the presets the results use (``tiny``, ``quick``) and every ablation of
    ``config.ABLATIONS`` (the support-blind control included), on the quick preset: the model's
