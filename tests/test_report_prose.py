@@ -299,3 +299,14 @@ def test_stage_story_says_so_when_skipping_does_not_hurt(res):
             p["mAP@0.5"], p["ci95_delta"] = base + 0.05, [0.02, 0.08]
     text = report_stages.stage_story_markdown(probes, res["ablations"])
     assert "Skipping all of them raises its score." in text and "other worlds" not in text
+
+
+def test_the_shipped_full_model_has_one_number(res):
+    """shipped_checkpoint_text calls full.pt seed 0 of train_seeds.json: its run log, train_seeds.json
+    and probes.json's "as trained" give it the same test mAP@0.5."""
+    seeds = report.load_results("train_seeds")
+    seed0 = report.shipped_checkpoint(seeds)["seed0"]
+    run = json.loads((ROOT / "data_samples" / "checkpoints" / "runs" / "full" / "summary.json").read_text())
+    assert run["test_best"]["mAP@0.5"] == pytest.approx(seed0, abs=1e-6)
+    assert probe_results(res["probes"])["as trained"]["mAP@0.5"] == pytest.approx(seed0, abs=5e-5)
+    assert f"test mAP@0.5 {seed0:.3f}" in report.shipped_checkpoint_text(seeds)
