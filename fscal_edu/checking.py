@@ -21,8 +21,11 @@ import io
 import itertools
 import json
 import math
+import inspect
 import os
 import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -86,20 +89,35 @@ def verdict_of(check, fn, *args) -> str:
     return summarize(ok, printed.getvalue())
 
 
-def keep_part(part: str, fn) -> None:
-    """Keep an attempted student's function as their ``part`` of the model (``parts.save``: one
-    line when its source cannot be read), so that notebook 07 can build the model from it. The
-    library's own functions (the references) are not kept."""
-    if (getattr(fn, "__module__", None) or "").split(".")[0] == __name__.split(".")[0]:
-        return
+def parts_folder() -> Path:
+    """Where a student's parts are kept: ``$FSCAL_PARTS``, or ``./my_parts``."""
+    return Path(os.environ.get("FSCAL_PARTS") or "my_parts")
+
+
+def keep_part(part: str, fn, *, label: str | None = None, library: bool = False) -> Path | None:
+    """Keep an attempted student's function as their ``part`` of the model, so that notebook 07 can
+    build the model from it (:func:`fscal_edu.parts.load`): its source, as
+    ``parts_folder()/<part>.json``. Returns the file, or None (with one printed line) when the
+    source cannot be read. The library's own functions (the references) are not kept unless
+    ``library``. A failure to keep is one line: the checker's verdict stands."""
+    if not library and (getattr(fn, "__module__", None) or "").split(".")[0] == __name__.split(".")[0]:
+        return None
+    source = getattr(fn, "__fscal_source__", None)
     try:
-        from . import parts
-    except ImportError:
-        return
+        source = source or textwrap.dedent(inspect.getsource(fn))
+    except (OSError, TypeError):
+        source = None
+    if source is None or getattr(fn, "__name__", "<lambda>") == "<lambda>":
+        print(f"{label or part}: not saved, its source cannot be read (write it as a def in a cell)")
+        return None
+    path = parts_folder() / f"{part}.json"
     try:
-        parts.save(part, fn)
-    except Exception as e:  # noqa: BLE001 - keeping is a convenience, the verdict stands
-        print(f"not kept for your model ({type(e).__name__}: {e})")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"part": part, "function": fn.__name__, "source": source}, indent=1))
+    except OSError as e:
+        print(f"{label or part}: not kept for your model ({type(e).__name__}: {e})")
+        return None
+    return path
 
 
 def checker(label: str, part: str | None = None):

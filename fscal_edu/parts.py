@@ -25,12 +25,9 @@ or ``./my_parts``) and :func:`load` brings them back in a later notebook.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import json
 import math
-import os
-import textwrap
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Callable
@@ -40,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from einops import einsum, rearrange, reduce, repeat
 
-from . import attention, losses, proposals
+from . import attention, checking, losses, proposals
 from .utils import FscalError, where
 
 
@@ -95,9 +92,7 @@ def _known(name: str) -> None:
 # Saving and loading your parts
 # ---------------------------------------------------------------------------------------------
 
-def folder() -> Path:
-    """Where your parts are kept: ``$FSCAL_PARTS``, or ``./my_parts``."""
-    return Path(os.environ.get("FSCAL_PARTS") or "my_parts")
+folder = checking.parts_folder     # where your parts are kept: $FSCAL_PARTS, or ./my_parts
 
 
 def save(name: str, fn: Callable) -> Path | None:
@@ -109,18 +104,7 @@ def save(name: str, fn: Callable) -> Path | None:
     or None (and one printed line) when the source cannot be read.
     """
     _known(name)
-    source = getattr(fn, "__fscal_source__", None)
-    try:
-        source = source or textwrap.dedent(inspect.getsource(fn))
-    except (OSError, TypeError):
-        source = None
-    if source is None or getattr(fn, "__name__", "<lambda>") == "<lambda>":
-        print(f"{_label(name)}: not saved, its source cannot be read (write it as a def in a cell)")
-        return None
-    path = folder() / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"part": name, "function": fn.__name__, "source": source}, indent=1))
-    return path
+    return checking.keep_part(name, fn, label=_label(name), library=True)
 
 
 def load() -> dict:
@@ -179,7 +163,7 @@ def verdict(name: str, fn: Callable) -> str:
     """One line on your function for part ``name``: ``correct``, ``not attempted``, ``error: ...``
     or ``wrong: ...``. The notebook's checker (``exercises.PART_CHECKS``) decides, its printing
     held back; without one, your output on small inputs is compared with the reference's."""
-    from . import checking, exercises       # imported here: the checkers import the library
+    from . import exercises                 # imported here: the checkers import the library
     check = getattr(exercises, "PART_CHECKS", {}).get(name)
     if check is not None and hasattr(checking, "verdict_of"):
         return checking.verdict_of(check, fn)           # quiet: no verdict recorded, no part kept
