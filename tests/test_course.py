@@ -16,6 +16,7 @@ from fscal_edu.utils import FscalError
 
 ROOT = Path(__file__).resolve().parents[1]
 NB03 = "03_qtos_context_ca.ipynb"
+NB03_EXERCISES = ("cross_attend", "attend", "qtos", "column_softmax", "support_mass")
 
 
 def _all_text(folder: Path) -> str:
@@ -44,29 +45,32 @@ def test_release_holds_no_reference_solution(released):
     assert names == sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     text = _all_text(released)
     bodies = course.solution_sources()
-    assert len(bodies) >= 15 and "my_cross_attend" in bodies
+    assert len(bodies) >= 15 and {"cross_attend", "attend", "qtos", "stoq", "tiou"} <= set(bodies)
     for name, body in bodies.items():
         assert body.strip() and body.strip() not in text, name
         for line in body.splitlines():
             if len(line.strip()) >= 30:
                 assert line.strip() not in text, f"{name}: {line.strip()}"
     assert course.REFERENCE_MARK not in text
-    assert not re.search(r"\bsolutions\.(?!mass_norm_factor\b)", text.replace("fscal_edu.solutions", ""))
+    # the reference is called only as the fallback of a student's function not written yet
+    for line in text.splitlines():
+        if re.search(r"\bsolutions\.\w+\(", line) and "parts.mine(" not in line:
+            assert re.search(r"if \w+ is \.\.\.|lambda:", line), line
 
 
 def test_release_clears_exercises_keeps_the_rest(released):
     shipped = nbformat.read(ROOT / "notebooks" / NB03, as_version=4)
     nb = nbformat.read(released / NB03, as_version=4)
     exercises = [c for c in nb.cells if course.exercise_checks(c)]
-    assert [course.exercise_checks(c) for c in exercises] == [["check_cross_attend"], ["check_column_softmax"],
-                                                              ["check_support_mass"]]
+    assert [course.exercise_checks(c) for c in exercises] == [[f"check_{n}"] for n in NB03_EXERCISES]
     assert all(c.outputs == [] and c.execution_count is None for c in exercises)
-    assert len(nb.cells) == len(shipped.cells) - 3                          # the three reference cells
+    assert len(nb.cells) == len(shipped.cells) - sum(course.is_reference(c) for c in shipped.cells)
     figures = lambda n: sum("application/vnd.plotly.v1+json" in o.get("data", {})  # noqa: E731
                             for c in n.cells if c.cell_type == "code" for o in c.outputs)
     assert figures(nb) == figures(shipped) > 0
-    # the cell that used the reference now uses the student's function
-    assert any("support_mass(A_joint, K)" in c.source and "solutions" not in c.source for c in nb.cells)
+    # the cell that uses the support mass goes through the student's function (the reference only
+    # while theirs is a stub)
+    assert any("parts.mine(support_mass, " in c.source for c in nb.cells)
 
 
 def test_release_refuses_a_folder_without_notebooks(tmp_path):
@@ -89,6 +93,11 @@ def graded(released, tmp_path_factory):
     imports = "import torch\nfrom einops import rearrange, reduce\n\n"       # what solutions.py imports
     correct = {n: imports + inspect.getsource(getattr(solutions, n))
                for n in ("my_cross_attend", "my_column_attention", "support_mass")}
+    # the parts' references are the library's functions, under the student's names
+    correct["my_attend"] = ("from fscal_edu import attention\n\ndef my_attend(X_a, X_b, W, **options):\n"
+                            "    return attention.cross_attend(X_a, X_b, W, **options)\n")
+    correct["my_qtos"] = ("from fscal_edu import attention\n\ndef my_qtos(X_Q, X_S, W, mask_Q, attend):\n"
+                          "    return attention.qtos_part(X_Q, X_S, W, mask_Q, attend)\n")
     wrong = dict(correct, my_cross_attend=(
         "from fscal_edu import mistakes\n\ndef my_cross_attend(X_a, X_b, W):\n"
         "    return mistakes.cross_attend_variant(X_a, X_b, W, no_residual=True)\n"))
@@ -109,12 +118,11 @@ def graded(released, tmp_path_factory):
 
 def test_grade_table_row_by_row(graded):
     data, out = graded
-    cols = ["03 column_softmax", "03 cross_attend", "03 support_mass"]
+    cols = sorted(f"03 {n}" for n in NB03_EXERCISES)
     assert data["columns"] == cols
     rows = data["students"]
     assert rows["alice"] == dict.fromkeys(cols, "correct")
-    assert rows["bob"] == {"03 column_softmax": "correct", "03 support_mass": "correct",
-                           "03 cross_attend": "wrong: " + mistakes.CROSS_ATTEND["no_residual"]}
+    assert rows["bob"] == dict.fromkeys(cols, "correct") | {"03 cross_attend": "wrong: " + mistakes.CROSS_ATTEND["no_residual"]}
     assert rows["carol"] == dict.fromkeys(cols, "not attempted")
     assert all(v.startswith("error: the notebook stopped before this exercise (DeadKernelError")
                for v in rows["dave"].values()), rows["dave"]
@@ -122,7 +130,8 @@ def test_grade_table_row_by_row(graded):
     with open(out / "grades.csv", newline="", encoding="utf-8") as f:
         table = list(csv.reader(f))
     assert table[0] == ["student", *cols]
-    assert table[2] == ["bob", "correct", "wrong: " + mistakes.CROSS_ATTEND["no_residual"], "correct"]
+    assert table[2] == ["bob", *("wrong: " + mistakes.CROSS_ATTEND["no_residual"] if c == "03 cross_attend"
+                                 else "correct" for c in cols)]
     assert json.loads((out / "grades.json").read_text())["students"] == rows
 
 
@@ -164,3 +173,18 @@ def test_a_notebook_past_its_time_limit_is_reported(tmp_path):
     assert stopped.startswith("TimeoutError: the notebook ran past its time limit of 6 s"), stopped
     assert course.notebook_verdicts(done, verdicts, stopped) == {
         "tiou": f"error: the notebook stopped before this exercise ({stopped})"}
+
+
+def test_shipped_notebooks_show_no_reference_solution():
+    """No output of a shipped notebook (as committed, executed) holds a line of a reference
+    solution, the library functions that are the parts' answers included: a student asks for one
+    on purpose with ``reveal(name, sure=True)``."""
+    bodies = course.solution_sources()
+    leaks = []
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for i, cell in enumerate(nbformat.read(path, as_version=4).cells):
+            for out in cell.get("outputs", []):
+                text = out.get("text", "") + "".join(str(v) for v in out.get("data", {}).values())
+                leaks += [f"{path.name} cell {i}: {name}: {ln.strip()}" for name, body in bodies.items()
+                          for ln in body.splitlines() if len(ln.strip()) >= 30 and ln.strip() in text]
+    assert not leaks, "\n".join(leaks[:20])
