@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,15 +80,6 @@ def test_the_course_quotes_results_files():
     assert "bench/results/ablations.json" in quoted and "bench/results/probes.json" in quoted
 
 
-# Files known to be stale, each with what re-making it takes. The list may only shrink: a file
-# listed here that is fresh again fails the test below (take it off the list).
-KNOWN_STALE = {
-    "bench/results/ablations.json": "80 trainings made by the code of commit 59ccab4, whose joint and column "
-                                    "seed-0 trainings the current code does not reproduce; re-make it with "
-                                    "`python bench/ablations.py --jobs 2` (about an hour on an idle 2-core CPU)",
-}
-
-
 def stale_files() -> dict:
     """Quoted path of each stale or unstamped file -> the reason."""
     files = sorted({f for path in quoted_paths() for f in stamped_files(path) if f.is_file()})
@@ -100,12 +90,7 @@ def stale_files() -> dict:
 
 def test_no_quoted_results_file_is_stale():
     stale = stale_files()
-    new = [line for path, line in stale.items() if path not in KNOWN_STALE]
-    assert not new, "stale results files (their numbers may differ from what this code gives):\n" + "\n".join(new)
-    fresh_again = [path for path in KNOWN_STALE if path not in stale]
-    assert not fresh_again, f"{fresh_again} are fresh: take them off KNOWN_STALE"
-    if stale:
-        pytest.xfail("known stale, to re-make:\n" + "\n".join(f"{p}: {KNOWN_STALE[p]}" for p in stale))
+    assert not stale, "stale results files (their numbers may differ from what this code gives):\n" + "\n".join(stale.values())
 
 
 def test_staleness_names_an_unstamped_and_a_stale_file(tmp_path):
