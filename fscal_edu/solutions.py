@@ -181,13 +181,18 @@ PART_REFERENCES = {
     "stoq": ("StoQ Context-CA", "attention", "stoq_part"),
     "relation_targets": ("the relation targets", "losses", "relation_targets"),
 }
+# exercises whose answer is a library function that is not a part of the model
+LIBRARY_REFERENCES = {
+    "rank_items": ("the items rank r trains on", "distributed", "rank_items"),
+    "window_starts": ("the window starts", "data.episodes", "window_starts"),
+}
 
 
 def revealable() -> dict:
     """``{name: (title, function)}`` of every exercise :func:`reveal` knows: the parts (their
     library reference) and this module's solutions (named without ``my_``)."""
     out = {}
-    for name, (title, module, attr) in PART_REFERENCES.items():
+    for name, (title, module, attr) in (PART_REFERENCES | LIBRARY_REFERENCES).items():
         fn = getattr(importlib.import_module(f"fscal_edu.{module}"), attr, None)
         if fn is not None:
             out[name] = (title, fn)

@@ -101,18 +101,23 @@ def test_the_coarse_tokens_reference_is_the_stage_with_its_own_convolutions():
 # ---------------------------------------------------------------------------------------------
 
 
+
+def _added(A, X_a, X_b, mask_a, mask_b, mass_norm):
+    """The added term A^T X_a, times N_b / N_a (real tokens) with the mass normalisation."""
+    added = torch.einsum("...ij,...id->...jd", A, X_a)
+    if mass_norm:
+        N_a = X_a.shape[-2] if mask_a is None else mask_a.sum(-1)[..., None, None]
+        N_b = X_b.shape[-2] if mask_b is None else mask_b.sum(-1)[..., None, None]
+        added = added * N_b / N_a
+    return added
+
 def attend_mask_after_softmax(X_a, X_b, W, *, axis="row", scale=1.0, mass_norm=False, mask_a=None, mask_b=None):
     A = (scale * torch.einsum("...id,de,...je->...ij", X_a, W, X_b)).softmax(-1)
     if mask_a is not None:
         A = A * mask_a[..., :, None]
     if mask_b is not None:
         A = A * mask_b[..., None, :]
-    added = torch.einsum("...ij,...id->...jd", A, X_a)
-    if mass_norm:
-        N_a = X_a.shape[-2] if mask_a is None else mask_a.sum(-1)[..., None, None]
-        N_b = X_b.shape[-2] if mask_b is None else mask_b.sum(-1)[..., None, None]
-        added = added * N_b / N_a
-    return X_b + added, A
+    return X_b + _added(A, X_a, X_b, mask_a, mask_b, mass_norm), A
 
 
 def attend_counts_padding(X_a, X_b, W, *, axis="row", scale=1.0, mass_norm=False, mask_a=None, mask_b=None):
@@ -124,12 +129,7 @@ def attend_scale_after_softmax(X_a, X_b, W, *, axis="row", scale=1.0, mass_norm=
     _, A = attention.cross_attend(X_a, X_b, W, mask_a=mask_a, mask_b=mask_b)
     A = scale * A
     X, _ = attention.cross_attend(X_a, X_b, W, mask_a=mask_a, mask_b=mask_b)
-    added = torch.einsum("...ij,...id->...jd", A, X_a)
-    if mass_norm:
-        N_a = X_a.shape[-2] if mask_a is None else mask_a.sum(-1)[..., None, None]
-        N_b = X_b.shape[-2] if mask_b is None else mask_b.sum(-1)[..., None, None]
-        added = added * N_b / N_a
-    return X_b + added, A
+    return X_b + _added(A, X_a, X_b, mask_a, mask_b, mass_norm), A
 
 
 @pytest.mark.parametrize("wrong, named", [
