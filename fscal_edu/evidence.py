@@ -68,6 +68,11 @@ def skip_delta(probes: dict, names=None, checkpoint: str = FULL_CHECKPOINT) -> f
     return probe_results(probes, checkpoint)[skip_probe(names)]["delta"]
 
 
+def skip_interval(probes: dict, names=None, checkpoint: str = FULL_CHECKPOINT) -> list:
+    """The bootstrap 95% interval of :func:`skip_delta` over the test episodes."""
+    return probe_results(probes, checkpoint)[skip_probe(names)]["ci95_delta"]
+
+
 def trained_as_well(ablations: dict, variant: str, shots: int = 5) -> bool:
     """The rule "does as well": ``variant``, trained from scratch, has a mean test mAP@0.5 over its
     seeds no more than one standard deviation of the full model's seeds below the full model's mean
@@ -94,9 +99,9 @@ CLAIMS: dict[str, Claim] = {}
 # --- the stage story (told alike in notebooks 03-05, 07 and 08)
 CLAIMS |= {
     "skip_all_hurts_trained": Claim(
-        "Skipping all three stages at test time lowers the trained full model's mAP@0.5: "
-        "the trained model leans on its stages.",
-        "probes.json", lambda r: skip_delta(r) < 0),
+        "Skipping all three stages at test time lowers the shipped full model's mAP@0.5 a little, by "
+        "less than its test episodes can resolve: the 95% interval of the drop holds 0.",
+        "probes.json", lambda r: skip_delta(r) < 0 and skip_interval(r)[0] < 0 < skip_interval(r)[1]),
     "no_stages_as_well": Claim(
         "A model trained from scratch without the three stages does as well as the full model: "
         "its mean mAP@0.5 over the seeds is no more than one standard deviation of the full "
@@ -145,7 +150,8 @@ CLAIMS |= {
         "ablations.json", lambda r: not_measurably_lower(r, "no_relation")),
     "full_beats_blind": Claim(
         "The full model, which reads the supports, scores measurably higher than the support-blind "
-        "control trained the same way.",
+        "control trained the same way, when this comparison is tested on its own (Welch's p < 0.05; "
+        "notebook 08 tests eight comparisons at once and corrects for that with Holm's method).",
         "ablations.json", lambda r: measurably_higher(r, "full", "blind")),
 }
 

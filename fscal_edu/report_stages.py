@@ -376,11 +376,15 @@ def stage_story_markdown(probes: dict, ablations: dict, mechanisms: dict | None 
     costs = skip_costs(mechanisms or {}, ",".join(names))
     if costs:
         means = [statistics.mean(c) for c in costs]
-        out.append(f"- **The same on other worlds** (section 9's {len(costs)} worlds, the full models of "
-                   f"{seeds_text(costs)} each, `bench/results/mechanisms.json`): "
+        out.append(f"- **Across the worlds of section 9** ({len(costs)} worlds, the shipped world's settings among "
+                   f"them; the full models of {seeds_text(costs)} each, `bench/results/mechanisms.json`): "
                    f"skipping {every} stages lowers the mean mAP@0.5 in {sum(m > 0 for m in means)} of {len(means)} "
                    f"worlds (mean cost {min(means):+.3f} to {max(means):+.3f}), and on "
-                   f"{sum(x > 0 for c in costs for x in c)} of {sum(map(len, costs))} trained models.")
+                   f"{sum(x > 0 for c in costs for x in c)} of {sum(map(len, costs))} trained models. How much one "
+                   f"trained model leans on its stages varies from seed to seed: the shipped seed-0 model above "
+                   f"(cost {-p['delta']:+.3f}) leans on them "
+                   f"{'less than' if -p['delta'] < statistics.mean(means) else 'at least as much as'} the average "
+                   f"of these models ({statistics.mean(means):+.3f}).")
     full, tests = summary_entry(ablations, "full", shots), ablation_tests(ablations, shots)
     need = []
     for v in ("no_stages", *(f"no_{n}" for n in names)):

@@ -298,7 +298,7 @@ def test_stage_story_says_so_when_skipping_does_not_hurt(res):
         if p["probe"] == "skip " + "+".join(stages.names()):
             p["mAP@0.5"], p["ci95_delta"] = base + 0.05, [0.02, 0.08]
     text = report_stages.stage_story_markdown(probes, res["ablations"])
-    assert "Skipping all of them raises its score." in text and "other worlds" not in text
+    assert "Skipping all of them raises its score." in text and "worlds of section 9" not in text
 
 
 def test_the_shipped_full_model_has_one_number(res):
