@@ -3,7 +3,7 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 import torch
-from einops import rearrange, reduce
+from einops import rearrange
 
 from fscal_edu import exercises as ex
 from fscal_edu.attention import DynamicsCA, QtoSContextCA, StoQContextCA, cross_correlation
@@ -208,8 +208,12 @@ def test_check_support_mass():
 
 
 def test_check_coarse_tokens():
-    assert ex.check_coarse_tokens(lambda X, k: reduce(X, "b l (n k) d -> b l n d", "mean", k=k))
-    assert not ex.check_coarse_tokens(lambda X, k: reduce(X, "b l (k n) d -> b l n d", "mean", k=k))
+    def coarse(X, w, bias=True):       # eq. (3): one convolution per granularity, kernel = stride = k
+        x = rearrange(X, "b l t d -> (b l) d t")
+        out = [torch.nn.functional.conv1d(x, W, b if bias else None, stride=k) for k, (W, b) in w.items()]
+        return rearrange(torch.cat(out, -1), "(b l) d n -> b l n d", b=X.shape[0])
+    assert ex.check_coarse_tokens(coarse)
+    assert not ex.check_coarse_tokens(lambda X, w: coarse(X, w, bias=False))
 
 
 def test_check_granularity_mass():
@@ -218,10 +222,10 @@ def test_check_granularity_mass():
 
 
 def test_check_stoq():
-    def eq6(Y_S, X_Q, W):
-        return eqs_1_2(rearrange(Y_S, "b k t d -> b (k t) d"), X_Q, W)[0]
+    def eq6(Y_S, X_Q, W, mask_Q, attend):       # all K*T_S support snippets as one source
+        return attend(rearrange(Y_S, "b k t d -> b (k t) d"), X_Q, W, mask_b=mask_Q)
     assert ex.check_stoq(eq6)
-    assert not ex.check_stoq(lambda Y_S, X_Q, W: eq6(Y_S, X_Q, W.T))
+    assert not ex.check_stoq(lambda Y_S, X_Q, W, mask_Q, attend: eq6(Y_S, X_Q, W.T, mask_Q, attend))
 
 
 # --- notebooks 03-05: the trained model's stages beside their start, and the results files ----
